@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Miri runs the tests that need no mmap and no syscall (the rest are marked
+# `#[cfg_attr(miri, ignore)]`): layout, parsing, and the algorithms over heap memory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source ci/common.sh
+
+rustup toolchain install nightly --profile minimal >/dev/null 2>&1 || true
+rustup component add --toolchain nightly miri rust-src
+cargo +nightly miri setup
+
+export MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}"
+run_tests "miri" cargo +nightly miri test --locked --lib --target-dir target/miri -p shm-sync

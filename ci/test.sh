@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test suite: unit, integration (real processes, real mapped files, real futexes)
+# and doc tests of every crate in the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source ci/common.sh
+
+run_tests "tests" cargo test --workspace --locked

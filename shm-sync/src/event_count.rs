@@ -1,0 +1,317 @@
+//! An event count: a condition variable for lock-free code that costs the notifier no
+//! syscall while nobody sleeps.
+//!
+//! After Folly's `EventCount` (folly/experimental/EventCount.h) and the futex pattern of
+//! Drepper's "Futexes Are Tricky": a waiter announces itself, re-checks its condition,
+//! and only then sleeps on a sequence word; a notifier publishes its change, then looks
+//! for announced waiters and, only if there are any, bumps the sequence and wakes them.
+//! Unlike Folly's, [`EventCount::notify`] makes no read-modify-write when nobody waits:
+//! one fence and one load.
+//!
+//! # Protocol
+//!
+//! Waiter (see [`WaitStrategy`](crate::WaitStrategy) for a ready-made loop):
+//! 1. `let key = ec.prepare_wait();` (registers in `waiters`, then reads `seq`)
+//! 2. re-check the condition; if it now holds, `ec.cancel_wait()` and stop;
+//! 3. `ec.wait(key, deadline)`: sleeps unless `seq` moved since step 1.
+//!
+//! Notifier: make the condition true (e.g. store a ring's tail with `Release`), then
+//! `ec.notify()`.
+//!
+//! # Memory ordering
+//!
+//! Two edges make a lost wake-up impossible.
+//!
+//! - **SYNC(announce)**, a store-buffering pair. The waiter writes `waiters` then reads
+//!   the condition; the notifier writes the condition then reads `waiters`. Each side
+//!   puts a `SeqCst` fence between its write and its read. The fences are totally ordered;
+//!   whichever comes second reads what the other side wrote before its fence. So either
+//!   the notifier sees `waiters > 0` (and will wake), or the waiter's re-check sees the
+//!   condition (and does not sleep). Without the fences both reads may return old values
+//!   and the waiter sleeps through the only notification: the loom model
+//!   `lost_wakeup_without_fences` shows it.
+//! - **SYNC(seq)**, release/acquire on `seq`. The notifier bumps `seq` (`Release`) after
+//!   publishing; the waiter reads `seq` (`Acquire`) after announcing. If the waiter's key
+//!   already includes the bump, the publication happens-before its re-check, which then
+//!   sees the condition. Otherwise the bump comes after the key in `seq`'s modification
+//!   order, and the futex compares `seq` with the key atomically with the wake: the
+//!   waiter either finds `seq` moved or is asleep when the wake comes.
+//!
+//! # Shared memory
+//!
+//! `#[repr(C)]`, two `u32` words, all-zero is the initial state: an `EventCount` can be
+//! placed in a mapped file and used by several processes (the futex is the shared kind).
+//! A process that dies between `prepare_wait` and the end of `wait` leaves `waiters`
+//! counted: notifiers then make a `FUTEX_WAKE` syscall they could have skipped, a cost,
+//! not an error. `seq` is 32 bits and wraps; a waiter that sleeps across exactly 2^32
+//! notifications would miss one, which at one notification per 190 ns syscall takes over
+//! 13 minutes of notifying while it never runs.
+
+use std::time::Instant;
+
+use crate::atomic::{AtomicU32, Ordering, fence};
+use crate::futex::{self, WaitOutcome};
+
+/// A condition variable for lock-free code, usable across processes. See the
+/// [module docs](self) for the protocol and its memory ordering.
+///
+/// # Layout
+///
+/// `#[repr(C)]`: `seq: u32` at offset 0 (the futex word), `waiters: u32` at offset 4;
+/// 8 bytes, 4-byte aligned, zero-initialised. Pad it with
+/// [`CachePadded`](crate::CachePadded) so that notifiers' loads of `waiters` do not
+/// share a line with fields written on every message.
+///
+/// # Examples
+///
+/// ```
+/// use shm_sync::EventCount;
+/// use shm_sync::atomic::{AtomicBool, Ordering};
+/// use std::sync::Arc;
+///
+/// let ec = Arc::new(EventCount::new());
+/// let flag = Arc::new(AtomicBool::new(false));
+/// let (ec2, flag2) = (ec.clone(), flag.clone());
+/// let waiter = std::thread::spawn(move || {
+///     loop {
+///         if flag2.load(Ordering::Acquire) { break; }
+///         let key = ec2.prepare_wait();
+///         if flag2.load(Ordering::Acquire) { ec2.cancel_wait(); break; }
+///         ec2.wait(key, None);
+///     }
+/// });
+/// flag.store(true, Ordering::Release);
+/// ec.notify();
+/// waiter.join().unwrap();
+/// ```
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct EventCount {
+    /// The futex word: bumped by a notifier that found waiters.
+    seq: AtomicU32,
+    /// How many waiters are between `prepare_wait` and the end of `wait`/`cancel_wait`.
+    waiters: AtomicU32,
+}
+
+#[cfg(not(loom))]
+const _: () = {
+    assert!(core::mem::size_of::<EventCount>() == 8);
+    assert!(core::mem::align_of::<EventCount>() == 4);
+    assert!(core::mem::offset_of!(EventCount, seq) == 0);
+    assert!(core::mem::offset_of!(EventCount, waiters) == 4);
+};
+
+/// What a waiter read of the sequence word in [`EventCount::prepare_wait`]; pass it to
+/// [`EventCount::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a prepared wait must end in `wait` or `cancel_wait`"]
+pub struct WaitKey(u32);
+
+impl EventCount {
+    /// A new event count with no waiters (the all-zero state).
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        Self {
+            seq: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+        }
+    }
+
+    /// A new event count with no waiters (loom's atomics have no `const fn new`).
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self {
+            seq: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+        }
+    }
+
+    /// Wakes waiters if there are any: call after making a waited-for condition true.
+    ///
+    /// Costs one `SeqCst` fence and one load when nobody waits (no syscall, no write to
+    /// shared memory); otherwise one increment and one `FUTEX_WAKE` syscall. Wakes every
+    /// waiter: waiters of one event count may wait for different conditions (the
+    /// producers and the consumers of a queue), and waking only one could wake the wrong
+    /// one.
+    #[inline]
+    pub fn notify(&self) {
+        // SYNC(announce): SeqCst fence; orders the caller's publication before the load of
+        // `waiters`, pairs with the fence in `prepare_wait`.
+        fence(Ordering::SeqCst);
+        // Relaxed: the fence above provides the ordering this load needs.
+        if self.waiters.load(Ordering::Relaxed) != 0 {
+            self.wake_waiters();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wake_waiters(&self) {
+        // SYNC(seq): Release; pairs with the Acquire load in `prepare_wait`.
+        self.seq.fetch_add(1, Ordering::Release);
+        futex::wake_all(&self.seq);
+    }
+
+    /// Announces a waiter and returns the key to pass to [`wait`](Self::wait). The caller
+    /// must re-check its condition after this call, then end the wait with exactly one of
+    /// [`wait`](Self::wait) or [`cancel_wait`](Self::cancel_wait).
+    #[inline]
+    pub fn prepare_wait(&self) -> WaitKey {
+        // Relaxed: ordered before the re-check by the fence below.
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        // SYNC(announce): SeqCst fence; orders the announcement before the caller's re-check,
+        // pairs with the fence in `notify`.
+        fence(Ordering::SeqCst);
+        // SYNC(seq): Acquire; pairs with the Release bump in `wake_waiters`.
+        WaitKey(self.seq.load(Ordering::Acquire))
+    }
+
+    /// Withdraws a waiter announced by [`prepare_wait`](Self::prepare_wait) whose
+    /// condition turned out to hold.
+    #[inline]
+    pub fn cancel_wait(&self) {
+        // Relaxed: the count only decides whether notifiers make a syscall; a stale
+        // non-zero count costs a needless wake, never a lost one.
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Sleeps until a notification that came after [`prepare_wait`](Self::prepare_wait),
+    /// or until `deadline` (absolute, monotonic; `None` waits forever), then withdraws the
+    /// waiter.
+    ///
+    /// Returns how the futex wait ended; a [`WaitOutcome::Woken`] may be spurious, so the
+    /// caller re-checks its condition either way. Returns at once with
+    /// [`WaitOutcome::ValueChanged`] if a notification already came.
+    pub fn wait(&self, key: WaitKey, deadline: Option<Instant>) -> WaitOutcome {
+        let outcome = futex::wait(&self.seq, key.0, deadline);
+        self.cancel_wait();
+        outcome
+    }
+
+    /// How many waiters are announced now: a snapshot, stale as soon as it is read.
+    #[must_use]
+    pub fn waiters(&self) -> u32 {
+        // Relaxed: an observation for statistics and tests only.
+        self.waiters.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::atomic::AtomicBool;
+    use loom::sync::Arc;
+
+    /// One waiter, one notifier, one flag: the waiter always ends (loom reports a
+    /// deadlock if it sleeps through the notification).
+    #[test]
+    fn no_lost_wakeup() {
+        loom::model(|| {
+            let ec = Arc::new(EventCount::new());
+            let flag = Arc::new(AtomicBool::new(false));
+            let (ec2, flag2) = (ec.clone(), flag.clone());
+            let notifier = loom::thread::spawn(move || {
+                flag2.store(true, Ordering::Release);
+                ec2.notify();
+            });
+            loop {
+                if flag.load(Ordering::Acquire) {
+                    break;
+                }
+                let key = ec.prepare_wait();
+                if flag.load(Ordering::Acquire) {
+                    ec.cancel_wait();
+                    break;
+                }
+                ec.wait(key, None);
+            }
+            notifier.join().unwrap();
+            assert_eq!(ec.waiters(), 0);
+        });
+    }
+
+    /// Two waiters on one event count and two notifications: both end.
+    #[test]
+    fn two_waiters_two_notifications() {
+        loom::model(|| {
+            let ec = Arc::new(EventCount::new());
+            let count = Arc::new(AtomicU32::new(0));
+            let waiters: Vec<_> = (0..2)
+                .map(|i| {
+                    let (ec, count) = (ec.clone(), count.clone());
+                    loom::thread::spawn(move || {
+                        loop {
+                            if count.load(Ordering::Acquire) > i {
+                                break;
+                            }
+                            let key = ec.prepare_wait();
+                            if count.load(Ordering::Acquire) > i {
+                                ec.cancel_wait();
+                                break;
+                            }
+                            ec.wait(key, None);
+                        }
+                    })
+                })
+                .collect();
+            for _ in 0..2 {
+                count.fetch_add(1, Ordering::Release);
+                ec.notify();
+            }
+            for w in waiters {
+                w.join().unwrap();
+            }
+        });
+    }
+
+    /// The experiment of the module docs: the same protocol with both SeqCst fences
+    /// weakened to AcqRel must lose a wake-up in some interleaving, which loom reports as
+    /// a deadlock. If this test fails, the model can no longer see the bug that the fences
+    /// prevent, and `no_lost_wakeup` proves nothing.
+    #[test]
+    fn lost_wakeup_without_fences() {
+        let result = std::panic::catch_unwind(|| {
+            loom::model(|| {
+                let seq = Arc::new(AtomicU32::new(0));
+                let waiters = Arc::new(AtomicU32::new(0));
+                let flag = Arc::new(AtomicBool::new(false));
+                let (seq2, waiters2, flag2) = (seq.clone(), waiters.clone(), flag.clone());
+                let notifier = loom::thread::spawn(move || {
+                    flag2.store(true, Ordering::Release);
+                    fence(Ordering::AcqRel); // weakened from SeqCst
+                    if waiters2.load(Ordering::Relaxed) != 0 {
+                        seq2.fetch_add(1, Ordering::Release);
+                        futex::wake_all(&seq2);
+                    }
+                });
+                loop {
+                    if flag.load(Ordering::Acquire) {
+                        break;
+                    }
+                    waiters.fetch_add(1, Ordering::Relaxed);
+                    fence(Ordering::AcqRel); // weakened from SeqCst
+                    let key = seq.load(Ordering::Acquire);
+                    if flag.load(Ordering::Acquire) {
+                        waiters.fetch_sub(1, Ordering::Relaxed);
+                        break;
+                    }
+                    futex::wait(&seq, key, None);
+                    waiters.fetch_sub(1, Ordering::Relaxed);
+                }
+                notifier.join().unwrap();
+            });
+        });
+        let message = match &result {
+            Ok(()) => panic!("loom found no lost wake-up with the fences weakened"),
+            Err(payload) => payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default(),
+        };
+        assert!(
+            message.contains("deadlock"),
+            "unexpected failure: {message}"
+        );
+    }
+}

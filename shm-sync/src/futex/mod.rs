@@ -1,0 +1,94 @@
+//! Wait and wake on a 32-bit word that may live in a `MAP_SHARED` mapping.
+//!
+//! This is the kernel's `futex(2)` in its **shared** form: the kernel keys a waiter by the
+//! physical page and offset of the word, so a process that maps the same file at any
+//! address wakes it. It mirrors the trio of Rust's std (`sys/sync/futex/unix.rs`) with
+//! two differences: the private flag is never set (see [`wait`]), and the outcome of a
+//! wait says why it returned.
+//!
+//! Under `--cfg loom` the same functions are a model built on loom's mutex and condition
+//! variable, which keeps the one property the protocols above rely on: the comparison of
+//! the word in [`wait`] and the enqueueing of the waiter are atomic with respect to
+//! [`wake`], so a wake that follows a change of the word is never missed. A lost wake-up
+//! in a model then shows as a deadlock, which loom reports.
+
+use std::time::Instant;
+
+use crate::atomic::AtomicU32;
+
+#[cfg(not(loom))]
+mod linux;
+#[cfg(not(loom))]
+use linux as imp;
+
+#[cfg(loom)]
+mod model;
+#[cfg(loom)]
+use model as imp;
+
+/// Why [`wait`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WaitOutcome {
+    /// The thread slept and was woken by a [`wake`], or spuriously (the kernel allows
+    /// spurious wake-ups, and an unexpected error of the syscall is reported as one, as
+    /// std does). Callers re-check their condition.
+    Woken,
+    /// The word did not hold `expected` when the wait began: nothing slept.
+    ValueChanged,
+    /// The deadline passed first. Never returned before the deadline.
+    TimedOut,
+}
+
+/// Sleeps while `*word == expected`, until woken by [`wake`] or until `deadline`.
+///
+/// The comparison and the sleep are one atomic step with respect to [`wake`] on the same
+/// word: if another thread or process changes the word and then calls [`wake`], this
+/// call either sees the new value (and returns [`WaitOutcome::ValueChanged`]) or is
+/// woken. `word` may live in a file mapped `MAP_SHARED` by several processes.
+///
+/// `deadline` is an absolute point on the monotonic clock (`std::time::Instant` is
+/// `CLOCK_MONOTONIC` on Linux); `None` waits forever. It is passed to the kernel as an
+/// absolute `CLOCK_MONOTONIC` time through `FUTEX_WAIT_BITSET`, so an interrupted and
+/// restarted wait (`EINTR` is retried here) does not stretch it. A deadline already in
+/// the past returns at once: [`WaitOutcome::ValueChanged`] if the word differs, else
+/// [`WaitOutcome::TimedOut`].
+///
+/// Costs one syscall (about 190 ns on a KVM guest) when the word differs, and the time
+/// to be scheduled again (tens of microseconds) after a sleep.
+///
+/// Errors are folded into the outcome: this function does not fail and does not panic.
+///
+/// # Examples
+///
+/// ```
+/// use shm_sync::atomic::AtomicU32;
+/// use shm_sync::futex::{wait, WaitOutcome};
+/// use std::time::{Duration, Instant};
+///
+/// let word = AtomicU32::new(7);
+/// assert_eq!(wait(&word, 8, None), WaitOutcome::ValueChanged);
+/// let deadline = Instant::now() + Duration::from_millis(1);
+/// assert_eq!(wait(&word, 7, Some(deadline)), WaitOutcome::TimedOut);
+/// assert!(Instant::now() >= deadline);
+/// ```
+#[inline]
+pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitOutcome {
+    imp::wait(word, expected, deadline)
+}
+
+/// Wakes at most `n` threads (of any process) sleeping in [`wait`] on `word`; returns
+/// how many were woken.
+///
+/// Costs one syscall whether or not anyone sleeps; [`EventCount`](crate::EventCount)
+/// exists to skip it when nobody does. An error of the syscall (impossible for a valid
+/// reference) counts as zero woken.
+#[inline]
+pub fn wake(word: &AtomicU32, n: u32) -> usize {
+    imp::wake(word, n)
+}
+
+/// Wakes every thread sleeping in [`wait`] on `word`; returns how many were woken.
+#[inline]
+pub fn wake_all(word: &AtomicU32) -> usize {
+    imp::wake(word, i32::MAX as u32)
+}

@@ -1,0 +1,188 @@
+//! The futex across real processes: a child maps the same file and sleeps on a word in
+//! it; the parent changes the word and wakes it. And the deadline of `wait`.
+//!
+//! The child is this test binary again, started on the ignored test `child` with the
+//! file's path in `SHM_FUTEX_CHILD`.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use memmap2::MmapMut;
+use shm_sync::CachePadded;
+use shm_sync::atomic::{AtomicU32, Ordering};
+use shm_sync::futex::{self, WaitOutcome};
+
+const CHILD_ENV: &str = "SHM_FUTEX_CHILD";
+
+/// The page both processes map.
+#[repr(C)]
+struct Page {
+    /// The futex word.
+    word: CachePadded<AtomicU32>,
+    /// Set by the child just before it waits.
+    ready: CachePadded<AtomicU32>,
+    /// The value of `word` the child read after waking, plus one (0: not yet).
+    seen: CachePadded<AtomicU32>,
+    /// The child's `WaitOutcome`: 1 woken, 2 value changed, 3 timed out (0: not yet).
+    outcome: CachePadded<AtomicU32>,
+}
+
+struct Mapped {
+    map: MmapMut,
+}
+
+impl Mapped {
+    fn open(path: &Path) -> Self {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        // SAFETY: the file is this test's own temporary file; nobody truncates it while
+        // it is mapped.
+        let map = unsafe { MmapMut::map_mut(&file) }.unwrap();
+        assert!(map.len() >= size_of::<Page>());
+        Self { map }
+    }
+
+    fn page(&self) -> &Page {
+        // SAFETY: the mapping is page-aligned and 4096 bytes long (Page needs 512 bytes,
+        // aligned to 128); the file was zero-filled and all-zero is a valid Page; the
+        // reference borrows `self`, so it cannot outlive the mapping; every access is
+        // atomic.
+        unsafe { &*self.map.as_ptr().cast::<Page>() }
+    }
+}
+
+fn temp_file(tag: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("shm-sync-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let file: File = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    file.set_len(4096).unwrap();
+    path
+}
+
+/// Is some thread of `pid` asleep in the kernel's futex wait?
+fn sleeps_on_futex(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|w| w.contains("futex"))
+    })
+}
+
+#[test]
+#[ignore = "child process entry point, started by `child_parked_on_futex_is_woken_by_parent`"]
+fn child() {
+    let path = std::env::var(CHILD_ENV).expect("run by the parent test");
+    let mapped = Mapped::open(Path::new(&path));
+    let page = mapped.page();
+    page.ready.store(1, Ordering::Release);
+    let outcome = futex::wait(
+        &page.word,
+        0,
+        Some(Instant::now() + Duration::from_secs(30)),
+    );
+    let seen = page.word.load(Ordering::Acquire);
+    page.seen.store(seen + 1, Ordering::Release);
+    let code = match outcome {
+        WaitOutcome::Woken => 1,
+        WaitOutcome::ValueChanged => 2,
+        WaitOutcome::TimedOut => 3,
+    };
+    page.outcome.store(code, Ordering::Release);
+}
+
+#[test]
+fn child_parked_on_futex_is_woken_by_parent() {
+    let path = temp_file("wake");
+    let mapped = Mapped::open(&path);
+    let page = mapped.page();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &path)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Wait until the child sleeps in FUTEX_WAIT on the word (it cannot have changed:
+    // only this process writes it).
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while !(page.ready.load(Ordering::Acquire) == 1 && sleeps_on_futex(child.id())) {
+        assert!(Instant::now() < give_up, "child never parked on the futex");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        page.outcome.load(Ordering::Acquire),
+        0,
+        "child returned before the wake"
+    );
+
+    page.word.store(42, Ordering::Release);
+    let woken = futex::wake(&page.word, 1);
+    let status = child.wait().unwrap();
+    let _ = std::fs::remove_file(&path);
+
+    assert!(status.success(), "child failed: {status}");
+    assert_eq!(woken, 1, "the wake found no sleeper in the other process");
+    assert_eq!(
+        page.outcome.load(Ordering::Acquire),
+        1,
+        "child was not woken (1)"
+    );
+    assert_eq!(
+        page.seen.load(Ordering::Acquire),
+        43,
+        "child did not see the new value 42"
+    );
+}
+
+#[test]
+fn wait_with_20ms_deadline_times_out_no_earlier() {
+    let word = AtomicU32::new(5);
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(20);
+    let outcome = futex::wait(&word, 5, Some(deadline));
+    let end = Instant::now();
+    assert_eq!(outcome, WaitOutcome::TimedOut);
+    assert!(
+        end >= deadline,
+        "returned {:?} before the deadline",
+        deadline - end
+    );
+}
+
+#[test]
+fn wait_on_a_changed_value_returns_at_once() {
+    let word = AtomicU32::new(5);
+    assert_eq!(futex::wait(&word, 6, None), WaitOutcome::ValueChanged);
+    assert_eq!(
+        futex::wait(&word, 6, Some(Instant::now())),
+        WaitOutcome::ValueChanged
+    );
+    assert_eq!(
+        futex::wait(&word, 5, Some(Instant::now())),
+        WaitOutcome::TimedOut
+    );
+}
+
+#[test]
+fn wake_with_no_sleeper_wakes_none() {
+    let word = AtomicU32::new(0);
+    assert_eq!(futex::wake(&word, 1), 0);
+    assert_eq!(futex::wake_all(&word), 0);
+}

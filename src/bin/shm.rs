@@ -1,0 +1,60 @@
+//! `shm`: the command line tool of shm-transport.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shm_transport::sync::affinity::{self, Topology};
+
+/// Zero-copy shared-memory transport: tools.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the cores this process may use, which share a cache or are SMT siblings, and
+    /// the producer/consumer core pair shm-transport recommends.
+    Topology,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Topology => topology(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shm: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn topology() -> Result<(), shm_transport::sync::Error> {
+    let allowed = affinity::allowed_cores()?;
+    let topo = Topology::read()?;
+    println!("allowed cores: {allowed:?}");
+    for &a in &allowed {
+        for &b in allowed.iter().filter(|&&b| b > a) {
+            let cache = match topo.shared_cache_level(a, b) {
+                Some(level) => format!("share L{level}"),
+                None => "share no cache".to_string(),
+            };
+            let smt = if topo.smt_siblings(a, b) {
+                ", SMT siblings"
+            } else {
+                ""
+            };
+            println!("cores {a} and {b}: {cache}{smt}");
+        }
+    }
+    match affinity::recommend_pair() {
+        Ok(pair) => println!("recommended: {pair}"),
+        Err(e) => println!("no recommended pair: {e}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! shm-transport: a zero-copy shared-memory transport for low-latency systems on Linux.
+//!
+//! This facade re-exports the workspace's crates:
+//!
+//! - [`sync`] (`shm-sync`): cache padding, the shared futex, the event count, wait
+//!   strategies and CPU pinning.
+//! - [`alloc`] (`shm-alloc`): shared-memory segments and the cross-process allocator.
+//! - [`ring`] (`shm-ring`): the lock-free rings.
+//!
+//! The `shm` command line tool lives in this package too.
+
+pub use shm_alloc as alloc;
+pub use shm_ring as ring;
+pub use shm_sync as sync;
