@@ -10,4 +10,8 @@ rustup component add --toolchain nightly miri rust-src
 cargo +nightly miri setup
 
 export MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}"
-run_tests "miri" cargo +nightly miri test --locked --lib --target-dir target/miri -p shm-sync
+run_tests "miri" cargo +nightly miri test --locked --target-dir target/miri \
+    -p shm-sync -p shm-alloc -p shm-ring --lib
+# The SPSC ring over a heap region against its model (same code as the mapped ring).
+run_tests "miri-ring-model" cargo +nightly miri test --locked --target-dir target/miri \
+    -p shm-ring --test spsc_model

@@ -1,4 +1,20 @@
-//! Lock-free rings in shared-memory segments: one producer and one consumer (`spsc`),
-//! many of each (`mpmc`), and variable-size frames (`stream`).
+//! Lock-free rings in shared-memory segments.
 //!
-//! Built on [`shm_sync`] and `shm-alloc`'s segments.
+//! - [`spsc`]: typed, one producer and one consumer, in one process or two.
+//!
+//! Messages are [`Message`] types: plain bytes checked by zerocopy, so a peer can never
+//! cause undefined behaviour by what it writes into a slot. Rings live in
+//! `shm_alloc::Segment`s (a mapped file with a validated header and OFD-locked roles);
+//! blocking calls wait with a `shm_sync::WaitStrategy` and wake sleepers through
+//! `shm_sync::EventCount`s, so a busy-polling peer costs no syscall.
+#![warn(clippy::undocumented_unsafe_blocks, clippy::unnecessary_safety_comment)]
+
+mod error;
+mod message;
+pub mod spsc;
+
+pub use error::{
+    Corruption, Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError,
+};
+pub use message::{Message, fingerprint};

@@ -10,7 +10,8 @@
 //! - [`WaitStrategy`]: busy-spin, yield, spin-then-park and park, all with deadlines.
 //! - [`affinity`]: pinning, the allowed cores, the cache topology from sysfs, and a
 //!   recommended producer/consumer core pair.
-//! - [`atomic`]: the atomics every crate of the workspace uses; loom's under `cfg(loom)`.
+//! - [`atomic`] and [`cell`]: the atomics and `UnsafeCell` every crate of the workspace
+//!   uses; loom's under `cfg(loom)`.
 //!
 //! Linux only: the futex and the sysfs topology are Linux interfaces.
 #![warn(clippy::undocumented_unsafe_blocks, clippy::unnecessary_safety_comment)]
@@ -19,6 +20,7 @@
 pub mod affinity;
 pub mod atomic;
 mod cache_padded;
+pub mod cell;
 mod error;
 pub mod event_count;
 pub mod futex;

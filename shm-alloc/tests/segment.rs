@@ -1,0 +1,919 @@
+//! Segments on real files: create/open round trips, the attach protocol's refusals,
+//! permissions, and roles held by this process and by a child process.
+//!
+//! Every test does file I/O and maps memory, so none runs under Miri.
+//!
+//! Header offsets poked below (see the `# Layout` table in `shm_alloc::header`): magic 0,
+//! layout_version 8, kind 12, state 16, data_len 56.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use proptest::prelude::*;
+use shm_alloc::{
+    Error, Expect, Kind, LAYOUT_VERSION, Location, MAX_ROLES, Segment, SegmentOptions, SegmentSpec,
+};
+
+const OFF_MAGIC: u64 = 0;
+const OFF_VERSION: u64 = 8;
+const OFF_KIND: u64 = 12;
+const OFF_STATE: u64 = 16;
+const OFF_DATA_LEN: u64 = 56;
+
+/// Set in the child process of `role_is_released_when_its_holder_process_is_killed`: the
+/// segment whose role 0 the child holds.
+const CHILD_ENV: &str = "SHM_ALLOC_TEST_ROLE_CHILD_SEGMENT";
+
+/// A path in the temporary directory, unique to this process and `tag`, removed (file,
+/// symlink or directory) when dropped.
+struct TempPath(PathBuf);
+
+impl TempPath {
+    fn new(tag: &str) -> TempPath {
+        let path =
+            std::env::temp_dir().join(format!("shm-alloc-test-{}-{tag}", std::process::id()));
+        let _ = fs::remove_file(&path);
+        TempPath(path)
+    }
+
+    fn loc(&self) -> Location {
+        Location::from(self.0.as_path())
+    }
+
+    fn shown(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if fs::remove_file(&self.0).is_err() {
+            let _ = fs::remove_dir(&self.0);
+        }
+    }
+}
+
+fn spec() -> SegmentSpec {
+    SegmentSpec {
+        kind: Kind::Spsc,
+        capacity: 64,
+        slot_size: 16,
+        slot_align: 8,
+        type_fingerprint: 0x0123_4567_89ab_cdef,
+        type_name: "tests::Msg",
+        data_len: 64 * 16,
+    }
+}
+
+fn expect() -> Expect {
+    Expect::from(&spec())
+}
+
+fn opts() -> SegmentOptions {
+    SegmentOptions::default()
+}
+
+fn quick() -> SegmentOptions {
+    SegmentOptions::default().open_timeout(Duration::from_millis(50))
+}
+
+fn poke(path: &Path, offset: u64, bytes: &[u8]) {
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(bytes, offset).unwrap();
+}
+
+fn created(tmp: &TempPath) -> Segment {
+    Segment::create(&tmp.loc(), &spec(), &opts()).unwrap()
+}
+
+#[track_caller]
+fn assert_names_path(err: &Error, tmp: &TempPath) {
+    let text = err.to_string();
+    assert!(
+        text.contains(&tmp.shown()),
+        "{text:?} does not name {}",
+        tmp.shown()
+    );
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn create_then_open_round_trips_every_header_field() {
+    let tmp = TempPath::new("round-trip");
+    let before = now_ns();
+    let creator = created(&tmp);
+    let after = now_ns();
+    let opener = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap();
+
+    let h = opener.header();
+    assert_eq!(h, creator.header());
+    assert_eq!(h.kind, Kind::Spsc);
+    assert_eq!(h.layout_version, LAYOUT_VERSION);
+    assert_eq!(h.capacity, 64);
+    assert_eq!(h.slot_size, 16);
+    assert_eq!(h.slot_align, 8);
+    assert_eq!(h.type_fingerprint, 0x0123_4567_89ab_cdef);
+    assert_eq!(h.type_name, "tests::Msg");
+    assert_eq!(h.creator_pid, u64::from(std::process::id()));
+    assert!((before..=after).contains(&h.created_unix_ns));
+    // 1024 bytes asked for, rounded up to whole pages.
+    assert!(
+        h.data_len >= 1024 && h.data_len % 4096 == 0,
+        "{}",
+        h.data_len
+    );
+    assert_eq!(opener.data_len() as u64, h.data_len);
+    assert_eq!(opener.path(), tmp.0.as_path());
+
+    let file_len = fs::metadata(&tmp.0).unwrap().len();
+    assert_eq!(file_len, Segment::HEADER_LEN as u64 + h.data_len);
+    let mut magic = [0u8; 8];
+    File::open(&tmp.0)
+        .unwrap()
+        .read_exact_at(&mut magic, 0)
+        .unwrap();
+    assert_eq!(&magic, b"SHMTRNS\0");
+
+    let (a, b) = (creator.data(), opener.data());
+    assert_eq!(a.as_ptr() as usize % 4096, 0);
+    assert_eq!(b.as_ptr() as usize % 4096, 0);
+    let len = creator.data_len();
+    // SAFETY: both point to `len` bytes of mapped data region, alive while the segments
+    // are; only this thread touches them, and u8 has no invalid values.
+    unsafe {
+        let a = core::slice::from_raw_parts_mut(a.as_ptr(), len);
+        assert!(
+            a.iter().all(|&x| x == 0),
+            "data region not zero after create"
+        );
+        for (i, x) in a.iter_mut().enumerate() {
+            *x = i as u8 ^ 0x5a;
+        }
+        let b = core::slice::from_raw_parts(b.as_ptr(), len);
+        assert!(b.iter().enumerate().all(|(i, &x)| x == i as u8 ^ 0x5a));
+    }
+    assert!(format!("{creator:?}").contains("Segment"));
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn data_len_is_rounded_to_whole_pages() {
+    for (asked, at_least) in [(0u64, 0u64), (1, 4096), (4096, 4096), (4097, 8192)] {
+        let tmp = TempPath::new(&format!("round-{asked}"));
+        let spec = SegmentSpec {
+            data_len: asked,
+            ..spec()
+        };
+        let seg = Segment::create(&tmp.loc(), &spec, &opts()).unwrap();
+        let got = seg.header().data_len;
+        assert!(
+            got >= at_least && got % 4096 == 0 && got < at_least + 65536,
+            "{asked}: {got}"
+        );
+        if asked == 0 {
+            assert_eq!(got, 0, "no data asked for, on 4 KiB pages");
+        }
+        let file_len = fs::metadata(&tmp.0).unwrap().len();
+        assert_eq!(file_len, 4096 + got);
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn open_or_create_race_has_one_creator_and_one_shared_region() {
+    for round in 0..20 {
+        let tmp = TempPath::new(&format!("race-{round}"));
+        let barrier = Arc::new(Barrier::new(2));
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let (loc, barrier) = (tmp.loc(), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    Segment::open_or_create(&loc, &spec(), &opts()).unwrap()
+                })
+            })
+            .collect();
+        let mut segs: Vec<(Segment, bool)> =
+            racers.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(
+            segs.iter().filter(|(_, created)| *created).count(),
+            1,
+            "round {round}: exactly one racer creates"
+        );
+        let (b, _) = segs.pop().unwrap();
+        let (a, _) = segs.pop().unwrap();
+        assert_eq!(a.header(), b.header());
+        let value = 0xfeed_0000_0000_0000u64 + round;
+        // SAFETY: the data region is at least 8 bytes and page-aligned, so 8-aligned; the
+        // two threads that used these segments have ended, so these accesses are ordered.
+        unsafe {
+            a.data().cast::<u64>().as_ptr().write(value);
+            assert_eq!(b.data().cast::<u64>().as_ptr().read(), value);
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn open_or_create_opens_an_existing_segment() {
+    let tmp = TempPath::new("ooc-existing");
+    let (_first, created) = Segment::open_or_create(&tmp.loc(), &spec(), &opts()).unwrap();
+    assert!(created);
+    let (_second, created) = Segment::open_or_create(&tmp.loc(), &spec(), &opts()).unwrap();
+    assert!(!created);
+    let other = SegmentSpec {
+        capacity: 128,
+        ..spec()
+    };
+    let err = Segment::open_or_create(&tmp.loc(), &other, &opts()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Mismatch { field: "capacity", expected, found, .. }
+            if expected == "128" && found == "64"),
+        "{err}"
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn mode_is_exact_whatever_the_umask() {
+    use rustix::fs::Mode;
+    // The umask is process-wide; other tests creating files meanwhile only get other
+    // modes on their own scratch files, which they do not check.
+    let saved = rustix::process::umask(Mode::empty());
+    let lax = TempPath::new("mode-lax");
+    let lax_seg = Segment::create(&lax.loc(), &spec(), &opts());
+    let custom = TempPath::new("mode-custom");
+    let custom_seg = Segment::create(&custom.loc(), &spec(), &opts().mode(0o640));
+    rustix::process::umask(Mode::from_raw_mode(0o077));
+    let strict = TempPath::new("mode-strict");
+    let strict_seg = Segment::create(&strict.loc(), &spec(), &opts().mode(0o644));
+    rustix::process::umask(saved);
+
+    let (_a, _b, _c) = (lax_seg.unwrap(), custom_seg.unwrap(), strict_seg.unwrap());
+    let mode = |t: &TempPath| fs::metadata(&t.0).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&lax), 0o600, "default mode under umask 000");
+    assert_eq!(mode(&custom), 0o640, "0640 under umask 000");
+    assert_eq!(mode(&strict), 0o644, "0644 under umask 077");
+    assert_eq!(
+        fs::metadata(&lax.0).unwrap().uid(),
+        rustix::process::geteuid().as_raw()
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn create_over_an_existing_file_is_already_exists() {
+    let tmp = TempPath::new("exists");
+    fs::write(&tmp.0, b"precious").unwrap();
+    let err = Segment::create(&tmp.loc(), &spec(), &opts()).unwrap_err();
+    assert!(
+        matches!(&err, Error::AlreadyExists { path } if path == &tmp.0),
+        "{err}"
+    );
+    assert_names_path(&err, &tmp);
+    assert_eq!(
+        fs::read(&tmp.0).unwrap(),
+        b"precious",
+        "existing file untouched"
+    );
+
+    let again = TempPath::new("exists-again");
+    let _first = created(&again);
+    assert!(matches!(
+        Segment::create(&again.loc(), &spec(), &opts()),
+        Err(Error::AlreadyExists { .. })
+    ));
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn create_refuses_a_symlink_at_the_path() {
+    let target = TempPath::new("create-link-target");
+    let link = TempPath::new("create-link");
+    std::os::unix::fs::symlink(&target.0, &link.0).unwrap();
+    let err = Segment::create(&link.loc(), &spec(), &opts()).unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+    assert!(!target.0.exists(), "nothing created through the link");
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn open_of_a_missing_file_is_not_found() {
+    let tmp = TempPath::new("missing");
+    let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound { path } if path == &tmp.0),
+        "{err}"
+    );
+    assert_names_path(&err, &tmp);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn remove_then_open_is_not_found() {
+    let tmp = TempPath::new("remove");
+    let seg = created(&tmp);
+    Segment::remove(&tmp.loc()).unwrap();
+    assert!(matches!(
+        Segment::open(&tmp.loc(), &expect(), &opts()),
+        Err(Error::NotFound { .. })
+    ));
+    let err = Segment::remove(&tmp.loc()).unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert_names_path(&err, &tmp);
+    // The mapping outlives the name.
+    // SAFETY: the data region is at least one byte, mapped while `seg` lives.
+    unsafe { seg.data().as_ptr().write(1) };
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_file_shorter_than_the_header_page_is_truncated() {
+    let tmp = TempPath::new("short");
+    fs::write(&tmp.0, [0u8; 100]).unwrap();
+    let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Truncated {
+                expected: 4096,
+                found: 100,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_names_path(&err, &tmp);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_file_shorter_than_its_header_says_is_truncated() {
+    let tmp = TempPath::new("short-data");
+    let data_len = created(&tmp).header().data_len;
+    OpenOptions::new()
+        .write(true)
+        .open(&tmp.0)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
+    match err {
+        Error::Truncated {
+            expected, found, ..
+        } => {
+            assert_eq!((expected, found), (4096 + data_len, 4096));
+        }
+        other => panic!("{other}"),
+    }
+
+    let tmp = TempPath::new("long-data-len");
+    let data_len = created(&tmp).header().data_len;
+    poke(&tmp.0, OFF_DATA_LEN, &(data_len + 4096).to_ne_bytes());
+    let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
+    match err {
+        Error::Truncated {
+            expected, found, ..
+        } => {
+            assert_eq!((expected, found), (8192 + data_len, 4096 + data_len));
+        }
+        other => panic!("{other}"),
+    }
+    poke(&tmp.0, OFF_DATA_LEN, &12345u64.to_ne_bytes());
+    let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupted { what, .. } if what.contains("data_len")),
+        "{err}"
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn an_empty_file_never_sized_is_not_initialized() {
+    let tmp = TempPath::new("empty");
+    File::create(&tmp.0).unwrap();
+    let start = Instant::now();
+    let err = Segment::open(&tmp.loc(), &expect(), &quick()).unwrap_err();
+    assert!(matches!(err, Error::NotInitialized { .. }), "{err}");
+    assert!(start.elapsed() >= Duration::from_millis(50));
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_header_never_published_is_not_initialized_after_the_timeout() {
+    let tmp = TempPath::new("never-ready");
+    drop(created(&tmp));
+    poke(&tmp.0, OFF_STATE, &0u32.to_ne_bytes());
+    let start = Instant::now();
+    let err = Segment::open(&tmp.loc(), &expect(), &quick()).unwrap_err();
+    let elapsed = start.elapsed();
+    match &err {
+        Error::NotInitialized { waited, .. } => {
+            assert!(*waited >= Duration::from_millis(50), "{waited:?}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(elapsed >= Duration::from_millis(50), "{elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(900),
+        "waited {elapsed:?}, not about 50 ms"
+    );
+    assert_names_path(&err, &tmp);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_late_creator_is_waited_for() {
+    let tmp = TempPath::new("late");
+    drop(created(&tmp));
+    poke(&tmp.0, OFF_STATE, &0u32.to_ne_bytes());
+    let path = tmp.0.clone();
+    let publisher = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        poke(&path, OFF_STATE, b"RDY!");
+    });
+    let seg = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap();
+    publisher.join().unwrap();
+    assert_eq!(seg.header().capacity, 64);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_garbage_state_word_is_corrupted() {
+    let tmp = TempPath::new("bad-state");
+    drop(created(&tmp));
+    poke(&tmp.0, OFF_STATE, &7u32.to_ne_bytes());
+    let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupted { what, .. } if what.contains("state")),
+        "{err}"
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn wrong_magic_is_bad_magic() {
+    let tmp = TempPath::new("magic");
+    drop(created(&tmp));
+    poke(&tmp.0, OFF_MAGIC, b"NOTASEG!");
+    let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
+    assert!(
+        matches!(err, Error::BadMagic { found, .. } if &found == b"NOTASEG!"),
+        "{err}"
+    );
+    assert_names_path(&err, &tmp);
+    assert!(err.to_string().contains("SHMTRNS"), "{err}");
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_newer_layout_version_is_too_new() {
+    let tmp = TempPath::new("version");
+    drop(created(&tmp));
+    poke(&tmp.0, OFF_VERSION, &(LAYOUT_VERSION + 1).to_ne_bytes());
+    let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
+    assert!(
+        matches!(err, Error::VersionTooNew { found, supported, .. }
+            if found == LAYOUT_VERSION + 1 && supported == LAYOUT_VERSION),
+        "{err}"
+    );
+    poke(&tmp.0, OFF_VERSION, &0u32.to_ne_bytes());
+    let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
+    assert!(
+        matches!(err, Error::VersionMismatch { found: 0, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn each_field_mismatch_is_named() {
+    let tmp = TempPath::new("mismatch");
+    let _seg = created(&tmp);
+    let open = |e: Expect| Segment::open(&tmp.loc(), &e, &opts()).unwrap_err();
+    let field_of = |err: &Error| match err {
+        Error::Mismatch { field, .. } => *field,
+        other => panic!("expected a mismatch, got {other}"),
+    };
+
+    let err = open(Expect {
+        type_fingerprint: 0xbad,
+        type_name: "tests::Other",
+        ..expect()
+    });
+    assert_eq!(field_of(&err), "type_fingerprint");
+    let text = err.to_string();
+    assert!(
+        text.contains("tests::Other") && text.contains("tests::Msg"),
+        "{text}"
+    );
+    assert_names_path(&err, &tmp);
+
+    let err = open(Expect {
+        slot_size: 32,
+        ..expect()
+    });
+    assert_eq!(field_of(&err), "slot_size");
+    assert!(err.to_string().contains("32 bytes"), "{err}");
+
+    let err = open(Expect {
+        slot_align: 16,
+        ..expect()
+    });
+    assert_eq!(field_of(&err), "slot_align");
+
+    let err = open(Expect {
+        kind: Kind::Mpmc,
+        ..expect()
+    });
+    assert_eq!(field_of(&err), "kind");
+    match &err {
+        Error::Mismatch {
+            expected, found, ..
+        } => assert_eq!((expected.as_str(), found.as_str()), ("mpmc", "spsc")),
+        _ => unreachable!(),
+    }
+
+    let err = open(Expect {
+        capacity: Some(65),
+        ..expect()
+    });
+    assert_eq!(field_of(&err), "capacity");
+
+    // Any capacity accepted.
+    Segment::open(
+        &tmp.loc(),
+        &Expect {
+            capacity: None,
+            ..expect()
+        },
+        &opts(),
+    )
+    .unwrap();
+
+    // An unknown kind number in the file.
+    poke(&tmp.0, OFF_KIND, &99u32.to_ne_bytes());
+    let err = open(expect());
+    assert!(err.to_string().contains("unknown kind 99"), "{err}");
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_symlink_is_refused() {
+    let target = TempPath::new("link-target");
+    let _seg = created(&target);
+    let link = TempPath::new("link");
+    std::os::unix::fs::symlink(&target.0, &link.0).unwrap();
+    let err = Segment::open(&link.loc(), &expect(), &opts()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Symlink { path } if path == &link.0),
+        "{err}"
+    );
+    assert_names_path(&err, &link);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_directory_is_not_a_regular_file() {
+    let tmp = TempPath::new("dir");
+    fs::create_dir(&tmp.0).unwrap();
+    let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotARegularFile {
+                file_type: "directory",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_names_path(&err, &tmp);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_fifo_is_not_a_regular_file() {
+    let tmp = TempPath::new("fifo");
+    let c_path = std::ffi::CString::new(tmp.shown()).unwrap();
+    // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo: {}", std::io::Error::last_os_error());
+    let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotARegularFile {
+                file_type: "FIFO",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_names_path(&err, &tmp);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_file_of_another_owner_is_refused_unless_allowed() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        eprintln!("skipped: changing a file's owner needs root");
+        return;
+    }
+    let tmp = TempPath::new("foreign");
+    drop(created(&tmp));
+    std::os::unix::fs::chown(&tmp.0, Some(65534), None).unwrap();
+    let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ForeignOwner {
+                owner: 65534,
+                expected: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_names_path(&err, &tmp);
+    Segment::open(&tmp.loc(), &expect(), &opts().allow_foreign_owner(true)).unwrap();
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn huge_pages_off_hugetlbfs_are_unavailable_and_leave_no_file() {
+    let name = format!("shm-alloc-test-{}-huge", std::process::id());
+    let loc = Location::from(name.as_str());
+    assert_eq!(loc.path(), Path::new("/dev/shm").join(&name));
+    let err = Segment::create(&loc, &spec(), &opts().huge_pages(true)).unwrap_err();
+    match &err {
+        Error::HugePagesUnavailable { path, reason } => {
+            assert_eq!(path, &loc.path());
+            assert!(reason.contains("hugetlbfs"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(
+        !loc.path().exists(),
+        "the failed create left its file behind"
+    );
+
+    // Opening an existing tmpfs segment with huge pages required fails the same way.
+    let _seg = Segment::create(&loc, &spec(), &opts()).unwrap();
+    let err = Segment::open(&loc, &expect(), &opts().huge_pages(true)).unwrap_err();
+    assert!(matches!(err, Error::HugePagesUnavailable { .. }), "{err}");
+    Segment::remove(&loc).unwrap();
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn names_live_under_dev_shm() {
+    let name = format!("shm-alloc-test-{}-named", std::process::id());
+    let loc = Location::from(name.clone());
+    let seg = Segment::create(&loc, &spec(), &opts()).unwrap();
+    assert_eq!(seg.path(), Path::new("/dev/shm").join(&name));
+    assert!(Path::new("/dev/shm").join(&name).exists());
+    Segment::open(&loc, &expect(), &opts()).unwrap();
+    Segment::remove(&loc).unwrap();
+
+    for bad in ["", "..", "a/b"] {
+        let loc = Location::from(bad);
+        assert!(matches!(
+            Segment::create(&loc, &spec(), &opts()),
+            Err(Error::InvalidName { .. })
+        ));
+        assert!(matches!(
+            Segment::open(&loc, &expect(), &opts()),
+            Err(Error::InvalidName { .. })
+        ));
+        assert!(matches!(
+            Segment::remove(&loc),
+            Err(Error::InvalidName { .. })
+        ));
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn an_impossible_data_len_is_an_invalid_spec_and_leaves_no_file() {
+    let tmp = TempPath::new("huge-spec");
+    let spec = SegmentSpec {
+        data_len: u64::MAX - 10,
+        ..spec()
+    };
+    let err = Segment::create(&tmp.loc(), &spec, &opts()).unwrap_err();
+    assert!(matches!(err, Error::InvalidSpec { .. }), "{err}");
+    assert_names_path(&err, &tmp);
+    assert!(!tmp.0.exists());
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn prefault_and_mlock_map_and_lock() {
+    let tmp = TempPath::new("mlock");
+    let spec = SegmentSpec {
+        data_len: 16 * 1024,
+        ..spec()
+    };
+    let opts = opts().prefault(true).mlock(true);
+    let seg = Segment::create(&tmp.loc(), &spec, &opts).unwrap();
+    let opener = Segment::open(&tmp.loc(), &Expect::from(&spec), &opts).unwrap();
+    // SAFETY: the region is at least 16 KiB; only this thread touches it.
+    unsafe {
+        seg.data().as_ptr().add(16 * 1024 - 1).write(9);
+        assert_eq!(opener.data().as_ptr().add(16 * 1024 - 1).read(), 9);
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn roles_conflict_within_one_process_and_drop_releases() {
+    let tmp = TempPath::new("roles");
+    let seg = created(&tmp);
+    let other = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap();
+
+    let zero = seg.claim_role(0).unwrap();
+    assert_eq!(zero.role(), 0);
+    assert_eq!(zero.path(), tmp.0.as_path());
+    let err = seg.claim_role(0).unwrap_err();
+    assert!(matches!(err, Error::RoleTaken { role: 0, .. }), "{err}");
+    assert_names_path(&err, &tmp);
+    assert!(matches!(
+        other.claim_role(0),
+        Err(Error::RoleTaken { role: 0, .. })
+    ));
+
+    let one = other.claim_role(1).unwrap();
+    let last = seg.claim_role(MAX_ROLES - 1).unwrap();
+    assert!(matches!(
+        seg.claim_role(MAX_ROLES),
+        Err(Error::InvalidRole { role }) if role == MAX_ROLES
+    ));
+    assert!(matches!(
+        seg.role_alive(MAX_ROLES),
+        Err(Error::InvalidRole { .. })
+    ));
+
+    drop(zero);
+    let zero_again = seg.claim_role(0).unwrap();
+    assert!(format!("{zero_again:?}").contains("RoleClaim"));
+    drop((one, last));
+    other.claim_role(1).unwrap();
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn role_alive_while_held_and_not_after_drop() {
+    let tmp = TempPath::new("alive");
+    let seg = created(&tmp);
+    let other = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap();
+    assert!(!seg.role_alive(3).unwrap());
+    let claim = seg.claim_role(3).unwrap();
+    assert!(
+        seg.role_alive(3).unwrap(),
+        "seen through the claiming segment"
+    );
+    assert!(other.role_alive(3).unwrap(), "seen through another segment");
+    assert!(!seg.role_alive(2).unwrap() && !seg.role_alive(4).unwrap());
+    drop(claim);
+    assert!(!seg.role_alive(3).unwrap());
+    assert!(!other.role_alive(3).unwrap());
+}
+
+/// Kills and reaps the child if the test fails before it does.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn role_is_released_when_its_holder_process_is_killed() {
+    let tmp = TempPath::new("cross-process");
+    let seg = created(&tmp);
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_holds_role_zero",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, &tmp.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seg.role_alive(0).unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!("the child exited ({status}) without holding role 0");
+        }
+        assert!(Instant::now() < deadline, "the child never claimed role 0");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(matches!(
+        seg.claim_role(0),
+        Err(Error::RoleTaken { role: 0, .. })
+    ));
+    assert!(!seg.role_alive(1).unwrap());
+
+    child.0.kill().unwrap(); // SIGKILL: no destructor runs in the child.
+    let status = child.0.wait().unwrap();
+    assert!(!status.success());
+
+    assert!(
+        !seg.role_alive(0).unwrap(),
+        "the kernel released the dead holder's lock"
+    );
+    let claim = seg.claim_role(0).unwrap();
+    assert!(seg.role_alive(0).unwrap());
+    drop(claim);
+}
+
+/// The child of `role_is_released_when_its_holder_process_is_killed`: opens the segment
+/// named by `CHILD_ENV`, claims role 0, and sleeps until killed (at most a minute, in case
+/// the parent died). Does nothing when run without the variable.
+#[test]
+#[ignore = "run as a child process by role_is_released_when_its_holder_process_is_killed"]
+fn child_holds_role_zero() {
+    let Some(path) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let seg = Segment::open(&Location::Path(path.into()), &expect(), &opts()).unwrap();
+    let _claim = seg.claim_role(0).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        ..ProptestConfig::default()
+    })]
+
+    /// Damaged headers (random bytes overwritten, mostly among the fields) and files cut
+    /// to random lengths open to `Ok` or to a typed validation error naming the path:
+    /// never a panic, never an out-of-bounds read (which would be a SIGBUS).
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn open_never_panics_on_a_damaged_file(
+        writes in proptest::collection::vec((prop_oneof![0..144u64, 0..4096u64], any::<u8>()), 0..12),
+        cut in proptest::option::weighted(0.25, 0..12_288u64),
+    ) {
+        let tmp = TempPath::new("fuzz");
+        drop(created(&tmp));
+        for (offset, byte) in &writes {
+            poke(&tmp.0, *offset, &[*byte]);
+        }
+        if let Some(len) = cut {
+            OpenOptions::new().write(true).open(&tmp.0).unwrap().set_len(len).unwrap();
+        }
+        let file_len = fs::metadata(&tmp.0).unwrap().len();
+        let opts = SegmentOptions::default().open_timeout(Duration::ZERO);
+        match Segment::open(&tmp.loc(), &expect(), &opts) {
+            Ok(seg) => {
+                prop_assert_eq!(4096 + seg.data_len() as u64, file_len);
+                if let Some(last) = seg.data_len().checked_sub(1) {
+                    // SAFETY: the data region is `data_len` bytes, validated against the
+                    // file size; reading its last byte would raise SIGBUS if it were not.
+                    let byte = unsafe { seg.data().as_ptr().add(last).read() };
+                    prop_assert_eq!(byte, 0);
+                }
+            }
+            Err(err) => {
+                prop_assert!(
+                    matches!(
+                        err,
+                        Error::BadMagic { .. }
+                            | Error::VersionTooNew { .. }
+                            | Error::VersionMismatch { .. }
+                            | Error::Corrupted { .. }
+                            | Error::Mismatch { .. }
+                            | Error::Truncated { .. }
+                            | Error::NotInitialized { .. }
+                    ),
+                    "unexpected error kind: {}",
+                    err
+                );
+                prop_assert!(err.to_string().contains(&tmp.shown()), "{}", err);
+            }
+        }
+    }
+}

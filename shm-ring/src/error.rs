@@ -1,0 +1,184 @@
+//! Errors of the rings: attaching (`Error`), and each operation's own enum in the shape
+//! of `std::sync::mpsc` and crossbeam-channel (the value comes back on failure).
+
+use core::fmt;
+
+/// What was wrong with a value read from shared memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Corruption {
+    /// The positions break `head <= tail <= head + capacity`.
+    Positions {
+        /// The consumer's position as read.
+        head: u64,
+        /// The producer's position as read.
+        tail: u64,
+        /// The ring's capacity, in slots.
+        capacity: u64,
+    },
+    /// The header's capacity does not fit the segment's data region.
+    Layout {
+        /// The capacity in the header, in slots.
+        capacity: u64,
+        /// The data region's length, in bytes.
+        data_len: u64,
+    },
+    /// A state word holds a value no peer writes.
+    State {
+        /// Which word.
+        word: &'static str,
+        /// The value found.
+        found: u32,
+    },
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Positions {
+                head,
+                tail,
+                capacity,
+            } => write!(
+                f,
+                "positions out of range: expected head <= tail <= head + {capacity}, found head {head} and tail {tail}"
+            ),
+            Self::Layout { capacity, data_len } => write!(
+                f,
+                "a capacity of {capacity} slots (expected a power of two) does not fit a data region of {data_len} bytes"
+            ),
+            Self::State { word, found } => {
+                write!(
+                    f,
+                    "{word} holds {found}, expected state 0 (absent), 1 (attached) or 2 (closed) in its low two bits"
+                )
+            }
+        }
+    }
+}
+
+/// Errors of creating, opening and attaching to a ring.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The segment could not be created, opened or validated, or the role is taken.
+    #[cfg(not(loom))]
+    #[error(transparent)]
+    Segment(#[from] shm_alloc::Error),
+    /// The ring's shared state is inconsistent.
+    #[error("corrupted ring: {0}")]
+    Corrupted(Corruption),
+    /// The requested capacity is not a power of two between 1 and 2^32.
+    #[error("invalid capacity {0}: expected a power of two between 1 and 2^32 slots")]
+    InvalidCapacity(u64),
+    /// The message type is aligned to more than a 128-byte block.
+    #[error("message type aligned to {0} bytes: at most 128 is supported")]
+    UnsupportedAlignment(usize),
+}
+
+macro_rules! value_error {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $msg:literal),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq)]
+        pub enum $name<T> {
+            $($(#[$vdoc])* $variant(T),)*
+            /// The ring's shared state is inconsistent; the value was not sent.
+            Corrupted(T, Corruption),
+        }
+
+        impl<T> $name<T> {
+            /// Returns the value that was not sent.
+            pub fn into_inner(self) -> T {
+                match self {
+                    $(Self::$variant(v))|* | Self::Corrupted(v, _) => v,
+                }
+            }
+        }
+
+        impl<T> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $(Self::$variant(_) => f.write_str(concat!(stringify!($variant), "(..)")),)*
+                    Self::Corrupted(_, c) => write!(f, "Corrupted(.., {c:?})"),
+                }
+            }
+        }
+
+        impl<T> fmt::Display for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $(Self::$variant(_) => f.write_str($msg),)*
+                    Self::Corrupted(_, c) => write!(f, "corrupted ring: {c}"),
+                }
+            }
+        }
+
+        impl<T> std::error::Error for $name<T> {}
+    };
+}
+
+value_error!(
+    /// Why [`try_send`](crate::spsc::Producer::try_send) returned its value.
+    TrySendError {
+        /// The ring is full.
+        Full => "ring is full",
+        /// The consumer closed the ring or died.
+        Disconnected => "sending on a ring whose consumer is gone",
+    }
+);
+
+value_error!(
+    /// Why [`send_timeout`](crate::spsc::Producer::send_timeout) returned its value.
+    SendTimeoutError {
+        /// The deadline passed while the ring was full.
+        Timeout => "timed out waiting for space in the ring",
+        /// The consumer closed the ring or died.
+        Disconnected => "sending on a ring whose consumer is gone",
+    }
+);
+
+value_error!(
+    /// Why [`send`](crate::spsc::Producer::send) returned its value.
+    SendError {
+        /// The consumer closed the ring or died.
+        Disconnected => "sending on a ring whose consumer is gone",
+    }
+);
+
+/// Why [`try_recv`](crate::spsc::Consumer::try_recv) returned no message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    /// The ring is empty; the producer may still send.
+    #[error("ring is empty")]
+    Empty,
+    /// The ring is empty and the producer closed it or died.
+    #[error("receiving on an empty ring whose producer is gone")]
+    Disconnected,
+    /// The ring's shared state is inconsistent.
+    #[error("corrupted ring: {0}")]
+    Corrupted(Corruption),
+}
+
+/// Why [`recv_timeout`](crate::spsc::Consumer::recv_timeout) returned no message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvTimeoutError {
+    /// The deadline passed while the ring was empty.
+    #[error("timed out waiting for a message")]
+    Timeout,
+    /// The ring is empty and the producer closed it or died.
+    #[error("receiving on an empty ring whose producer is gone")]
+    Disconnected,
+    /// The ring's shared state is inconsistent.
+    #[error("corrupted ring: {0}")]
+    Corrupted(Corruption),
+}
+
+/// Why [`recv`](crate::spsc::Consumer::recv) returned no message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    /// The ring is empty and the producer closed it or died.
+    #[error("receiving on an empty ring whose producer is gone")]
+    Disconnected,
+    /// The ring's shared state is inconsistent.
+    #[error("corrupted ring: {0}")]
+    Corrupted(Corruption),
+}

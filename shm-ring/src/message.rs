@@ -1,0 +1,114 @@
+//! The message types a typed ring can carry, and their fingerprint.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// A type that can travel through a typed ring between processes.
+///
+/// The zerocopy bounds are checked by the compiler, not promised by the user: any bit
+/// pattern a peer leaves in a slot is a valid value (`FromBytes`), a value has no padding
+/// or uninitialised byte to leak (`IntoBytes`), and no interior mutability
+/// (`Immutable`). So a buggy or hostile peer yields wrong values, never undefined
+/// behaviour. `T` must not be larger-aligned than 128 bytes.
+///
+/// `TYPE_NAME` names the type across processes; with the size and the alignment it
+/// makes the [`FINGERPRINT`](Message::FINGERPRINT) written in a segment's header, so a
+/// consumer of another type is refused at attach time. Change the name (for example
+/// with a version suffix) when the meaning of the bytes changes.
+///
+/// # Examples
+///
+/// ```
+/// use shm_ring::Message;
+/// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+///
+/// #[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy)]
+/// #[repr(C)]
+/// struct Quote { instrument: u32, side: u32, price: i64, quantity: u64 }
+///
+/// impl Message for Quote {
+///     const TYPE_NAME: &'static str = "example::Quote/v1";
+/// }
+/// assert_ne!(Quote::FINGERPRINT, u64::FINGERPRINT);
+/// ```
+pub trait Message: FromBytes + IntoBytes + Immutable + KnownLayout + Sized {
+    /// A name for the type, stable across builds and processes (not `type_name`, which
+    /// Rust does not keep stable).
+    const TYPE_NAME: &'static str;
+
+    /// FNV-1a (64-bit) over the name, the size and the alignment, in bytes.
+    const FINGERPRINT: u64 = fingerprint(Self::TYPE_NAME, size_of::<Self>(), align_of::<Self>());
+}
+
+/// FNV-1a, 64-bit (Fowler, Noll, Vo), over `name`, then `size` and `align` as
+/// little-endian `u64`s. Stable: it is written into segment headers.
+pub const fn fingerprint(name: &str, size: usize, align: usize) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        hash = (hash ^ bytes[i] as u64).wrapping_mul(PRIME);
+        i += 1;
+    }
+    let tail = [(size as u64).to_le_bytes(), (align as u64).to_le_bytes()];
+    let mut k = 0;
+    while k < 2 {
+        let mut j = 0;
+        while j < 8 {
+            hash = (hash ^ tail[k][j] as u64).wrapping_mul(PRIME);
+            j += 1;
+        }
+        k += 1;
+    }
+    hash
+}
+
+macro_rules! primitive_messages {
+    ($($t:ty),*) => {$(
+        impl Message for $t {
+            const TYPE_NAME: &'static str = stringify!($t);
+        }
+    )*};
+}
+
+primitive_messages!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, f32, f64);
+
+impl<T: Message, const N: usize> Message for [T; N] {
+    const TYPE_NAME: &'static str = "array";
+    /// The element's fingerprint, mixed with the length and the element's size.
+    const FINGERPRINT: u64 = {
+        let element = T::FINGERPRINT.to_le_bytes();
+        let mut hash = fingerprint("array", size_of::<Self>(), align_of::<Self>());
+        let mut i = 0;
+        while i < 8 {
+            hash = (hash ^ element[i] as u64).wrapping_mul(0x0000_0100_0000_01b3);
+            i += 1;
+        }
+        hash
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_differ_by_name_size_and_length() {
+        assert_ne!(u64::FINGERPRINT, i64::FINGERPRINT);
+        assert_ne!(u64::FINGERPRINT, u32::FINGERPRINT);
+        assert_ne!(<[u8; 8]>::FINGERPRINT, <[u8; 16]>::FINGERPRINT);
+        assert_ne!(<[u8; 8]>::FINGERPRINT, <[i8; 8]>::FINGERPRINT);
+        assert_ne!(<[u8; 8]>::FINGERPRINT, u64::FINGERPRINT);
+    }
+
+    #[test]
+    fn fingerprint_is_fnv1a() {
+        // FNV-1a of the empty input is the offset basis; of "a" a published test vector.
+        let empty_tail = fingerprint("", 0, 0);
+        assert_ne!(empty_tail, 0xcbf2_9ce4_8422_2325);
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        hash = (hash ^ u64::from(b'a')).wrapping_mul(0x0000_0100_0000_01b3);
+        assert_eq!(hash, 0xaf63_dc4c_8601_ec8c);
+    }
+}

@@ -1,0 +1,349 @@
+//! The SPSC ring between real processes, through real mapped files, with real futexes
+//! and real `SIGKILL`s.
+//!
+//! Children are this test binary again, started on the ignored test `child` with their
+//! part in the environment (`SHM_SPSC_CHILD=<part>`, `SHM_SPSC_NAME`, `SHM_SPSC_COUNT`,
+//! `SHM_SPSC_WAIT`, `SHM_SPSC_CAPACITY`).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shm_alloc::{Location, Segment};
+use shm_ring::spsc::{Builder, Consumer, Producer};
+use shm_ring::{Message, RecvError, SendError, TryRecvError};
+use shm_sync::WaitStrategy;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// A sequence-numbered message with a checksum of its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct Numbered {
+    seq: u64,
+    check: u64,
+}
+
+impl Message for Numbered {
+    const TYPE_NAME: &'static str = "shm-ring-tests::Numbered/v1";
+}
+
+/// SplitMix64's finaliser: a checksum that differs for every sequence number.
+fn checksum(seq: u64) -> u64 {
+    let mut z = seq.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn numbered(seq: u64) -> Numbered {
+    Numbered {
+        seq,
+        check: checksum(seq),
+    }
+}
+
+/// Panics unless `msg` is message number `expected`, intact.
+fn verify(msg: Numbered, expected: u64) {
+    assert_eq!(msg.seq, expected, "lost, duplicated or reordered message");
+    assert_eq!(
+        msg.check,
+        checksum(msg.seq),
+        "corrupted message {}",
+        msg.seq
+    );
+}
+
+fn strategy(name: &str) -> WaitStrategy {
+    match name {
+        "spin" => WaitStrategy::BusySpin,
+        "park" => WaitStrategy::Park,
+        "default" => WaitStrategy::default(),
+        other => panic!("unknown wait strategy {other}"),
+    }
+}
+
+/// A unique segment name, removed when dropped.
+struct Name(String);
+
+impl Name {
+    fn new(tag: &str) -> Self {
+        static NEXT: shm_sync::atomic::AtomicU32 = shm_sync::atomic::AtomicU32::new(0);
+        // Relaxed: a unique number, no ordering needed.
+        let n = NEXT.fetch_add(1, shm_sync::atomic::Ordering::Relaxed);
+        Self(format!("shm-ring-test-{tag}-{}-{n}", std::process::id()))
+    }
+
+    fn builder(&self, capacity: u64, wait: WaitStrategy) -> Builder<Numbered> {
+        Builder::new(self.0.as_str())
+            .capacity(capacity)
+            .wait_strategy(wait)
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        let _ = Segment::remove(&Location::Name(self.0.clone()));
+    }
+}
+
+fn spawn(part: &str, name: &Name, count: u64, capacity: u64, wait: &str) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SHM_SPSC_CHILD", part)
+        .env("SHM_SPSC_NAME", &name.0)
+        .env("SHM_SPSC_COUNT", count.to_string())
+        .env("SHM_SPSC_CAPACITY", capacity.to_string())
+        .env("SHM_SPSC_WAIT", wait)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_child(mut child: Child, limit: Duration) {
+    let give_up = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "child failed: {status}");
+            return;
+        }
+        if Instant::now() > give_up {
+            let _ = child.kill();
+            panic!("child still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Sends `0..count`, pausing 1 ms after every `burst` messages (0: never) so that a
+/// parking consumer really parks.
+fn produce(tx: &mut Producer<Numbered>, count: u64, burst: u64) {
+    for seq in 0..count {
+        tx.send(numbered(seq)).expect("consumer stays attached");
+        if burst != 0 && seq % burst == burst - 1 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Receives `0..count` in order, then expects `Disconnected`.
+fn consume(rx: &mut Consumer<Numbered>, count: u64) {
+    for seq in 0..count {
+        verify(rx.recv().expect("producer sends everything"), seq);
+    }
+    assert_eq!(rx.recv(), Err(RecvError::Disconnected));
+}
+
+#[test]
+#[ignore = "child process entry point, started by the tests of this file"]
+fn child() {
+    let part = std::env::var("SHM_SPSC_CHILD").expect("run by a parent test");
+    let name = std::env::var("SHM_SPSC_NAME").unwrap();
+    let count: u64 = std::env::var("SHM_SPSC_COUNT").unwrap().parse().unwrap();
+    let capacity: u64 = std::env::var("SHM_SPSC_CAPACITY").unwrap().parse().unwrap();
+    let wait = strategy(&std::env::var("SHM_SPSC_WAIT").unwrap());
+    let builder = Builder::<Numbered>::new(name.as_str())
+        .capacity(capacity)
+        .wait_strategy(wait);
+    match part.as_str() {
+        "producer" => produce(&mut builder.producer().unwrap(), count, 0),
+        "bursty-producer" => produce(&mut builder.producer().unwrap(), count, 10_000),
+        "consumer" => consume(&mut builder.consumer().unwrap(), count),
+        "endless-producer" => {
+            let mut tx = builder.producer().unwrap();
+            let mut seq = 0;
+            loop {
+                tx.send(numbered(seq)).unwrap();
+                seq += 1;
+            }
+        }
+        // Receives in place and records, before releasing each message, how many it has
+        // processed, in a progress file: the parent kills it at some point.
+        "recording-consumer" => {
+            let progress = std::env::var("SHM_SPSC_PROGRESS").unwrap();
+            let mut rx = builder.consumer().unwrap();
+            let mut seq = 0;
+            loop {
+                match rx.try_recv_ref() {
+                    Ok(msg) => {
+                        verify(*msg, seq);
+                        seq += 1;
+                        if seq % 1000 == 0 {
+                            std::fs::write(&progress, seq.to_string()).unwrap();
+                        }
+                    }
+                    Err(TryRecvError::Empty) => shm_sync::atomic::spin_loop(),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        // A producer that tolerates its consumer's death: it waits for a new one.
+        "patient-producer" => {
+            let mut tx = builder.producer().unwrap();
+            for seq in 0..count {
+                let mut msg = numbered(seq);
+                loop {
+                    match tx.send(msg) {
+                        Ok(()) => break,
+                        Err(SendError::Disconnected(back)) => {
+                            msg = back;
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }
+        other => panic!("unknown part {other}"),
+    }
+}
+
+/// Child producer -> parent consumer, and parent producer -> child consumer.
+fn both_directions(count: u64, capacity: u64, wait: &str, bursty: bool) {
+    let name = Name::new("fwd");
+    // The parent attaches first: it creates the ring.
+    let mut rx = name.builder(capacity, strategy(wait)).consumer().unwrap();
+    let part = if bursty {
+        "bursty-producer"
+    } else {
+        "producer"
+    };
+    let child = spawn(part, &name, count, capacity, "spin");
+    consume(&mut rx, count);
+    wait_child(child, Duration::from_secs(120));
+
+    let name = Name::new("rev");
+    // The child attaches first here: it creates, the parent opens whichever comes first.
+    let child = spawn("consumer", &name, count, capacity, wait);
+    let mut tx = name
+        .builder(capacity, WaitStrategy::BusySpin)
+        .producer()
+        .unwrap();
+    produce(&mut tx, count, if bursty { 10_000 } else { 0 });
+    drop(tx);
+    wait_child(child, Duration::from_secs(120));
+}
+
+const MANY: u64 = 10_000_000;
+const PARKED: u64 = 1_000_000;
+
+#[test]
+fn ten_million_busy_polling_tiny_capacity() {
+    both_directions(MANY, 2, "spin", false);
+}
+
+#[test]
+fn ten_million_busy_polling_large_capacity() {
+    both_directions(MANY, 1 << 16, "spin", false);
+}
+
+#[test]
+fn one_million_parking_receiver_tiny_capacity() {
+    both_directions(PARKED, 2, "park", true);
+}
+
+#[test]
+fn one_million_parking_receiver_large_capacity() {
+    both_directions(PARKED, 1 << 16, "park", true);
+}
+
+#[test]
+fn killed_producer_is_drained_then_disconnected() {
+    let name = Name::new("killp");
+    let mut rx = name.builder(1024, WaitStrategy::Park).consumer().unwrap();
+    let mut child = spawn("endless-producer", &name, 0, 1024, "spin");
+    let mut seq = 0;
+    while seq < 100_000 {
+        verify(rx.recv().unwrap(), seq);
+        seq += 1;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Instant::now();
+    loop {
+        match rx.recv() {
+            Ok(msg) => {
+                verify(msg, seq);
+                seq += 1;
+            }
+            Err(RecvError::Disconnected) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let drained = killed.elapsed();
+    // Bounded: a parked consumer probes its peer every LIVENESS_PERIOD (10 ms).
+    assert!(
+        drained < Duration::from_secs(2),
+        "took {drained:?} to see the death"
+    );
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+}
+
+#[test]
+fn killed_consumer_restarts_without_loss() {
+    const COUNT: u64 = 1_000_000;
+    let name = Name::new("killc");
+    let progress = std::env::temp_dir().join(format!("{}-progress", name.0));
+    let _ = std::fs::remove_file(&progress);
+    let producer = spawn("patient-producer", &name, COUNT, 64, "spin");
+    let mut first = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SHM_SPSC_CHILD", "recording-consumer")
+        .env("SHM_SPSC_NAME", &name.0)
+        .env("SHM_SPSC_COUNT", COUNT.to_string())
+        .env("SHM_SPSC_CAPACITY", "64")
+        .env("SHM_SPSC_WAIT", "spin")
+        .env("SHM_SPSC_PROGRESS", &progress)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let give_up = Instant::now() + Duration::from_secs(60);
+    let read_progress = || -> u64 {
+        std::fs::read_to_string(&progress)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+    while read_progress() < 200_000 {
+        assert!(Instant::now() < give_up, "first consumer made no progress");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let recorded = read_progress();
+
+    // The restarted consumer (this process) continues at the first unreleased message.
+    let mut rx = name.builder(64, WaitStrategy::BusySpin).consumer().unwrap();
+    let msg = rx.recv().unwrap();
+    // The first consumer recorded every 1000th message before releasing it, so it had
+    // released at least `recorded - 1` messages (the last recorded one may be in its
+    // guard, unreleased) and at most `recorded + 999`.
+    assert!(
+        msg.seq + 1 >= recorded && msg.seq < recorded + 1000,
+        "restart at {} after {recorded} recorded",
+        msg.seq
+    );
+    let mut seq = msg.seq;
+    verify(msg, seq);
+    seq += 1;
+    consume_from(&mut rx, seq, COUNT);
+    wait_child(producer, Duration::from_secs(60));
+    let _ = std::fs::remove_file(&progress);
+}
+
+fn consume_from(rx: &mut Consumer<Numbered>, from: u64, to: u64) {
+    for seq in from..to {
+        verify(rx.recv().expect("producer sends everything"), seq);
+    }
+    assert_eq!(rx.recv(), Err(RecvError::Disconnected));
+}
