@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use shm_transport::alloc::{Location, Segment};
-use shm_transport::ring::TryRecvError;
 use shm_transport::ring::spsc::{Builder, channel};
+use shm_transport::ring::{TryRecvError, TrySendError};
 use shm_transport::sync::affinity;
 use shm_transport::sync::atomic::{AtomicU64, Ordering, spin_loop};
 use shm_transport::sync::{CachePadded, WaitStrategy};
@@ -99,16 +99,20 @@ fn stream(c: &mut Criterion) {
                 let target = next + iters;
                 while next < target {
                     if batch == 1 {
-                        if tx.try_send(next).is_ok() {
-                            next += 1;
+                        match tx.try_send(next) {
+                            Ok(()) => next += 1,
+                            Err(TrySendError::Full(_)) => spin_loop(),
+                            Err(e) => panic!("{e}"),
                         }
                     } else {
                         let want = ((target - next) as usize).min(BATCH);
                         for (i, slot) in chunk[..want].iter_mut().enumerate() {
                             *slot = next + i as u64;
                         }
-                        if let Ok(n) = tx.send_slice(&chunk[..want]) {
-                            next += n as u64;
+                        match tx.send_slice(&chunk[..want]) {
+                            Ok(n) => next += n as u64,
+                            Err(TrySendError::Full(())) => spin_loop(),
+                            Err(e) => panic!("{e}"),
                         }
                     }
                 }

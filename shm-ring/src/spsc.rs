@@ -13,7 +13,8 @@
 //! (producer) or empty (consumer), so in steady streaming the two cores rarely touch each
 //! other's line.
 //!
-//! Positions are `u64` counters that only grow (2^64 messages never wrap in practice);
+//! Positions are `u64` counters that only grow (2^64 messages never wrap in practice, but
+//! the arithmetic wraps anyway, so that no value a peer writes can overflow);
 //! the slot of position `p` is `p & (capacity - 1)`. Every position read from shared
 //! memory is checked against `head <= tail <= head + capacity` (with wrapping
 //! arithmetic); a violation is [`Corruption::Positions`], never an out-of-bounds access.
@@ -76,11 +77,17 @@ pub const DEFAULT_CAPACITY: u64 = 1024;
 /// The largest capacity, in slots: 2^32 (positions are `u64`, slot indexes fit a `u32`).
 pub const MAX_CAPACITY: u64 = 1 << 32;
 
-/// How many consecutive empty (consumer) or full (producer) polls pass between two
-/// probes of the peer's liveness lock. A probe is a syscall of about 0.5 us; a poll of an
-/// empty ring about 1-100 ns, so the probe costs under 1% of a polling loop, and a
-/// death is seen within about a millisecond of polling.
+/// How many consecutive empty (consumer) or full (producer) polls pass between two reads
+/// of the clock, to see whether a probe of the peer's liveness lock is due
+/// ([`LIVENESS_PROBE_INTERVAL`]). A clock read costs about 25 ns (vDSO), a poll of an
+/// empty ring 5-100 ns: one read per 1024 polls is noise.
 pub const LIVENESS_POLLS: u32 = 1024;
+
+/// The least time between two probes of the peer's liveness lock while polling. A probe
+/// is a syscall (`F_OFD_GETLK`, about 0.5-1 us on a KVM guest) during which a message
+/// that arrives waits; once a millisecond keeps that under 0.1% of a polling loop, and
+/// sees a death within about a millisecond.
+pub const LIVENESS_PROBE_INTERVAL: Duration = Duration::from_millis(1);
 
 /// How often a blocked `send`/`recv` probes the peer's liveness lock while it waits: a
 /// parked side cannot count polls, so it wakes this often. 10 ms bounds how late a death
@@ -162,7 +169,10 @@ pub fn data_len<T: Message>(capacity: u64) -> Result<u64, Error> {
     if align_of::<T>() > shm_sync::CACHE_PAD {
         return Err(Error::UnsupportedAlignment(align_of::<T>()));
     }
-    Ok(CONTROL_LEN as u64 + capacity * size_of::<T>() as u64)
+    (size_of::<T>() as u64)
+        .checked_mul(capacity)
+        .and_then(|slots| slots.checked_add(CONTROL_LEN as u64))
+        .ok_or(Error::InvalidCapacity(capacity))
 }
 
 /// Which of the two sides a handle is.
@@ -193,6 +203,8 @@ struct Ring<T> {
     slots: NonNull<UnsafeCell<T>>,
     capacity: u64,
     side: Side,
+    /// Set once this side stored ATTACHED: only then does `Drop` store CLOSED.
+    attached: bool,
     backing: Backing<T>,
 }
 
@@ -214,6 +226,7 @@ impl<T: Message> Ring<T> {
             slots,
             capacity,
             side,
+            attached: false,
             backing: Backing::Heap {
                 _ring: heap.clone(),
             },
@@ -272,6 +285,7 @@ impl<T: Message> Ring<T> {
             slots,
             capacity,
             side,
+            attached: false,
             backing: Backing::Segment {
                 segment,
                 _role: role,
@@ -325,8 +339,11 @@ impl<T: Message> Ring<T> {
         }
     }
 
-    /// Marks this side attached, one generation on.
-    fn attach(&self) -> Result<(), Corruption> {
+    /// Marks this side attached, one generation on, and clears the waiter count of the
+    /// event this side waits on: only the holder of this role ever waits there, so a
+    /// non-zero count was left by a predecessor that died while parked, and would make
+    /// every notify of the peer a needless `FUTEX_WAKE`.
+    fn attach(&mut self) -> Result<(), Corruption> {
         let word = self.own_session();
         // Relaxed: only this side writes its word, and it holds the role.
         let old = word.load(Ordering::Relaxed);
@@ -339,6 +356,12 @@ impl<T: Message> Ring<T> {
         let generation = (old & !STATE_MASK).wrapping_add(GENERATION_ONE);
         // SYNC(session): Release; the peer's Acquire load sees the positions as of attach.
         word.store(generation | ATTACHED, Ordering::Release);
+        self.attached = true;
+        let own_event = match self.side {
+            Side::Producer => &self.control().not_full,
+            Side::Consumer => &self.control().not_empty,
+        };
+        own_event.reset_waiters();
         Ok(())
     }
 
@@ -391,7 +414,7 @@ impl<T> Drop for Ring<T> {
         };
         // Relaxed: only this side writes its word.
         let old = word.load(Ordering::Relaxed);
-        if old & STATE_MASK == ATTACHED {
+        if self.attached && old & STATE_MASK == ATTACHED {
             // SYNC(session): Release; after this side's last position store, so a peer
             // that sees CLOSED and re-reads the position sees every message.
             word.store((old & !STATE_MASK) | CLOSED, Ordering::Release);
@@ -416,6 +439,17 @@ struct PeerWatch {
     polls: u32,
     /// The peer's session word when it was last found dead: gone until the word changes.
     dead_word: Option<u32>,
+    /// When the peer's lock was last probed.
+    last_probe: Option<Instant>,
+}
+
+impl PeerWatch {
+    /// Whether [`LIVENESS_PROBE_INTERVAL`] has passed since the last probe (one clock read).
+    fn probe_due(&mut self) -> bool {
+        self.polls = 0;
+        self.last_probe
+            .is_none_or(|t| t.elapsed() >= LIVENESS_PROBE_INTERVAL)
+    }
 }
 
 impl<T: Message> Ring<T> {
@@ -436,8 +470,9 @@ impl<T: Message> Ring<T> {
                     return Ok(PeerState::Present);
                 }
                 watch.polls += 1;
-                if probe || watch.polls >= LIVENESS_POLLS {
+                if probe || watch.polls >= LIVENESS_POLLS && watch.probe_due() {
                     watch.polls = 0;
+                    watch.last_probe = Some(Instant::now());
                     if !self.peer_alive() {
                         watch.dead_word = Some(word);
                         return Ok(PeerState::Gone);
@@ -532,7 +567,7 @@ impl Refusal {
 }
 
 impl<T: Message> Producer<T> {
-    fn attach(ring: Ring<T>, wait: WaitStrategy) -> Result<Self, Error> {
+    fn attach(mut ring: Ring<T>, wait: WaitStrategy) -> Result<Self, Error> {
         let control = ring.control();
         // Acquire: a previous producer of this segment (now dead or closed) published up
         // to here; this one continues after it.
@@ -568,7 +603,8 @@ impl<T: Message> Producer<T> {
         // Relaxed: the session line is written only at attach and close, and a close is
         // acted on at the next call; the Acquire load in `peer_state` orders the rest.
         let peer = self.ring.peer_session().load(Ordering::Relaxed);
-        if peer & STATE_MASK != ATTACHED && peer & STATE_MASK != ABSENT || probe {
+        let state = peer & STATE_MASK;
+        if state != ATTACHED && state != ABSENT || probe || self.watch.dead_word.is_some() {
             if let PeerState::Gone = self
                 .ring
                 .peer_state(&mut self.watch, probe)
@@ -577,7 +613,7 @@ impl<T: Message> Producer<T> {
                 return Err(Refusal::Disconnected);
             }
         }
-        let mut free = capacity - (self.tail - self.head_cache);
+        let mut free = capacity - self.tail.wrapping_sub(self.head_cache);
         if free == 0 {
             free = self.load_free().map_err(Refusal::Corrupted)?;
             if free == 0 {
@@ -605,7 +641,7 @@ impl<T: Message> Producer<T> {
     /// Makes `n` written slots visible to the consumer and wakes it if it sleeps.
     #[inline]
     fn publish(&mut self, n: u64) {
-        self.tail += n;
+        self.tail = self.tail.wrapping_add(n);
         // SYNC(slot-published): Release; pairs with the consumer's Acquire load of tail.
         self.ring.control().tail.store(self.tail, Ordering::Release);
         self.ring.control().not_empty.notify();
@@ -616,7 +652,7 @@ impl<T: Message> Producer<T> {
         // SAFETY: the slot at tail + offset is free (offset < free slots found by
         // `claim`): the consumer released it and will not read it before it is published.
         self.ring
-            .slot(self.tail + offset)
+            .slot(self.tail.wrapping_add(offset))
             .with_mut(|p| unsafe { p.write(value) });
     }
 
@@ -656,13 +692,14 @@ impl<T: Message> Producer<T> {
         if values.is_empty() {
             return Ok(0);
         }
-        let mut free = self.claim(false).map_err(|r| r.try_send(()))?;
-        if (free as usize) < values.len() {
-            // The cached head may be stale: one more load can make the batch larger.
-            free = self
-                .load_free()
+        let cached = self.ring.capacity - self.tail.wrapping_sub(self.head_cache);
+        if (cached as usize) < values.len() {
+            // The cached head may be stale: one load can make the batch larger, and
+            // `claim` then works from the fresh copy.
+            self.load_free()
                 .map_err(|c| TrySendError::Corrupted((), c))?;
         }
+        let free = self.claim(false).map_err(|r| r.try_send(()))?;
         let n = values.len().min(free as usize);
         for (i, value) in values[..n].iter().enumerate() {
             self.write(i as u64, *value);
@@ -822,7 +859,7 @@ impl<T: Message> DerefMut for SendSlot<'_, T> {
 }
 
 impl<T: Message> Consumer<T> {
-    fn attach(ring: Ring<T>, wait: WaitStrategy) -> Result<Self, Error> {
+    fn attach(mut ring: Ring<T>, wait: WaitStrategy) -> Result<Self, Error> {
         let control = ring.control();
         // Acquire: a previous consumer of this segment (now dead or closed) released up
         // to here; this one continues at the first message it had not released.
@@ -855,7 +892,7 @@ impl<T: Message> Consumer<T> {
     #[inline]
     fn available(&mut self, probe: bool) -> Result<u64, TryRecvError> {
         if self.tail_cache != self.head {
-            return Ok(self.tail_cache - self.head);
+            return Ok(self.tail_cache.wrapping_sub(self.head));
         }
         let available = self.load_tail()?;
         if available != 0 {
@@ -900,7 +937,7 @@ impl<T: Message> Consumer<T> {
     /// Marks `n` read messages free for the producer and wakes it if it sleeps.
     #[inline]
     fn release(&mut self, n: u64) {
-        self.head += n;
+        self.head = self.head.wrapping_add(n);
         // SYNC(slot-released): Release; pairs with the producer's Acquire load of head.
         self.ring.control().head.store(self.head, Ordering::Release);
         self.ring.control().not_full.notify();
@@ -911,7 +948,7 @@ impl<T: Message> Consumer<T> {
         // SAFETY: the slot at head + offset is published (offset < available) and not yet
         // released, so the producer does not write it; any bytes are a valid `T`.
         self.ring
-            .slot(self.head + offset)
+            .slot(self.head.wrapping_add(offset))
             .with(|p| unsafe { p.read() })
     }
 
@@ -940,11 +977,13 @@ impl<T: Message> Consumer<T> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let mut available = self.available(false)?;
-        if (available as usize) < buf.len() {
-            // The cached tail may be stale: one more load can make the batch larger.
-            available = self.load_tail()?;
+        let cached = self.tail_cache.wrapping_sub(self.head);
+        if (cached as usize) < buf.len() {
+            // The cached tail may be stale: one load can make the batch larger, and
+            // `available` then works from the fresh copy.
+            self.load_tail()?;
         }
+        let available = self.available(false)?;
         let n = buf.len().min(available as usize);
         for (i, out) in buf[..n].iter_mut().enumerate() {
             *out = self.read(i as u64);

@@ -347,3 +347,65 @@ fn consume_from(rx: &mut Consumer<Numbered>, from: u64, to: u64) {
     }
     assert_eq!(rx.recv(), Err(RecvError::Disconnected));
 }
+
+#[test]
+fn a_second_producer_or_consumer_is_refused() {
+    let name = Name::new("roles");
+    let builder = name.builder(8, WaitStrategy::BusySpin);
+    let _tx = builder.producer().unwrap();
+    let _rx = builder.consumer().unwrap();
+    for result in [builder.producer().map(drop), builder.consumer().map(drop)] {
+        match result {
+            Err(shm_ring::Error::Segment(shm_alloc::Error::RoleTaken { .. })) => {}
+            other => panic!("expected RoleTaken, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_consumer_of_another_message_type_is_refused() {
+    let name = Name::new("types");
+    let _tx = name.builder(8, WaitStrategy::BusySpin).producer().unwrap();
+    // Same size and alignment as `Numbered`, another type.
+    let other = Builder::<[u64; 2]>::new(name.0.as_str()).consumer();
+    match other {
+        Err(shm_ring::Error::Segment(shm_alloc::Error::Mismatch { field, .. })) => {
+            assert_eq!(field, "type_fingerprint");
+        }
+        other => panic!("expected a fingerprint mismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn corrupted_positions_in_the_file_are_reported() {
+    use std::os::unix::fs::FileExt;
+    let name = Name::new("corrupt");
+    let mut tx = name.builder(8, WaitStrategy::BusySpin).producer().unwrap();
+    let mut rx = name.builder(8, WaitStrategy::BusySpin).consumer().unwrap();
+    tx.try_send(numbered(0)).unwrap();
+    verify(rx.try_recv().unwrap(), 0);
+    // Another process scribbles a tail far past head + capacity (the producer's
+    // position is the first u64 of the data region, after the 4096-byte header).
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(Location::Name(name.0.clone()).path())
+        .unwrap();
+    file.write_at(&(1u64 << 40).to_ne_bytes(), Segment::HEADER_LEN as u64)
+        .unwrap();
+    match rx.try_recv() {
+        Err(TryRecvError::Corrupted(shm_ring::Corruption::Positions {
+            head,
+            tail,
+            capacity,
+        })) => {
+            assert_eq!((head, tail, capacity), (1, 1 << 40, 8));
+        }
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+    // A consumer attaching to it is refused too.
+    drop(rx);
+    assert!(matches!(
+        name.builder(8, WaitStrategy::BusySpin).consumer(),
+        Err(shm_ring::Error::Corrupted(_))
+    ));
+}

@@ -67,24 +67,31 @@ pub fn allowed_cores() -> Result<Vec<usize>, Error> {
 /// (via [`core_affinity::set_for_current`]). Only the calling thread is affected; threads it
 /// spawns afterwards inherit the new mask. `core` is a Linux logical CPU number.
 ///
+/// The core need not be in the current mask: a thread spawned by a pinned thread inherits
+/// its mask, and may still pin itself to any core the process's cpuset permits (as
+/// `taskset` can). The kernel decides.
+///
 /// # Errors
 ///
-/// - [`Error::AffinityUnavailable`] if the current mask cannot be read.
-/// - [`Error::PinFailed`] with the allowed cores if `core` is not among them (checked before
-///   any system call), or if the kernel refuses the new mask.
+/// - [`Error::AffinityUnavailable`] if the current mask cannot be read after a failure.
+/// - [`Error::PinFailed`] with the currently allowed cores if `core` is past the
+///   `cpu_set_t` (1024 CPUs; checked before any system call), or if the kernel refuses
+///   the new mask (an offline core, or one outside the cpuset).
 pub fn pin_current_thread(core: usize) -> Result<(), Error> {
-    let allowed = allowed_cores()?;
-    // The membership check comes first: `core_affinity` indexes a fixed-size `cpu_set_t`
-    // with the id, so an id past its end must never reach it.
-    if allowed.binary_search(&core).is_err() {
-        return Err(Error::PinFailed { core, allowed });
+    // `core_affinity` indexes a fixed-size `cpu_set_t` with the id, so an id past its end
+    // must never reach it.
+    if core < CPU_SET_CAPACITY && core_affinity::set_for_current(core_affinity::CoreId { id: core })
+    {
+        return Ok(());
     }
-    if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-        Ok(())
-    } else {
-        Err(Error::PinFailed { core, allowed })
-    }
+    Err(Error::PinFailed {
+        core,
+        allowed: allowed_cores()?,
+    })
 }
+
+/// The number of CPUs a `cpu_set_t` can name (glibc's and musl's `CPU_SETSIZE`).
+const CPU_SET_CAPACITY: usize = 1024;
 
 /// Parses a CPU list in the sysfs format, such as `0-3,8,10-11`.
 ///
@@ -1009,6 +1016,31 @@ mod tests {
             .unwrap();
         assert_eq!(fresh, allowed);
         assert_eq!(allowed_cores().unwrap(), allowed);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // Calls sched_{get,set}affinity.
+    fn a_thread_spawned_by_a_pinned_thread_can_pin_itself_elsewhere() {
+        let allowed = allowed_cores().unwrap();
+        let (Some(&first), Some(&last)) = (allowed.first(), allowed.last()) else {
+            panic!("no allowed core");
+        };
+        std::thread::spawn(move || {
+            pin_current_thread(first).unwrap();
+            std::thread::spawn(move || {
+                assert_eq!(
+                    allowed_cores().unwrap(),
+                    vec![first],
+                    "inherits the pinned mask"
+                );
+                pin_current_thread(last).unwrap();
+                assert_eq!(allowed_cores().unwrap(), vec![last]);
+            })
+            .join()
+            .unwrap();
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

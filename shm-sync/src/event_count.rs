@@ -188,6 +188,19 @@ impl EventCount {
         outcome
     }
 
+    /// Forgets every announced waiter: sets the count to zero.
+    ///
+    /// For a protocol where one known party is the only one that ever waits here (the
+    /// consumer of an SPSC ring on its not-empty event), to call when that party attaches
+    /// after a predecessor died while announced: a dead waiter's count never drops, and
+    /// would make every later `notify` a needless `FUTEX_WAKE` syscall. Called while
+    /// another thread is between `prepare_wait` and the end of its wait, it makes
+    /// notifiers skip that waiter, which then sleeps until its deadline.
+    pub fn reset_waiters(&self) {
+        // Relaxed: the caller is the only party that waits here, and it is not waiting.
+        self.waiters.store(0, Ordering::Relaxed);
+    }
+
     /// How many waiters are announced now: a snapshot, stale as soon as it is read.
     #[must_use]
     pub fn waiters(&self) -> u32 {
