@@ -85,23 +85,27 @@ impl Drop for Name {
     }
 }
 
+/// The command that starts `part` as a child process.
+fn command(part: &str, name: &Name, count: u64, capacity: u64, wait: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "child",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("SHM_SPSC_CHILD", part)
+    .env("SHM_SPSC_NAME", &name.0)
+    .env("SHM_SPSC_COUNT", count.to_string())
+    .env("SHM_SPSC_CAPACITY", capacity.to_string())
+    .env("SHM_SPSC_WAIT", wait)
+    .stdout(Stdio::null());
+    cmd
+}
+
 fn spawn(part: &str, name: &Name, count: u64, capacity: u64, wait: &str) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SHM_SPSC_CHILD", part)
-        .env("SHM_SPSC_NAME", &name.0)
-        .env("SHM_SPSC_COUNT", count.to_string())
-        .env("SHM_SPSC_CAPACITY", capacity.to_string())
-        .env("SHM_SPSC_WAIT", wait)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
+    command(part, name, count, capacity, wait).spawn().unwrap()
 }
 
 fn wait_child(mut child: Child, limit: Duration) {
@@ -290,21 +294,8 @@ fn killed_consumer_restarts_without_loss() {
     let progress = std::env::temp_dir().join(format!("{}-progress", name.0));
     let _ = std::fs::remove_file(&progress);
     let producer = spawn("patient-producer", &name, COUNT, 64, "spin");
-    let mut first = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SHM_SPSC_CHILD", "recording-consumer")
-        .env("SHM_SPSC_NAME", &name.0)
-        .env("SHM_SPSC_COUNT", COUNT.to_string())
-        .env("SHM_SPSC_CAPACITY", "64")
-        .env("SHM_SPSC_WAIT", "spin")
+    let mut first = command("recording-consumer", &name, COUNT, 64, "spin")
         .env("SHM_SPSC_PROGRESS", &progress)
-        .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let give_up = Instant::now() + Duration::from_secs(60);
