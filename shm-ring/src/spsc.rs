@@ -768,45 +768,56 @@ impl<T: Message> Producer<T> {
         value: T,
         deadline: Option<Instant>,
     ) -> Result<(), SendTimeoutError<T>> {
-        let mut probe = false;
-        loop {
+        let wait = self.wait;
+        let peer_may_die = self.ring.peer_may_die();
+        let event: *const EventCount = &*self.ring.control().not_full;
+        // SAFETY: the event count lives in the ring's memory, which `self` keeps alive
+        // for the whole call.
+        let event = unsafe { &*event };
+        let claimed = block(event, wait, peer_may_die, deadline, |probe| {
             match self.claim(probe) {
-                Ok(_) => {
-                    self.write(0, value);
-                    self.publish(1);
-                    return Ok(());
-                }
-                Err(Refusal::Full) => {}
-                Err(Refusal::Disconnected) => return Err(SendTimeoutError::Disconnected(value)),
-                Err(Refusal::Corrupted(c)) => return Err(SendTimeoutError::Corrupted(value, c)),
-            }
-            let slice = slice_deadline(deadline, self.ring.peer_may_die());
-            let wait = self.wait;
-            let event: *const EventCount = &*self.ring.control().not_full;
-            // SAFETY: the event count lives in the ring's memory, which `self` keeps alive
-            // for the whole call.
-            let event = unsafe { &*event };
-            let outcome = wait.wait_for(event, slice, || match self.claim(false) {
                 Err(Refusal::Full) => None,
-                _ => Some(()),
-            });
-            probe = match outcome {
-                Ok(()) => false,
-                Err(TimedOut) if deadline.is_some_and(|d| Instant::now() >= d) => {
-                    return match self.claim(false) {
-                        Ok(_) => {
-                            self.write(0, value);
-                            self.publish(1);
-                            Ok(())
-                        }
-                        Err(Refusal::Corrupted(c)) => Err(SendTimeoutError::Corrupted(value, c)),
-                        Err(Refusal::Disconnected) => Err(SendTimeoutError::Disconnected(value)),
-                        Err(Refusal::Full) => Err(SendTimeoutError::Timeout(value)),
-                    };
-                }
-                // A liveness slice ended: probe the consumer's lock now.
-                Err(TimedOut) => true,
-            };
+                other => Some(other),
+            }
+        });
+        match claimed {
+            Some(Ok(_)) => {
+                self.write(0, value);
+                self.publish(1);
+                Ok(())
+            }
+            None | Some(Err(Refusal::Full)) => Err(SendTimeoutError::Timeout(value)),
+            Some(Err(Refusal::Disconnected)) => Err(SendTimeoutError::Disconnected(value)),
+            Some(Err(Refusal::Corrupted(c))) => Err(SendTimeoutError::Corrupted(value, c)),
+        }
+    }
+}
+
+/// The blocking loop of `send` and `recv`: polls, then waits on `event` with `wait` until
+/// `poll` returns `Some` or `deadline` (`None`: never) passes, which gives `None`.
+///
+/// A side whose peer can die without closing waits in slices of [`LIVENESS_PERIOD`], and
+/// polls with `probe = true` after each slice so that its peer's lock is probed.
+fn block<R>(
+    event: &EventCount,
+    wait: WaitStrategy,
+    peer_may_die: bool,
+    deadline: Option<Instant>,
+    mut poll: impl FnMut(bool) -> Option<R>,
+) -> Option<R> {
+    let mut probe = false;
+    loop {
+        if let Some(ready) = poll(probe) {
+            return Some(ready);
+        }
+        match wait.wait_for(event, slice_deadline(deadline, peer_may_die), || {
+            poll(false)
+        }) {
+            Ok(ready) => return Some(ready),
+            // `wait_for` polled once more at the deadline and found nothing.
+            Err(TimedOut) if deadline.is_some_and(|d| Instant::now() >= d) => return None,
+            // A liveness slice ended: probe the peer's lock now.
+            Err(TimedOut) => probe = true,
         }
     }
 }
@@ -1055,37 +1066,23 @@ impl<T: Message> Consumer<T> {
 
     /// Waits until a message is published, the producer is gone, or `deadline`.
     fn wait_available(&mut self, deadline: Option<Instant>) -> Result<u64, RecvTimeoutError> {
-        let mut probe = false;
-        loop {
+        let wait = self.wait;
+        let peer_may_die = self.ring.peer_may_die();
+        let event: *const EventCount = &*self.ring.control().not_empty;
+        // SAFETY: the event count lives in the ring's memory, which `self` keeps alive
+        // for the whole call.
+        let event = unsafe { &*event };
+        let available = block(event, wait, peer_may_die, deadline, |probe| {
             match self.available(probe) {
-                Ok(n) => return Ok(n),
-                Err(TryRecvError::Empty) => {}
-                Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
-                Err(TryRecvError::Corrupted(c)) => return Err(RecvTimeoutError::Corrupted(c)),
-            }
-            let slice = slice_deadline(deadline, self.ring.peer_may_die());
-            let wait = self.wait;
-            let event: *const EventCount = &*self.ring.control().not_empty;
-            // SAFETY: the event count lives in the ring's memory, which `self` keeps alive
-            // for the whole call.
-            let event = unsafe { &*event };
-            let outcome = wait.wait_for(event, slice, || match self.available(false) {
                 Err(TryRecvError::Empty) => None,
-                _ => Some(()),
-            });
-            probe = match outcome {
-                Ok(()) => false,
-                Err(TimedOut) if deadline.is_some_and(|d| Instant::now() >= d) => {
-                    return match self.available(false) {
-                        Ok(n) => Ok(n),
-                        Err(TryRecvError::Empty) => Err(RecvTimeoutError::Timeout),
-                        Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
-                        Err(TryRecvError::Corrupted(c)) => Err(RecvTimeoutError::Corrupted(c)),
-                    };
-                }
-                // A liveness slice ended: probe the producer's lock now.
-                Err(TimedOut) => true,
-            };
+                other => Some(other),
+            }
+        });
+        match available {
+            Some(Ok(n)) => Ok(n),
+            None | Some(Err(TryRecvError::Empty)) => Err(RecvTimeoutError::Timeout),
+            Some(Err(TryRecvError::Disconnected)) => Err(RecvTimeoutError::Disconnected),
+            Some(Err(TryRecvError::Corrupted(c))) => Err(RecvTimeoutError::Corrupted(c)),
         }
     }
 }
