@@ -1,5 +1,7 @@
 //! `shm`: the command line tool of shm-transport.
 
+mod bench;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -18,17 +20,29 @@ enum Command {
     /// Show the cores this process may use, which share a cache or are SMT siblings, and
     /// the producer/consumer core pair shm-transport recommends.
     Topology,
+    /// Measure cross-process latency (or, with --throughput, throughput) of shm-transport
+    /// against the physical limit and the transports users run today, side by side.
+    Bench(bench::BenchArgs),
+    /// The echo process of `shm bench` (started by it; not for direct use).
+    #[command(hide = true)]
+    BenchPeer {
+        /// The core to pin this process to.
+        #[arg(long)]
+        core: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Topology => topology(),
+        Command::Topology => topology().map_err(anyhow::Error::from),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchPeer { core } => bench::peer::serve(core),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shm: {e}");
+            eprintln!("shm: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,527 @@
+//! `shm bench`: cross-process latency (and throughput) of shm-transport's rings against
+//! the physical limit and the transports users run today, side by side, in one run.
+//!
+//! # Method
+//!
+//! The timing process starts a second process of this binary (the echo process), pins
+//! the two to a core pair, and opens every transport and payload size once. It then runs
+//! `--rounds` rounds; in each round, every transport and size in turn runs a short
+//! ping-pong of up to `round_trips / rounds` round trips (or `time_limit / rounds`),
+//! right after a cache-line probe between the same two cores. A virtual machine's vCPUs
+//! move between near and far physical cores every few seconds, and every busy-poll
+//! latency moves 3-5x with them; comparing each round with its own probe, and taking the
+//! median of these per-round ratios, keeps the comparison valid while the machine
+//! drifts. Every round's probe and p50 are kept in the JSON, so the drift can be seen.
+//!
+//! One-way latency is half a round trip. Round trips are timed with the TSC or
+//! `Instant`, whichever is cheaper here (see [`clock`]); each sample includes one clock
+//! read.
+
+mod clock;
+mod machine;
+pub mod peer;
+mod report;
+mod throughput;
+pub mod transport;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Args;
+use shm_transport::alloc::{Location, Segment};
+use shm_transport::sync::affinity;
+use shm_transport::sync::atomic::{AtomicBool, Ordering};
+
+use clock::Clock;
+use machine::{Machine, Placement};
+use peer::Peer;
+use report::{Config, Report, Row};
+use transport::{CacheLines, Pinger, SPSC_SIZES, StreamPinger, Transport, by_spsc_size};
+
+/// Round trips of each warm-up, per transport and size.
+const WARMUP_ROUND_TRIPS: usize = 10_000;
+/// The longest a warm-up lasts, per transport and size.
+const WARMUP_BUDGET: Duration = Duration::from_millis(100);
+/// Round trips of the cache-line probe before each round (fewer if a round has fewer).
+const PROBE_ROUND_TRIPS: usize = 10_000;
+
+/// Set by Ctrl-C: the current round ends early and the report covers what was measured.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Options of `shm bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Round trips per transport and payload size, spread over the rounds.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub round_trips: u64,
+    /// Rounds: every transport and size runs in this many short rounds, interleaved,
+    /// each right after a cache-line probe.
+    #[arg(long, default_value_t = 20)]
+    pub rounds: u32,
+    /// Seconds per transport and payload size at most: slow transports stop here
+    /// before their round trips are done.
+    #[arg(long, default_value_t = 2.0)]
+    pub time_limit: f64,
+    /// Payload sizes, bytes (at least 8; shm-spsc takes powers of two up to 65536).
+    #[arg(long, value_delimiter = ',', default_values_t = [8, 64, 256, 1024, 4096])]
+    pub sizes: Vec<usize>,
+    /// Transports to compare (default: all this build has); the cache-line probe always
+    /// runs.
+    #[arg(long, value_delimiter = ',')]
+    pub transports: Vec<Transport>,
+    /// The two cores, timing side first, e.g. `--cores 0,1` (default: the pair
+    /// `shm topology` recommends).
+    #[arg(long, value_delimiter = ',', num_args = 2)]
+    pub cores: Option<Vec<usize>>,
+    /// Print the report as JSON on standard output instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also draw each transport's latency by percentile into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Measure one-way throughput (messages/s, bytes/s) instead of latency.
+    #[arg(long)]
+    pub throughput: bool,
+}
+
+/// Runs `shm bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    ensure!(args.rounds > 0, "--rounds must be at least 1");
+    ensure!(args.round_trips > 0, "--round-trips must be at least 1");
+    ensure!(
+        args.time_limit.is_finite() && args.time_limit > 0.0,
+        "--time-limit must be a positive number of seconds"
+    );
+    let mut transports = if args.transports.is_empty() {
+        Transport::all()
+    } else {
+        args.transports.clone()
+    };
+    transports.retain(|&t| t != Transport::CacheLine);
+    transports.dedup();
+    let mut sizes = args.sizes.clone();
+    sizes.dedup();
+    ensure!(!sizes.is_empty(), "--sizes is empty");
+    for &size in &sizes {
+        ensure!(
+            (8..=1 << 20).contains(&size),
+            "payload size {size} is outside 8..=1048576 bytes (a message carries an 8-byte \
+             sequence number)"
+        );
+        let spsc = transports
+            .iter()
+            .any(|t| matches!(t, Transport::ShmSpsc | Transport::ShmSpscPark));
+        ensure!(
+            !spsc || SPSC_SIZES.contains(&size),
+            "shm-spsc carries fixed-size messages of {SPSC_SIZES:?} bytes, not {size}"
+        );
+    }
+    let requested = match args.cores.as_deref() {
+        None => None,
+        Some(&[a, b]) => Some([a, b]),
+        Some(other) => bail!("--cores takes two cores, got {other:?}"),
+    };
+
+    ctrlc::set_handler(|| {
+        // Relaxed: the flag carries no data, it only has to be seen.
+        STOP.store(true, Ordering::Relaxed);
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    let placement = Placement::choose(requested)?;
+    if placement.cores.is_none() {
+        eprintln!("shm bench: {}", placement.reason);
+    }
+    // The echo process is started before this one pins itself, so that it does not
+    // inherit this core; it pins itself to its own.
+    let mut peer = Peer::spawn(placement.cores.map(|[_, echo]| echo))?;
+    if let Some([ping, _]) = placement.cores {
+        affinity::pin_current_thread(ping)?;
+    }
+    let (clock, clock_info) = Clock::choose();
+    let machine = Machine::read(&placement, clock_info)?;
+    let run_id = format!("shm-bench-{}", std::process::id());
+    let progress = Progress::new();
+    let mut cleanup = Cleanup::default();
+
+    let mut report = Report {
+        machine,
+        config: Config {
+            round_trips: args.round_trips,
+            rounds: args.rounds,
+            time_limit_s: args.time_limit,
+            sizes: sizes.clone(),
+            transports: transports.iter().map(|t| t.name()).collect(),
+        },
+        interrupted: false,
+        latency: Vec::new(),
+        throughput: Vec::new(),
+    };
+    let budget = Duration::from_secs_f64(args.time_limit / f64::from(args.rounds));
+    if args.throughput {
+        report.config.transports = vec![Transport::ShmSpsc.name(), Transport::Uds.name()];
+        report.config.sizes = vec![8, 64];
+        report.throughput = run_throughput(
+            &mut peer,
+            args.rounds,
+            budget,
+            &run_id,
+            &mut cleanup,
+            &progress,
+        )?;
+    } else {
+        let per_round = args.round_trips.div_ceil(u64::from(args.rounds)) as usize;
+        let plan = Plan {
+            transports: &transports,
+            sizes: &sizes,
+            rounds: args.rounds,
+            per_round,
+            budget,
+        };
+        report.latency = run_latency(&mut peer, &clock, &plan, &run_id, &mut cleanup, &progress)?;
+    }
+    progress.finish();
+    report.interrupted = STOP.load(Ordering::Relaxed);
+    peer.quit()?;
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    if let Some(path) = &args.plot {
+        report.plot(path)?;
+        if !args.json {
+            println!("plot: {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// What a latency run measures.
+struct Plan<'a> {
+    transports: &'a [Transport],
+    sizes: &'a [usize],
+    rounds: u32,
+    per_round: usize,
+    budget: Duration,
+}
+
+/// One transport and size: its timing side, its next sequence number, its results.
+struct Series {
+    transport: Transport,
+    size: usize,
+    pinger: Box<dyn Pinger>,
+    next_seq: u64,
+    row: Row,
+}
+
+fn run_latency(
+    peer: &mut Peer,
+    clock: &Clock,
+    plan: &Plan<'_>,
+    run_id: &str,
+    cleanup: &mut Cleanup,
+    progress: &Progress,
+) -> Result<Vec<Row>> {
+    let probe_path = PathBuf::from("/dev/shm").join(format!("{run_id}-probe"));
+    cleanup.paths.push(probe_path.clone());
+    let mut probe = CacheLines::create(&probe_path)?;
+    peer.call(&format!("open cache-line 0 {}", probe_path.display()))?;
+    cleanup.remove_now();
+    let mut probe_seq = 1;
+
+    let mut series = Vec::new();
+    for &size in plan.sizes {
+        for &transport in plan.transports {
+            progress.say(&format!(
+                "opening {} with {size}-byte messages",
+                transport.name()
+            ));
+            let pinger =
+                open_pinger(peer, transport, size, run_id, cleanup).with_context(|| {
+                    format!("opening {} for {size}-byte messages", transport.name())
+                })?;
+            series.push(Series {
+                transport,
+                size,
+                pinger,
+                next_seq: 1,
+                row: Row::new(transport, size),
+            });
+        }
+    }
+    let mut probe_rows: Vec<Row> = plan
+        .sizes
+        .iter()
+        .map(|&size| Row::new(Transport::CacheLine, size))
+        .collect();
+
+    let mut samples = Vec::with_capacity(plan.per_round.max(WARMUP_ROUND_TRIPS));
+    progress.say("warming up");
+    probe_seq = round(
+        peer,
+        &mut probe,
+        Transport::CacheLine,
+        0,
+        clock,
+        probe_seq,
+        WARMUP_ROUND_TRIPS,
+        WARMUP_BUDGET,
+        &mut samples,
+    )?;
+    for s in &mut series {
+        s.next_seq = round(
+            peer,
+            &mut *s.pinger,
+            s.transport,
+            s.size,
+            clock,
+            s.next_seq,
+            WARMUP_ROUND_TRIPS,
+            WARMUP_BUDGET,
+            &mut samples,
+        )?;
+    }
+
+    let started = Instant::now();
+    let probe_count = plan.per_round.min(PROBE_ROUND_TRIPS);
+    'rounds: for r in 0..plan.rounds {
+        progress.say(&format!(
+            "round {}/{} ({:.0} s)",
+            r + 1,
+            plan.rounds,
+            started.elapsed().as_secs_f64()
+        ));
+        for s in &mut series {
+            // Relaxed: the flag carries no data.
+            if STOP.load(Ordering::Relaxed) {
+                break 'rounds;
+            }
+            probe_seq = round(
+                peer,
+                &mut probe,
+                Transport::CacheLine,
+                0,
+                clock,
+                probe_seq,
+                probe_count,
+                plan.budget,
+                &mut samples,
+            )?;
+            let probe_p50 = if samples.is_empty() {
+                0.0
+            } else {
+                report::sorted_median(&samples)
+            };
+            let at = plan
+                .sizes
+                .iter()
+                .position(|&z| z == s.size)
+                .expect("a planned size");
+            probe_rows[at].add(&samples, probe_p50)?;
+            s.next_seq = round(
+                peer,
+                &mut *s.pinger,
+                s.transport,
+                s.size,
+                clock,
+                s.next_seq,
+                plan.per_round,
+                plan.budget,
+                &mut samples,
+            )?;
+            s.row.add(&samples, probe_p50)?;
+        }
+    }
+
+    let mut rows = Vec::new();
+    for (&size, probe_row) in plan.sizes.iter().zip(probe_rows) {
+        rows.push(probe_row);
+        rows.extend(
+            series
+                .iter()
+                .filter(|s| s.size == size)
+                .map(|s| s.row.clone()),
+        );
+    }
+    Ok(rows)
+}
+
+/// Runs one round of `transport` (the echo process echoing, this one timing) and leaves
+/// its round trips in `samples`, in ns, sorted. Returns the next sequence number.
+#[allow(clippy::too_many_arguments)]
+fn round(
+    peer: &mut Peer,
+    pinger: &mut dyn Pinger,
+    transport: Transport,
+    size: usize,
+    clock: &Clock,
+    first_seq: u64,
+    count: usize,
+    budget: Duration,
+    samples: &mut Vec<u64>,
+) -> Result<u64> {
+    samples.clear();
+    peer.send(&format!("echo {} {size}", transport.name()))?;
+    pinger.connect()?;
+    let next = pinger.run(clock, first_seq, count, budget, &STOP, samples)?;
+    let echoed: u64 = peer.reply()?.parse()?;
+    let timed = next - first_seq;
+    ensure!(
+        echoed == timed,
+        "{}: {timed} round trips timed but {echoed} messages echoed",
+        transport.name()
+    );
+    for ticks in samples.iter_mut() {
+        *ticks = clock.ticks_to_ns(*ticks);
+    }
+    samples.sort_unstable();
+    Ok(next)
+}
+
+/// Opens the timing side of `transport`, has the echo process open its side, and
+/// removes every name the two used to find each other.
+fn open_pinger(
+    peer: &mut Peer,
+    transport: Transport,
+    size: usize,
+    run_id: &str,
+    cleanup: &mut Cleanup,
+) -> Result<Box<dyn Pinger>> {
+    let base = format!("{run_id}-{}-{size}", transport.name());
+    let open = |at: &dyn std::fmt::Display| format!("open {} {size} {at}", transport.name());
+    let pinger: Box<dyn Pinger> = match transport {
+        Transport::CacheLine => bail!("the cache-line probe is opened on its own"),
+        Transport::ShmSpsc | Transport::ShmSpscPark => {
+            let park = transport == Transport::ShmSpscPark;
+            cleanup.names.extend(transport::spsc_names(&base));
+            let pinger = by_spsc_size!(size, spsc_pinger(&base, park))?;
+            peer.call(&open(&base))?;
+            pinger
+        }
+        Transport::Uds => {
+            let listener = transport::uds_listen(&base)?;
+            peer.call(&open(&base))?;
+            let (stream, _) = listener.accept()?;
+            Box::new(StreamPinger::new(stream.try_clone()?, stream, size))
+        }
+        Transport::Tcp => {
+            let listener = transport::tcp_listen()?;
+            peer.call(&open(&listener.local_addr()?.port()))?;
+            let (stream, _) = listener.accept()?;
+            stream.set_nodelay(true)?;
+            Box::new(StreamPinger::new(stream.try_clone()?, stream, size))
+        }
+        Transport::Pipe => {
+            let base = std::env::temp_dir().join(&base);
+            for path in transport::fifo_paths(&base) {
+                transport::make_fifo(&path)?;
+                cleanup.paths.push(path);
+            }
+            peer.send(&open(&base.display()))?;
+            let (writer, reader) = transport::fifo_ping_ends(&base)?;
+            peer.reply()?;
+            Box::new(StreamPinger::new(writer, reader, size))
+        }
+        #[cfg(feature = "iceoryx2")]
+        Transport::Iceoryx2 => {
+            let pinger = transport::iox::open(&base, size, true)?;
+            peer.call(&open(&base))?;
+            Box::new(pinger)
+        }
+    };
+    cleanup.remove_now();
+    Ok(pinger)
+}
+
+fn spsc_pinger<const N: usize>(base: &str, park: bool) -> Result<Box<dyn Pinger>> {
+    transport::spsc_pinger::<N>(base, park)
+}
+
+fn run_throughput(
+    peer: &mut Peer,
+    rounds: u32,
+    budget: Duration,
+    run_id: &str,
+    cleanup: &mut Cleanup,
+    progress: &Progress,
+) -> Result<Vec<throughput::Row>> {
+    let cases = throughput::cases();
+    let mut rows: Vec<throughput::Row> = cases.iter().map(|&c| throughput::Row::new(c)).collect();
+    'rounds: for r in 0..rounds {
+        progress.say(&format!("throughput round {}/{rounds}", r + 1));
+        for (case, row) in cases.iter().zip(&mut rows) {
+            // Relaxed: the flag carries no data.
+            if STOP.load(Ordering::Relaxed) {
+                break 'rounds;
+            }
+            let name = format!(
+                "{run_id}-stream-{}-{}-{}-{r}",
+                case.transport.name(),
+                case.size,
+                case.batch
+            );
+            if case.transport == Transport::ShmSpsc {
+                cleanup.names.push(name.clone());
+            }
+            let (messages, ns) = throughput::send(peer, *case, &name, budget, &STOP)?;
+            cleanup.remove_now();
+            row.add(messages, ns);
+        }
+    }
+    Ok(rows)
+}
+
+/// Names in `/dev/shm` and paths this run made, removed once both processes have them
+/// open, or when the run fails.
+#[derive(Debug, Default)]
+struct Cleanup {
+    names: Vec<String>,
+    paths: Vec<PathBuf>,
+}
+
+impl Cleanup {
+    fn remove_now(&mut self) {
+        for name in self.names.drain(..) {
+            // Already gone is fine: the point is that nothing is left behind.
+            let _ = Segment::remove(&Location::Name(name));
+        }
+        for path in self.paths.drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.remove_now();
+    }
+}
+
+/// One line on standard error, rewritten in place, when standard error is a terminal.
+struct Progress {
+    shown: bool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            shown: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn say(&self, what: &str) {
+        if self.shown {
+            eprint!("\r\x1b[2Kshm bench: {what}");
+        }
+    }
+
+    fn finish(&self) {
+        if self.shown {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}

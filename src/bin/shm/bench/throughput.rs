@@ -1,0 +1,333 @@
+//! `shm bench --throughput`: one-way streams of 8-byte (`u64`) and 64-byte messages,
+//! one at a time and in batches, through `shm-spsc` and, for comparison, a Unix socket.
+//!
+//! The timing process sends for the round's time budget, then a stop message; the echo
+//! process receives, checks that every message carries the next sequence number, and
+//! reports how many messages it received and the time from the first to the stop.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use serde::Serialize;
+use shm_transport::ring::Message;
+use shm_transport::ring::spsc::{Builder, OpenMode};
+use shm_transport::ring::{TryRecvError, TrySendError};
+use shm_transport::sync::WaitStrategy;
+use shm_transport::sync::atomic::{AtomicBool, Ordering, spin_loop};
+
+use super::peer::Peer;
+use super::transport::{self, STOP, Transport};
+
+/// Slots of a throughput ring.
+const CAPACITY: u64 = 4096;
+
+/// One streaming case.
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    pub transport: Transport,
+    /// 8 (a `u64`) or 64 (`[u64; 8]`).
+    pub size: usize,
+    /// Messages per call: 1, or a batch through `send_slice`/`recv_into` (shm-spsc) or one
+    /// `write`/`read` of the whole batch (socket).
+    pub batch: usize,
+}
+
+/// The cases, in the order they run in each round.
+pub fn cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for transport in [Transport::ShmSpsc, Transport::Uds] {
+        for size in [8, 64] {
+            for batch in [1, 64] {
+                cases.push(Case {
+                    transport,
+                    size,
+                    batch,
+                });
+            }
+        }
+    }
+    cases
+}
+
+/// What one case measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub transport: &'static str,
+    pub message_bytes: usize,
+    pub batch: usize,
+    /// Messages received in all rounds.
+    pub messages: u64,
+    /// Median over rounds, messages per second.
+    pub messages_per_s: f64,
+    /// `messages_per_s * message_bytes`.
+    pub bytes_per_s: f64,
+    /// Each round's rate, messages per second, in the order run.
+    pub rounds: Vec<f64>,
+}
+
+impl Row {
+    pub fn new(case: Case) -> Row {
+        Row {
+            transport: case.transport.name(),
+            message_bytes: case.size,
+            batch: case.batch,
+            messages: 0,
+            messages_per_s: 0.0,
+            bytes_per_s: 0.0,
+            rounds: Vec::new(),
+        }
+    }
+
+    /// Adds one round and updates the medians.
+    pub fn add(&mut self, messages: u64, ns: u64) {
+        self.messages += messages;
+        self.rounds.push(messages as f64 * 1e9 / ns.max(1) as f64);
+        self.messages_per_s = super::report::median(&self.rounds);
+        self.bytes_per_s = self.messages_per_s * self.message_bytes as f64;
+    }
+}
+
+/// A fixed-size message with a sequence number.
+trait Numbered: Message + Copy {
+    fn numbered(seq: u64) -> Self;
+    fn seq(&self) -> u64;
+}
+
+impl Numbered for u64 {
+    fn numbered(seq: u64) -> Self {
+        seq
+    }
+    fn seq(&self) -> u64 {
+        *self
+    }
+}
+
+impl Numbered for [u64; 8] {
+    fn numbered(seq: u64) -> Self {
+        [seq, 0, 0, 0, 0, 0, 0, 0]
+    }
+    fn seq(&self) -> u64 {
+        self[0]
+    }
+}
+
+/// Runs one round of `case` as the sending side, for `budget` or until `stop`; returns
+/// (messages, ns) as the receiving side measured them.
+pub fn send(
+    peer: &mut Peer,
+    case: Case,
+    name: &str,
+    budget: Duration,
+    stop: &AtomicBool,
+) -> Result<(u64, u64)> {
+    let sent = match (case.transport, case.size) {
+        (Transport::ShmSpsc, 8) => spsc_send::<u64>(peer, case, name, budget, stop)?,
+        (Transport::ShmSpsc, 64) => spsc_send::<[u64; 8]>(peer, case, name, budget, stop)?,
+        (Transport::Uds, _) => uds_send(peer, case, name, budget, stop)?,
+        _ => bail!(
+            "no throughput case for {} with {} bytes",
+            case.transport.name(),
+            case.size
+        ),
+    };
+    let reply = peer.reply()?;
+    let mut words = reply.split(' ');
+    let mut next = || -> Result<u64> {
+        Ok(words
+            .next()
+            .ok_or_else(|| anyhow!("short reply {reply:?}"))?
+            .parse()?)
+    };
+    let (received, ns) = (next()?, next()?);
+    anyhow::ensure!(
+        received == sent,
+        "sent {sent} messages, the receiver counted {received}"
+    );
+    Ok((received, ns))
+}
+
+/// Whether to end the round: checked between batches.
+fn done(deadline: Instant, stop: &AtomicBool) -> bool {
+    // Relaxed: a stop request needs no ordering, only to be seen eventually.
+    stop.load(Ordering::Relaxed) || Instant::now() >= deadline
+}
+
+fn spsc_send<T: Numbered>(
+    peer: &mut Peer,
+    case: Case,
+    name: &str,
+    budget: Duration,
+    stop: &AtomicBool,
+) -> Result<u64> {
+    let mut tx = Builder::<T>::new(name)
+        .capacity(CAPACITY)
+        .wait_strategy(WaitStrategy::BusySpin)
+        .mode(OpenMode::Create)
+        .producer()?;
+    peer.send(&format!(
+        "stream shm-spsc {} {} {name}",
+        case.size, case.batch
+    ))?;
+    let deadline = Instant::now() + budget;
+    let mut seq = 1;
+    if case.batch == 1 {
+        while !done(deadline, stop) {
+            for _ in 0..1024 {
+                tx.send(T::numbered(seq)).map_err(|e| anyhow!("{e}"))?;
+                seq += 1;
+            }
+        }
+    } else {
+        let mut batch = vec![T::numbered(0); case.batch];
+        let mut polls = 0u32;
+        while polls % 1024 != 0 || !done(deadline, stop) {
+            polls = polls.wrapping_add(1);
+            for (i, message) in batch.iter_mut().enumerate() {
+                *message = T::numbered(seq + i as u64);
+            }
+            let mut offset = 0;
+            while offset < batch.len() {
+                match tx.send_slice(&batch[offset..]) {
+                    Ok(n) => offset += n,
+                    Err(TrySendError::Full(())) => spin_loop(),
+                    Err(e) => bail!("{e}"),
+                }
+            }
+            seq += batch.len() as u64;
+        }
+    }
+    tx.send(T::numbered(STOP)).map_err(|e| anyhow!("{e}"))?;
+    Ok(seq - 1)
+}
+
+fn uds_send(
+    peer: &mut Peer,
+    case: Case,
+    name: &str,
+    budget: Duration,
+    stop: &AtomicBool,
+) -> Result<u64> {
+    let listener = transport::uds_listen(name)?;
+    peer.send(&format!("stream uds {} {} {name}", case.size, case.batch))?;
+    let (mut stream, _) = listener.accept()?;
+    let deadline = Instant::now() + budget;
+    let mut buf = vec![0u8; case.size * case.batch];
+    let mut seq = 1;
+    let fill = |buf: &mut [u8], seq: u64, step: u64| {
+        for (i, message) in buf.chunks_exact_mut(case.size).enumerate() {
+            message[..8].copy_from_slice(&(seq + step * i as u64).to_le_bytes());
+        }
+    };
+    let mut writes = 0u32;
+    while writes % 256 != 0 || !done(deadline, stop) {
+        writes = writes.wrapping_add(1);
+        fill(&mut buf, seq, 1);
+        stream.write_all(&buf)?;
+        seq += case.batch as u64;
+    }
+    // A whole batch of stop messages, so that a receiver reading whole batches gets one.
+    fill(&mut buf, STOP, 0);
+    stream.write_all(&buf)?;
+    Ok(seq - 1)
+}
+
+/// The receiving side of one round (in the echo process); returns (messages, ns from
+/// the first message to the stop message).
+pub fn receive(transport: Transport, size: usize, batch: usize, at: &str) -> Result<(u64, u64)> {
+    match (transport, size) {
+        (Transport::ShmSpsc, 8) => spsc_receive::<u64>(batch, at),
+        (Transport::ShmSpsc, 64) => spsc_receive::<[u64; 8]>(batch, at),
+        (Transport::Uds, _) => uds_receive(size, batch, at),
+        _ => bail!(
+            "no throughput case for {} with {size} bytes",
+            transport.name()
+        ),
+    }
+}
+
+/// Checks sequence numbers and times the stream.
+struct Tally {
+    expected: u64,
+    start: Option<Instant>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            expected: 1,
+            start: None,
+        }
+    }
+
+    /// Counts one message; `Ok(true)` at the stop message.
+    #[inline]
+    fn count(&mut self, seq: u64) -> Result<bool> {
+        if seq == STOP {
+            return Ok(true);
+        }
+        if seq != self.expected {
+            bail!(
+                "message lost or corrupted: expected sequence number {}, got {seq}",
+                self.expected
+            );
+        }
+        if self.expected == 1 {
+            self.start = Some(Instant::now());
+        }
+        self.expected += 1;
+        Ok(false)
+    }
+
+    fn result(&self) -> (u64, u64) {
+        let ns = self.start.map_or(0, |s| s.elapsed().as_nanos() as u64);
+        (self.expected - 1, ns)
+    }
+}
+
+fn spsc_receive<T: Numbered>(batch: usize, name: &str) -> Result<(u64, u64)> {
+    let mut rx = Builder::<T>::new(name)
+        .capacity(CAPACITY)
+        .wait_strategy(WaitStrategy::BusySpin)
+        .mode(OpenMode::Open)
+        .consumer()?;
+    let mut tally = Tally::new();
+    if batch == 1 {
+        loop {
+            let message = rx.recv().map_err(|e| anyhow!("{e}"))?;
+            if tally.count(message.seq())? {
+                return Ok(tally.result());
+            }
+        }
+    }
+    let mut buf = vec![T::numbered(0); batch];
+    loop {
+        match rx.recv_into(&mut buf) {
+            Ok(n) => {
+                for message in &buf[..n] {
+                    if tally.count(message.seq())? {
+                        return Ok(tally.result());
+                    }
+                }
+            }
+            Err(TryRecvError::Empty) => spin_loop(),
+            Err(e) => bail!("{e}"),
+        }
+    }
+}
+
+fn uds_receive(size: usize, batch: usize, name: &str) -> Result<(u64, u64)> {
+    let mut stream = transport::uds_connect(name)?;
+    let mut buf = vec![0u8; size * batch];
+    let mut tally = Tally::new();
+    loop {
+        stream.read_exact(&mut buf)?;
+        for message in buf.chunks_exact(size) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&message[..8]);
+            if tally.count(u64::from_le_bytes(word))? {
+                return Ok(tally.result());
+            }
+        }
+    }
+}

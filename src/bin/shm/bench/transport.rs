@@ -1,0 +1,749 @@
+//! The transports `shm bench` compares, each as two halves: a [`Pinger`] in the timing
+//! process and an [`Echoer`] in the echo process.
+//!
+//! Every message carries a sequence number in its first 8 bytes (little endian). The
+//! echo side sends each message back unchanged and stops after echoing [`STOP`]; the
+//! timing side checks that every reply carries the number it sent, so a lost, repeated
+//! or corrupted message ends the run with an error instead of a wrong figure.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::ValueEnum;
+use memmap2::MmapMut;
+use serde::Serialize;
+use shm_transport::ring::TryRecvError;
+use shm_transport::ring::spsc::{Builder, Consumer, OpenMode, Producer};
+use shm_transport::sync::WaitStrategy;
+use shm_transport::sync::atomic::{AtomicBool, AtomicU64, Ordering, spin_loop};
+
+use super::clock::Clock;
+
+/// The sequence number that ends an echo loop.
+pub const STOP: u64 = u64::MAX;
+
+/// The sequence number of connection probes (iceoryx2); timed messages start at 1.
+#[cfg(feature = "iceoryx2")]
+pub const HELLO: u64 = 0;
+
+/// How long a busy-polling side waits for a reply before it declares the peer lost.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Slots of each latency ring: a ping-pong never has more than one message in flight.
+const LATENCY_CAPACITY: u64 = 16;
+
+/// Payload sizes a typed `shm-spsc` ring is built for (`[u8; N]` messages).
+pub const SPSC_SIZES: [usize; 14] = [
+    8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536,
+];
+
+/// A way to move a message from one process to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// The physical limit: one 8-byte store into a cache line of a shared mapping, and
+    /// the other process spinning on it (`pause` between loads), both ways.
+    CacheLine,
+    /// `shm_ring::spsc`, both sides busy-polling, in place like iceoryx2 below: the
+    /// sender writes the payload into a `reserve`d slot, the receiver reads the sequence
+    /// number through `try_recv_ref`, polled as iceoryx2's benchmark polls `receive`.
+    ShmSpsc,
+    /// `shm_ring::spsc`, both sides in `send`/`recv` (copies) with `WaitStrategy::Park`:
+    /// every message is a futex wake-up.
+    ShmSpscPark,
+    /// A Unix domain stream socket, blocking reads.
+    Uds,
+    /// Two pipes (named FIFOs), blocking reads.
+    Pipe,
+    /// TCP on 127.0.0.1 with `TCP_NODELAY`, blocking reads.
+    Tcp,
+    /// iceoryx2 publish-subscribe (`ipc::Service`), set up as in its own benchmark: two
+    /// services, history 0, subscriber buffer 1, busy-polling `receive`. The sender
+    /// copies the payload into a loaned sample; the receiver reads the sequence number in
+    /// place.
+    #[cfg(feature = "iceoryx2")]
+    Iceoryx2,
+}
+
+impl Transport {
+    /// Every transport this build has, the physical limit first.
+    pub fn all() -> Vec<Transport> {
+        Transport::value_variants().to_vec()
+    }
+
+    /// The name used on the command line, in tables and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::CacheLine => "cache-line",
+            Transport::ShmSpsc => "shm-spsc",
+            Transport::ShmSpscPark => "shm-spsc-park",
+            Transport::Uds => "uds",
+            Transport::Pipe => "pipe",
+            Transport::Tcp => "tcp",
+            #[cfg(feature = "iceoryx2")]
+            Transport::Iceoryx2 => "iceoryx2",
+        }
+    }
+
+    /// Parses [`name`](Self::name).
+    pub fn from_name(name: &str) -> Result<Transport> {
+        Transport::all()
+            .into_iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| anyhow!("unknown transport {name:?}"))
+    }
+}
+
+/// The timing side of a transport.
+pub trait Pinger {
+    /// Sends one message whose first 8 bytes are `seq` and waits for its echo; returns
+    /// the sequence number the echo carries.
+    fn round_trip(&mut self, seq: u64) -> Result<u64>;
+
+    /// Makes sure the echo side hears this side, before the first round trip of every
+    /// round (the echo side is echoing). Only transports that drop messages sent before
+    /// both ends are connected need it; they do it once.
+    fn connect(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Times up to `count` round trips with sequence numbers from `first_seq`, pushing
+    /// each round trip's duration in clock ticks to `samples`, until `count`, `budget`
+    /// or `stop`; then ends the echo loop with [`STOP`]. Returns the next unused
+    /// sequence number.
+    ///
+    /// # Errors
+    ///
+    /// A transport error, or a reply whose sequence number is not the one sent.
+    fn run(
+        &mut self,
+        clock: &Clock,
+        first_seq: u64,
+        count: usize,
+        budget: Duration,
+        stop: &AtomicBool,
+        samples: &mut Vec<u64>,
+    ) -> Result<u64> {
+        let deadline = Instant::now() + budget;
+        let mut seq = first_seq;
+        for i in 0..count {
+            // Relaxed: a stop request needs no ordering, only to be seen eventually.
+            if i % 64 == 0 && (stop.load(Ordering::Relaxed) || Instant::now() >= deadline) {
+                break;
+            }
+            let t0 = clock.now();
+            let echoed = self.round_trip(seq)?;
+            let t1 = clock.now();
+            if echoed != seq {
+                bail!(
+                    "message lost or corrupted: sent sequence number {seq}, echo carried {echoed}"
+                );
+            }
+            samples.push(t1.wrapping_sub(t0));
+            seq += 1;
+        }
+        let echoed = self.round_trip(STOP)?;
+        if echoed != STOP {
+            bail!("message lost or corrupted: sent the stop message, echo carried {echoed}");
+        }
+        Ok(seq)
+    }
+}
+
+/// The echo side of a transport.
+pub trait Echoer {
+    /// Echoes every message until it has echoed [`STOP`]; returns how many it echoed
+    /// before that.
+    fn echo(&mut self) -> Result<u64>;
+}
+
+fn seq_of(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(word)
+}
+
+fn set_seq(bytes: &mut [u8], seq: u64) {
+    bytes[..8].copy_from_slice(&seq.to_le_bytes());
+}
+
+/// Counts busy-poll iterations and fails once a reply has taken longer than
+/// [`PATIENCE`], so that a dead peer ends a busy-polling loop.
+struct Patience {
+    spins: u32,
+    since: Option<Instant>,
+}
+
+impl Patience {
+    fn new() -> Self {
+        Patience {
+            spins: 0,
+            since: None,
+        }
+    }
+
+    #[inline]
+    fn spin(&mut self, what: &str) -> Result<()> {
+        spin_loop();
+        self.spins = self.spins.wrapping_add(1);
+        if self.spins % (1 << 16) == 0 {
+            let since = *self.since.get_or_insert_with(Instant::now);
+            if since.elapsed() > PATIENCE {
+                bail!("no {what} for {PATIENCE:?}: the other process is gone or stuck");
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The physical limit: a bare cache line.
+
+/// Offset of the line the timing side writes.
+const PING_LINE: usize = 0;
+/// Offset of the line the echo side writes: its own 128-byte block.
+const PONG_LINE: usize = 128;
+/// Size of the file holding the two lines.
+const LINES_LEN: u64 = 4096;
+
+/// Two cache lines in a shared mapping of a file under `/dev/shm`, the same kind of
+/// mapping the rings live in.
+pub struct CacheLines {
+    map: MmapMut,
+}
+
+impl CacheLines {
+    /// Creates the file (it must not exist) and maps it.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        file.set_len(LINES_LEN)
+            .with_context(|| format!("sizing {}", path.display()))?;
+        Self::map(&file, path)
+    }
+
+    /// Maps the file made by [`create`](Self::create).
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        anyhow::ensure!(
+            file.metadata()?.len() == LINES_LEN,
+            "{} is not {LINES_LEN} bytes long",
+            path.display()
+        );
+        Self::map(&file, path)
+    }
+
+    fn map(file: &File, path: &Path) -> Result<Self> {
+        // SAFETY: the file is this run's own, sized above, and only ever accessed through
+        // the atomics below, so a concurrent change by the peer is no undefined behaviour.
+        let map = unsafe { MmapMut::map_mut(file) }
+            .with_context(|| format!("mapping {}", path.display()))?;
+        Ok(CacheLines { map })
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU64 {
+        let ptr = self.map.as_ptr().wrapping_add(offset).cast::<AtomicU64>();
+        // SAFETY: `offset + 8 <= LINES_LEN`, the mapping is page-aligned so `ptr` is
+        // 8-aligned, `AtomicU64` is a transparent `u64` atomic, and the mapping lives as
+        // long as `self`.
+        unsafe { &*ptr }
+    }
+}
+
+impl Pinger for CacheLines {
+    #[inline]
+    fn round_trip(&mut self, seq: u64) -> Result<u64> {
+        // SYNC(probe-ping): Release; pairs with the echo side's Acquire load.
+        self.word(PING_LINE).store(seq, Ordering::Release);
+        let mut patience = Patience::new();
+        loop {
+            // SYNC(probe-pong): Acquire; pairs with the echo side's Release store.
+            let pong = self.word(PONG_LINE).load(Ordering::Acquire);
+            if pong == seq {
+                return Ok(pong);
+            }
+            patience.spin("cache-line echo")?;
+        }
+    }
+}
+
+impl Echoer for CacheLines {
+    fn echo(&mut self) -> Result<u64> {
+        // Relaxed: only this side writes the pong line.
+        let mut last = self.word(PONG_LINE).load(Ordering::Relaxed);
+        let mut echoed = 0;
+        let mut patience = Patience::new();
+        loop {
+            // SYNC(probe-ping): Acquire; pairs with the timing side's Release store.
+            let ping = self.word(PING_LINE).load(Ordering::Acquire);
+            if ping != last {
+                // SYNC(probe-pong): Release; pairs with the timing side's Acquire load.
+                self.word(PONG_LINE).store(ping, Ordering::Release);
+                last = ping;
+                if ping == STOP {
+                    return Ok(echoed);
+                }
+                echoed += 1;
+                patience = Patience::new();
+            } else {
+                patience.spin("cache-line ping")?;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// shm-spsc: two typed rings of `[u8; N]`.
+
+/// Calls `$f::<N>($args)` for the `N` equal to `$size`, one of [`SPSC_SIZES`].
+macro_rules! by_spsc_size {
+    ($size:expr, $f:ident ( $($arg:expr),* )) => {
+        match $size {
+            8 => $f::<8>($($arg),*),
+            16 => $f::<16>($($arg),*),
+            32 => $f::<32>($($arg),*),
+            64 => $f::<64>($($arg),*),
+            128 => $f::<128>($($arg),*),
+            256 => $f::<256>($($arg),*),
+            512 => $f::<512>($($arg),*),
+            1024 => $f::<1024>($($arg),*),
+            2048 => $f::<2048>($($arg),*),
+            4096 => $f::<4096>($($arg),*),
+            8192 => $f::<8192>($($arg),*),
+            16384 => $f::<16384>($($arg),*),
+            32768 => $f::<32768>($($arg),*),
+            65536 => $f::<65536>($($arg),*),
+            other => bail!(
+                "shm-spsc carries fixed-size messages of {:?} bytes, not {other}",
+                $crate::bench::transport::SPSC_SIZES
+            ),
+        }
+    };
+}
+pub(crate) use by_spsc_size;
+
+/// The segment names of one pair of latency rings.
+pub fn spsc_names(base: &str) -> [String; 2] {
+    [format!("{base}-ping"), format!("{base}-pong")]
+}
+
+fn wait_strategy(park: bool) -> WaitStrategy {
+    if park {
+        WaitStrategy::Park
+    } else {
+        WaitStrategy::BusySpin
+    }
+}
+
+/// The timing side of `shm-spsc`: producer of the ping ring, consumer of the pong ring.
+pub struct SpscPinger<const N: usize> {
+    tx: Producer<[u8; N]>,
+    rx: Consumer<[u8; N]>,
+    message: [u8; N],
+    park: bool,
+}
+
+/// Creates both rings named after `base` and attaches the timing side.
+pub fn spsc_pinger<const N: usize>(base: &str, park: bool) -> Result<Box<dyn Pinger>> {
+    let [ping, pong] = spsc_names(base);
+    let wait = wait_strategy(park);
+    let tx = Builder::<[u8; N]>::new(ping.as_str())
+        .capacity(LATENCY_CAPACITY)
+        .wait_strategy(wait)
+        .mode(OpenMode::Create)
+        .producer()?;
+    let rx = Builder::<[u8; N]>::new(pong.as_str())
+        .capacity(LATENCY_CAPACITY)
+        .wait_strategy(wait)
+        .mode(OpenMode::Create)
+        .consumer()?;
+    Ok(Box::new(SpscPinger {
+        tx,
+        rx,
+        message: [0x5a; N],
+        park,
+    }))
+}
+
+impl<const N: usize> Pinger for SpscPinger<N> {
+    #[inline]
+    fn round_trip(&mut self, seq: u64) -> Result<u64> {
+        set_seq(&mut self.message, seq);
+        if self.park {
+            self.tx.send(self.message).map_err(|e| anyhow!("{e}"))?;
+            let reply = self.rx.recv().map_err(|e| anyhow!("{e}"))?;
+            return Ok(seq_of(&reply));
+        }
+        let mut slot = self.tx.reserve().map_err(|e| anyhow!("{e}"))?;
+        *slot = self.message;
+        slot.commit();
+        let mut patience = Patience::new();
+        loop {
+            match self.rx.try_recv_ref() {
+                Ok(reply) => return Ok(seq_of(&*reply)),
+                Err(TryRecvError::Empty) => patience.spin("shm-spsc echo")?,
+                Err(e) => bail!("{e}"),
+            }
+        }
+    }
+}
+
+/// The echo side of `shm-spsc`: consumer of the ping ring, producer of the pong ring.
+pub struct SpscEchoer<const N: usize> {
+    rx: Consumer<[u8; N]>,
+    tx: Producer<[u8; N]>,
+    message: [u8; N],
+    park: bool,
+}
+
+/// Opens both rings named after `base` and attaches the echo side.
+pub fn spsc_echoer<const N: usize>(base: &str, park: bool) -> Result<Box<dyn Echoer>> {
+    let [ping, pong] = spsc_names(base);
+    let wait = wait_strategy(park);
+    let rx = Builder::<[u8; N]>::new(ping.as_str())
+        .capacity(LATENCY_CAPACITY)
+        .wait_strategy(wait)
+        .mode(OpenMode::Open)
+        .consumer()?;
+    let tx = Builder::<[u8; N]>::new(pong.as_str())
+        .capacity(LATENCY_CAPACITY)
+        .wait_strategy(wait)
+        .mode(OpenMode::Open)
+        .producer()?;
+    Ok(Box::new(SpscEchoer {
+        rx,
+        tx,
+        message: [0x5a; N],
+        park,
+    }))
+}
+
+impl<const N: usize> Echoer for SpscEchoer<N> {
+    fn echo(&mut self) -> Result<u64> {
+        let mut echoed = 0;
+        loop {
+            let seq = if self.park {
+                let message = self.rx.recv().map_err(|e| anyhow!("{e}"))?;
+                self.tx.send(message).map_err(|e| anyhow!("{e}"))?;
+                seq_of(&message)
+            } else {
+                let mut patience = Patience::new();
+                let seq = loop {
+                    match self.rx.try_recv_ref() {
+                        Ok(message) => break seq_of(&*message),
+                        Err(TryRecvError::Empty) => patience.spin("shm-spsc ping")?,
+                        Err(e) => bail!("{e}"),
+                    }
+                };
+                // The reply ring holds at most one message in a ping-pong: never full.
+                let mut slot = self.tx.reserve().map_err(|e| anyhow!("{e}"))?;
+                set_seq(&mut self.message, seq);
+                *slot = self.message;
+                slot.commit();
+                seq
+            };
+            if seq == STOP {
+                return Ok(echoed);
+            }
+            echoed += 1;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Byte streams: Unix socket, pipes, TCP.
+
+/// A byte-stream transport: write the message, read exactly as many bytes back.
+pub struct StreamPinger<W, R> {
+    writer: W,
+    reader: R,
+    message: Vec<u8>,
+    reply: Vec<u8>,
+}
+
+impl<W: Write, R: Read> StreamPinger<W, R> {
+    pub fn new(writer: W, reader: R, size: usize) -> Self {
+        StreamPinger {
+            writer,
+            reader,
+            message: vec![0x5a; size],
+            reply: vec![0; size],
+        }
+    }
+}
+
+impl<W: Write, R: Read> Pinger for StreamPinger<W, R> {
+    #[inline]
+    fn round_trip(&mut self, seq: u64) -> Result<u64> {
+        set_seq(&mut self.message, seq);
+        self.writer.write_all(&self.message)?;
+        self.reader
+            .read_exact(&mut self.reply)
+            .context("reading the echo")?;
+        Ok(seq_of(&self.reply))
+    }
+}
+
+/// The echo side of a byte-stream transport.
+pub struct StreamEchoer<W, R> {
+    writer: W,
+    reader: R,
+    message: Vec<u8>,
+}
+
+impl<W: Write, R: Read> StreamEchoer<W, R> {
+    pub fn new(writer: W, reader: R, size: usize) -> Self {
+        StreamEchoer {
+            writer,
+            reader,
+            message: vec![0; size],
+        }
+    }
+}
+
+impl<W: Write, R: Read> Echoer for StreamEchoer<W, R> {
+    fn echo(&mut self) -> Result<u64> {
+        let mut echoed = 0;
+        loop {
+            self.reader
+                .read_exact(&mut self.message)
+                .context("reading a ping")?;
+            self.writer.write_all(&self.message)?;
+            if seq_of(&self.message) == STOP {
+                return Ok(echoed);
+            }
+            echoed += 1;
+        }
+    }
+}
+
+/// The abstract-namespace address of a run's Unix socket (nothing to clean up).
+pub fn uds_address(name: &str) -> Result<SocketAddr> {
+    Ok(SocketAddr::from_abstract_name(name.as_bytes())?)
+}
+
+/// Listens on the abstract Unix socket `name`.
+pub fn uds_listen(name: &str) -> Result<UnixListener> {
+    Ok(UnixListener::bind_addr(&uds_address(name)?)?)
+}
+
+/// Connects to the abstract Unix socket `name`.
+pub fn uds_connect(name: &str) -> Result<UnixStream> {
+    Ok(UnixStream::connect_addr(&uds_address(name)?)?)
+}
+
+/// Listens on an ephemeral TCP port of 127.0.0.1.
+pub fn tcp_listen() -> Result<TcpListener> {
+    Ok(TcpListener::bind("127.0.0.1:0")?)
+}
+
+/// Connects to `port` on 127.0.0.1 with `TCP_NODELAY`.
+pub fn tcp_connect(port: u16) -> Result<TcpStream> {
+    let stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The two FIFOs of a pipe transport: `[ping, pong]`.
+pub fn fifo_paths(base: &Path) -> [PathBuf; 2] {
+    let with = |suffix: &str| {
+        let mut name = base.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [with("-ping.fifo"), with("-pong.fifo")]
+}
+
+/// Makes a FIFO with mode 0600.
+pub fn make_fifo(path: &Path) -> Result<()> {
+    use rustix::fs::{CWD, FileType, Mode, mknodat};
+    mknodat(CWD, path, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0)
+        .with_context(|| format!("making the FIFO {}", path.display()))
+}
+
+/// Opens the timing side's ends: ping for writing, then pong for reading. Each open
+/// waits for the echo side's matching open, which [`fifo_echo_ends`] makes in the same
+/// order, so neither side can wait for the other forever.
+pub fn fifo_ping_ends(base: &Path) -> Result<(File, File)> {
+    let [ping, pong] = fifo_paths(base);
+    let writer = File::options().write(true).open(&ping)?;
+    let reader = File::open(&pong)?;
+    Ok((writer, reader))
+}
+
+/// Opens the echo side's ends: ping for reading, then pong for writing.
+pub fn fifo_echo_ends(base: &Path) -> Result<(File, File)> {
+    let [ping, pong] = fifo_paths(base);
+    let reader = File::open(&ping)?;
+    let writer = File::options().write(true).open(&pong)?;
+    Ok((writer, reader))
+}
+
+// ---------------------------------------------------------------------------------------
+// iceoryx2 publish-subscribe.
+
+#[cfg(feature = "iceoryx2")]
+pub mod iox {
+    //! iceoryx2 publish-subscribe, set up as in iceoryx2's own publish-subscribe
+    //! benchmark: a service each way, one publisher and one subscriber each, history 0,
+    //! a subscriber buffer of 1 with safe overflow, and busy-polling `receive`.
+
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Result, anyhow, bail};
+    use iceoryx2::port::publisher::Publisher;
+    use iceoryx2::port::subscriber::Subscriber;
+    use iceoryx2::prelude::*;
+
+    use super::{Echoer, HELLO, Patience, Pinger, STOP, seq_of, set_seq};
+
+    type Pub = Publisher<ipc::Service, [u8], ()>;
+    type Sub = Subscriber<ipc::Service, [u8], ()>;
+
+    /// One end: publishes on one service, subscribes to the other.
+    pub struct Iox {
+        // Kept alive for the ports.
+        _node: Node<ipc::Service>,
+        publisher: Pub,
+        subscriber: Sub,
+        message: Vec<u8>,
+        connected: bool,
+    }
+
+    fn err(e: impl core::fmt::Debug) -> anyhow::Error {
+        anyhow!("iceoryx2: {e:?}")
+    }
+
+    /// Opens (or creates) the services `<base>-a2b` and `<base>-b2a`; the timing side
+    /// (`timing = true`) publishes on a2b.
+    pub fn open(base: &str, size: usize, timing: bool) -> Result<Iox> {
+        set_log_level(LogLevel::Error);
+        let node = NodeBuilder::new().create::<ipc::Service>().map_err(err)?;
+        let service = |suffix: &str| -> Result<_> {
+            let name = ServiceName::new(&format!("{base}-{suffix}")).map_err(err)?;
+            node.service_builder(&name)
+                .publish_subscribe::<[u8]>()
+                .max_publishers(1)
+                .max_subscribers(1)
+                .history_size(0)
+                .subscriber_max_buffer_size(1)
+                .enable_safe_overflow(true)
+                .open_or_create()
+                .map_err(err)
+        };
+        let (out, back) = if timing {
+            (service("a2b")?, service("b2a")?)
+        } else {
+            (service("b2a")?, service("a2b")?)
+        };
+        let publisher = out
+            .publisher_builder()
+            .initial_max_slice_len(size)
+            .create()
+            .map_err(err)?;
+        let subscriber = back.subscriber_builder().create().map_err(err)?;
+        Ok(Iox {
+            _node: node,
+            publisher,
+            subscriber,
+            message: vec![0x5a; size],
+            connected: false,
+        })
+    }
+
+    impl Iox {
+        fn send(&mut self, seq: u64) -> Result<()> {
+            set_seq(&mut self.message, seq);
+            let sample = self
+                .publisher
+                .loan_slice_uninit(self.message.len())
+                .map_err(err)?;
+            sample.write_from_slice(&self.message).send().map_err(err)?;
+            Ok(())
+        }
+
+        fn try_receive(&mut self) -> Result<Option<u64>> {
+            Ok(self
+                .subscriber
+                .receive()
+                .map_err(err)?
+                .map(|sample| seq_of(sample.payload())))
+        }
+    }
+
+    impl Pinger for Iox {
+        #[inline]
+        fn round_trip(&mut self, seq: u64) -> Result<u64> {
+            self.send(seq)?;
+            let mut patience = Patience::new();
+            loop {
+                if let Some(echoed) = self.try_receive()? {
+                    return Ok(echoed);
+                }
+                patience.spin("iceoryx2 echo")?;
+            }
+        }
+
+        /// A publisher delivers only to subscribers it has connected to: send
+        /// [`HELLO`] every millisecond until one comes back, then drain the extra echoes.
+        fn connect(&mut self) -> Result<()> {
+            if self.connected {
+                return Ok(());
+            }
+            let give_up = Instant::now() + Duration::from_secs(10);
+            'hello: loop {
+                self.send(HELLO)?;
+                let resend = Instant::now() + Duration::from_millis(1);
+                while Instant::now() < resend {
+                    if self.try_receive()? == Some(HELLO) {
+                        break 'hello;
+                    }
+                }
+                if Instant::now() > give_up {
+                    bail!("iceoryx2: no echo of a hello within 10 s");
+                }
+            }
+            let drain = Instant::now() + Duration::from_millis(20);
+            while Instant::now() < drain {
+                self.try_receive()?;
+            }
+            self.connected = true;
+            Ok(())
+        }
+    }
+
+    impl Echoer for Iox {
+        fn echo(&mut self) -> Result<u64> {
+            let mut echoed = 0;
+            let mut patience = Patience::new();
+            loop {
+                let Some(seq) = self.try_receive()? else {
+                    patience.spin("iceoryx2 ping")?;
+                    continue;
+                };
+                patience = Patience::new();
+                self.send(seq)?;
+                if seq == STOP {
+                    return Ok(echoed);
+                }
+                if seq != HELLO {
+                    echoed += 1;
+                }
+            }
+        }
+    }
+}

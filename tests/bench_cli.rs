@@ -1,0 +1,148 @@
+//! `shm bench` run for real, with tiny counts: two processes, every transport, JSON out.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn shm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shm"))
+}
+
+fn run_json(args: &[&str]) -> Value {
+    let output = shm()
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "shm bench {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("shm bench --json prints JSON")
+}
+
+/// The transports this build of `shm bench` has, the physical limit first.
+fn transports() -> Vec<&'static str> {
+    let mut names = vec![
+        "cache-line",
+        "shm-spsc",
+        "shm-spsc-park",
+        "uds",
+        "pipe",
+        "tcp",
+    ];
+    if cfg!(feature = "iceoryx2") {
+        names.push("iceoryx2");
+    }
+    names
+}
+
+#[test]
+fn latency_json_has_every_transport_and_size_with_ordered_percentiles() {
+    let report = run_json(&[
+        "--round-trips",
+        "400",
+        "--rounds",
+        "2",
+        "--time-limit",
+        "4",
+        "--sizes",
+        "8,64",
+    ]);
+    assert!(!report["machine"]["cpu_model"].as_str().unwrap().is_empty());
+    assert!(report["machine"]["clock"]["read_ns"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["interrupted"], Value::Bool(false));
+    let rows = report["latency"].as_array().unwrap();
+    assert_eq!(rows.len(), 2 * transports().len(), "{rows:#?}");
+    for size in [8, 64] {
+        for transport in transports() {
+            let row = rows
+                .iter()
+                .find(|r| r["transport"] == transport && r["size"] == size)
+                .unwrap_or_else(|| panic!("no row for {transport} with {size} bytes"));
+            let trips = row["round_trips"].as_u64().unwrap();
+            assert!(trips > 0, "{transport} {size}: no round trips");
+            let p = &row["one_way_ns"];
+            let order = ["p50", "p90", "p99", "p99_9", "p99_99", "max"].map(|k| {
+                p[k].as_f64()
+                    .unwrap_or_else(|| panic!("{k} missing in {p}"))
+            });
+            assert!(order[0] > 0.0, "{transport} {size}: p50 {p}");
+            assert!(
+                order.windows(2).all(|w| w[0] <= w[1]),
+                "{transport} {size}: percentiles out of order: {p}"
+            );
+            let rounds = row["rounds"].as_array().unwrap();
+            // The probe runs before every other transport's round.
+            let expected = if transport == "cache-line" {
+                2 * (transports().len() - 1)
+            } else {
+                2
+            };
+            assert_eq!(rounds.len(), expected, "{transport} {size}: {rounds:?}");
+            for round in rounds {
+                assert!(round["probe_p50_ns"].as_f64().unwrap() > 0.0);
+                assert!(round["ratio"].as_f64().unwrap() > 0.0);
+            }
+            let ratio = row["p50_vs_limit"].as_f64().unwrap();
+            if transport == "cache-line" {
+                assert_eq!(ratio, 1.0);
+            } else {
+                assert!(ratio > 0.0, "{transport} {size}: ratio {ratio}");
+            }
+        }
+    }
+}
+
+#[test]
+fn throughput_json_counts_every_case() {
+    let report = run_json(&["--throughput", "--rounds", "1", "--time-limit", "0.2"]);
+    let rows = report["throughput"].as_array().unwrap();
+    assert_eq!(rows.len(), 8, "{rows:#?}");
+    for row in rows {
+        assert!(row["messages"].as_u64().unwrap() > 0, "{row}");
+        let rate = row["messages_per_s"].as_f64().unwrap();
+        let bytes = row["bytes_per_s"].as_f64().unwrap();
+        let size = row["message_bytes"].as_f64().unwrap();
+        assert!(rate > 0.0, "{row}");
+        assert!((bytes - rate * size).abs() <= 1e-6 * bytes, "{row}");
+    }
+}
+
+#[test]
+fn a_size_the_typed_ring_cannot_carry_is_refused_with_the_sizes_it_can() {
+    let output = shm()
+        .args(["bench", "--sizes", "100", "--transports", "shm-spsc"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not 100"), "{stderr}");
+    assert!(stderr.contains("4096"), "{stderr}");
+}
+
+#[test]
+fn other_transports_take_any_size_from_8_bytes() {
+    let report = run_json(&[
+        "--round-trips",
+        "50",
+        "--rounds",
+        "1",
+        "--sizes",
+        "100",
+        "--transports",
+        "uds,pipe",
+    ]);
+    let rows = report["latency"].as_array().unwrap();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["transport"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cache-line", "uds", "pipe"]);
+    assert!(
+        rows.iter()
+            .all(|r| r["size"] == 100 && r["round_trips"].as_u64() > Some(0))
+    );
+}
