@@ -117,8 +117,8 @@ impl Clock {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn rdtsc() -> u64 {
-    // SAFETY: `rdtsc` reads a counter and has no preconditions; every x86_64 CPU has it.
     #[allow(unused_unsafe)]
+    // SAFETY: `rdtsc` reads a counter and has no preconditions; every x86_64 CPU has it.
     unsafe {
         core::arch::x86_64::_rdtsc()
     }

@@ -218,6 +218,18 @@ struct Series {
     row: Row,
 }
 
+impl Series {
+    fn new(transport: Transport, size: usize, pinger: Box<dyn Pinger>) -> Series {
+        Series {
+            transport,
+            size,
+            pinger,
+            next_seq: 1,
+            row: Row::new(transport, size),
+        }
+    }
+}
+
 fn run_latency(
     peer: &mut Peer,
     clock: &Clock,
@@ -228,10 +240,11 @@ fn run_latency(
 ) -> Result<Vec<Row>> {
     let probe_path = PathBuf::from("/dev/shm").join(format!("{run_id}-probe"));
     cleanup.paths.push(probe_path.clone());
-    let mut probe = CacheLines::create(&probe_path)?;
+    let lines = CacheLines::create(&probe_path)?;
     peer.call(&format!("open cache-line 0 {}", probe_path.display()))?;
     cleanup.remove_now();
-    let mut probe_seq = 1;
+    // Its row is not reported: each size gets its own probe row below.
+    let mut probe = Series::new(Transport::CacheLine, 0, Box::new(lines));
 
     let mut series = Vec::new();
     for &size in plan.sizes {
@@ -244,13 +257,7 @@ fn run_latency(
                 open_pinger(peer, transport, size, run_id, cleanup).with_context(|| {
                     format!("opening {} for {size}-byte messages", transport.name())
                 })?;
-            series.push(Series {
-                transport,
-                size,
-                pinger,
-                next_seq: 1,
-                row: Row::new(transport, size),
-            });
+            series.push(Series::new(transport, size, pinger));
         }
     }
     let mut probe_rows: Vec<Row> = plan
@@ -261,25 +268,11 @@ fn run_latency(
 
     let mut samples = Vec::with_capacity(plan.per_round.max(WARMUP_ROUND_TRIPS));
     progress.say("warming up");
-    probe_seq = round(
-        peer,
-        &mut probe,
-        Transport::CacheLine,
-        0,
-        clock,
-        probe_seq,
-        WARMUP_ROUND_TRIPS,
-        WARMUP_BUDGET,
-        &mut samples,
-    )?;
-    for s in &mut series {
-        s.next_seq = round(
+    for s in std::iter::once(&mut probe).chain(&mut series) {
+        round(
             peer,
-            &mut *s.pinger,
-            s.transport,
-            s.size,
+            s,
             clock,
-            s.next_seq,
             WARMUP_ROUND_TRIPS,
             WARMUP_BUDGET,
             &mut samples,
@@ -300,13 +293,10 @@ fn run_latency(
             if STOP.load(Ordering::Relaxed) {
                 break 'rounds;
             }
-            probe_seq = round(
+            round(
                 peer,
                 &mut probe,
-                Transport::CacheLine,
-                0,
                 clock,
-                probe_seq,
                 probe_count,
                 plan.budget,
                 &mut samples,
@@ -322,17 +312,7 @@ fn run_latency(
                 .position(|&z| z == s.size)
                 .expect("a planned size");
             probe_rows[at].add(&samples, probe_p50)?;
-            s.next_seq = round(
-                peer,
-                &mut *s.pinger,
-                s.transport,
-                s.size,
-                clock,
-                s.next_seq,
-                plan.per_round,
-                plan.budget,
-                &mut samples,
-            )?;
+            round(peer, s, clock, plan.per_round, plan.budget, &mut samples)?;
             s.row.add(&samples, probe_p50)?;
         }
     }
@@ -350,36 +330,35 @@ fn run_latency(
     Ok(rows)
 }
 
-/// Runs one round of `transport` (the echo process echoing, this one timing) and leaves
-/// its round trips in `samples`, in ns, sorted. Returns the next sequence number.
-#[allow(clippy::too_many_arguments)]
+/// Runs one round of `series` (the echo process echoing, this one timing), advances its
+/// sequence number, and leaves its round trips in `samples`, in ns, sorted.
 fn round(
     peer: &mut Peer,
-    pinger: &mut dyn Pinger,
-    transport: Transport,
-    size: usize,
+    series: &mut Series,
     clock: &Clock,
-    first_seq: u64,
     count: usize,
     budget: Duration,
     samples: &mut Vec<u64>,
-) -> Result<u64> {
+) -> Result<()> {
+    let name = series.transport.name();
     samples.clear();
-    peer.send(&format!("echo {} {size}", transport.name()))?;
-    pinger.connect()?;
-    let next = pinger.run(clock, first_seq, count, budget, &STOP, samples)?;
+    peer.send(&format!("echo {name} {}", series.size))?;
+    series.pinger.connect()?;
+    let first = series.next_seq;
+    series.next_seq = series
+        .pinger
+        .run(clock, first, count, budget, &STOP, samples)?;
     let echoed: u64 = peer.reply()?.parse()?;
-    let timed = next - first_seq;
+    let timed = series.next_seq - first;
     ensure!(
         echoed == timed,
-        "{}: {timed} round trips timed but {echoed} messages echoed",
-        transport.name()
+        "{name}: {timed} round trips timed but {echoed} messages echoed"
     );
     for ticks in samples.iter_mut() {
         *ticks = clock.ticks_to_ns(*ticks);
     }
     samples.sort_unstable();
-    Ok(next)
+    Ok(())
 }
 
 /// Opens the timing side of `transport`, has the echo process open its side, and

@@ -91,12 +91,9 @@ impl Transport {
         }
     }
 
-    /// Parses [`name`](Self::name).
+    /// Parses [`name`](Self::name) (clap's parser of `--transports`).
     pub fn from_name(name: &str) -> Result<Transport> {
-        Transport::all()
-            .into_iter()
-            .find(|t| t.name() == name)
-            .ok_or_else(|| anyhow!("unknown transport {name:?}"))
+        <Transport as ValueEnum>::from_str(name, false).map_err(|e| anyhow!("transport: {e}"))
     }
 }
 
