@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The loom models of the concurrent protocols (event count, SPSC ring; later MPMC and the
+# The loom models of the concurrent protocols (event count, SPSC ring, MPMC ring; later the
 # allocator's free list). They live in the libraries under `cfg(all(test, loom))`.
 #
 # LOOM_MAX_PREEMPTIONS=3 explores every interleaving with up to three preemptions: the

@@ -406,7 +406,26 @@ impl Segment {
         spec: &SegmentSpec,
         opts: &SegmentOptions,
     ) -> Result<Segment, Error> {
-        Self::create_at(loc.checked_path()?, spec, opts)
+        Self::create_at(loc.checked_path()?, spec, opts, |_| {})
+    }
+
+    /// Creates a new segment as [`create`](Self::create) does, and calls `init` on it
+    /// before publishing its header: an opener waits until `init` has returned, so the
+    /// data region can start in a state other than all-zero (a ring's fixed
+    /// parameters, a free list). `init` writes through [`data`](Self::data); nothing
+    /// else maps the data region yet, but other processes may already have the file
+    /// open and be waiting, so shared fields are best written atomically.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    pub fn create_with(
+        loc: &Location,
+        spec: &SegmentSpec,
+        opts: &SegmentOptions,
+        init: impl FnOnce(&Segment),
+    ) -> Result<Segment, Error> {
+        Self::create_at(loc.checked_path()?, spec, opts, init)
     }
 
     /// Opens an existing segment file at `loc` and checks its header against `expect`.
@@ -456,16 +475,32 @@ impl Segment {
         spec: &SegmentSpec,
         opts: &SegmentOptions,
     ) -> Result<(Segment, bool), Error> {
+        Self::open_or_create_with(loc, spec, &Expect::from(spec), opts, |_| {})
+    }
+
+    /// [`open_or_create`](Self::open_or_create) with an opener's `expect` of its own (one
+    /// that accepts any capacity, say) and an `init` run by the creator before it
+    /// publishes the header, as in [`create_with`](Self::create_with).
+    ///
+    /// # Errors
+    ///
+    /// As [`open_or_create`](Self::open_or_create).
+    pub fn open_or_create_with(
+        loc: &Location,
+        spec: &SegmentSpec,
+        expect: &Expect,
+        opts: &SegmentOptions,
+        init: impl Fn(&Segment),
+    ) -> Result<(Segment, bool), Error> {
         let path = loc.checked_path()?;
-        let expect = Expect::from(spec);
         let mut last = Error::NotFound { path: path.clone() };
         for _ in 0..OPEN_OR_CREATE_ATTEMPTS {
-            match Self::create_at(path.clone(), spec, opts) {
+            match Self::create_at(path.clone(), spec, opts, &init) {
                 Ok(segment) => return Ok((segment, true)),
                 Err(Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
-            match Self::open_at(path.clone(), &expect, opts) {
+            match Self::open_at(path.clone(), expect, opts) {
                 Ok(segment) => return Ok((segment, false)),
                 Err(e @ Error::NotFound { .. }) => last = e,
                 Err(e) => return Err(e),
@@ -599,6 +634,7 @@ impl Segment {
         path: PathBuf,
         spec: &SegmentSpec,
         opts: &SegmentOptions,
+        init: impl FnOnce(&Segment),
     ) -> Result<Segment, Error> {
         let mode = opts.mode & 0o777;
         let file = match OpenOptions::new()
@@ -668,16 +704,19 @@ impl Segment {
         // Self-check: what an opener will see must validate against the spec.
         raw.state = STATE_READY;
         let info = raw.validate(&Expect::from(spec), total, &path)?;
-        // SYNC(header-ready): Release; pairs with the Acquire load in `wait_ready`: an
-        // opener that sees READY sees every header field written above.
-        state_word(&map).store(STATE_READY, Ordering::Release);
-        guard.disarm();
-        Ok(Segment {
+        let segment = Segment {
             map,
             file,
             path,
             info,
-        })
+        };
+        init(&segment);
+        // SYNC(header-ready): Release; pairs with the Acquire load in `wait_ready`: an
+        // opener that sees READY sees every header field written above, and what `init`
+        // wrote.
+        state_word(&segment.map).store(STATE_READY, Ordering::Release);
+        guard.disarm();
+        Ok(segment)
     }
 
     fn open_at(path: PathBuf, expect: &Expect, opts: &SegmentOptions) -> Result<Segment, Error> {

@@ -22,6 +22,13 @@ pub enum Corruption {
         /// The data region's length, in bytes.
         data_len: u64,
     },
+    /// A slot's stamp (MPMC) is not one its position allows.
+    Slot {
+        /// The position whose slot was read.
+        position: u64,
+        /// The stamp found.
+        stamp: u64,
+    },
     /// A state word holds a value no peer writes.
     State {
         /// Which word.
@@ -45,6 +52,10 @@ impl fmt::Display for Corruption {
             Self::Layout { capacity, data_len } => write!(
                 f,
                 "a capacity of {capacity} slots (expected a power of two) does not fit a data region of {data_len} bytes"
+            ),
+            Self::Slot { position, stamp } => write!(
+                f,
+                "the slot of position {position} holds stamp {stamp:#x}, which is not the previous, this or a later lap of that position"
             ),
             Self::State { word, found } => {
                 write!(
@@ -73,6 +84,23 @@ pub enum Error {
     /// The message type is aligned to more than a 128-byte block.
     #[error("message type aligned to {0} bytes: at most 128 is supported")]
     UnsupportedAlignment(usize),
+    /// The requested participant limit (MPMC) is out of range.
+    #[error("invalid participant limit {0}: expected 1 to {max}", max = crate::mpmc::MAX_PARTICIPANTS)]
+    InvalidParticipants(u32),
+    /// The ring (MPMC) was created with another participant limit than the one required.
+    #[error("participant limit mismatch: expected {expected}, found {found}")]
+    ParticipantsMismatch {
+        /// The limit required by the opener.
+        expected: u32,
+        /// The limit the ring was created with.
+        found: u32,
+    },
+    /// Every participant slot of the ring (MPMC) is held by a live producer or consumer.
+    #[error("all {limit} participant slots of the ring are taken by live producers and consumers")]
+    ParticipantsFull {
+        /// The ring's participant limit.
+        limit: u32,
+    },
 }
 
 macro_rules! value_error {
@@ -117,66 +145,72 @@ macro_rules! value_error {
 }
 
 value_error!(
-    /// Why [`try_send`](crate::spsc::Producer::try_send) returned its value.
+    /// Why a `try_send` ([`spsc`](crate::spsc::Producer::try_send),
+    /// [`mpmc`](crate::mpmc::Producer::try_send)) returned its value.
     TrySendError {
         /// The ring is full.
         Full => "ring is full",
         /// The consumer closed the ring or died.
-        Disconnected => "sending on a ring whose consumer is gone",
+        Disconnected => "sending on a ring with no consumer left",
     }
 );
 
 value_error!(
-    /// Why [`send_timeout`](crate::spsc::Producer::send_timeout) returned its value.
+    /// Why a `send_timeout` ([`spsc`](crate::spsc::Producer::send_timeout),
+    /// [`mpmc`](crate::mpmc::Producer::send_timeout)) returned its value.
     SendTimeoutError {
         /// The deadline passed while the ring was full.
         Timeout => "timed out waiting for space in the ring",
         /// The consumer closed the ring or died.
-        Disconnected => "sending on a ring whose consumer is gone",
+        Disconnected => "sending on a ring with no consumer left",
     }
 );
 
 value_error!(
-    /// Why [`send`](crate::spsc::Producer::send) returned its value.
+    /// Why a `send` ([`spsc`](crate::spsc::Producer::send),
+    /// [`mpmc`](crate::mpmc::Producer::send)) returned its value.
     SendError {
         /// The consumer closed the ring or died.
-        Disconnected => "sending on a ring whose consumer is gone",
+        Disconnected => "sending on a ring with no consumer left",
     }
 );
 
-/// Why [`try_recv`](crate::spsc::Consumer::try_recv) returned no message.
+/// Why a `try_recv` ([`spsc`](crate::spsc::Consumer::try_recv),
+/// [`mpmc`](crate::mpmc::Consumer::try_recv)) returned no message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TryRecvError {
     /// The ring is empty; the producer may still send.
     #[error("ring is empty")]
     Empty,
     /// The ring is empty and the producer closed it or died.
-    #[error("receiving on an empty ring whose producer is gone")]
+    #[error("receiving on an empty ring with no producer left")]
     Disconnected,
     /// The ring's shared state is inconsistent.
     #[error("corrupted ring: {0}")]
     Corrupted(Corruption),
 }
 
-/// Why [`recv_timeout`](crate::spsc::Consumer::recv_timeout) returned no message.
+/// Why a `recv_timeout` ([`spsc`](crate::spsc::Consumer::recv_timeout),
+/// [`mpmc`](crate::mpmc::Consumer::recv_timeout)) returned no message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecvTimeoutError {
     /// The deadline passed while the ring was empty.
     #[error("timed out waiting for a message")]
     Timeout,
     /// The ring is empty and the producer closed it or died.
-    #[error("receiving on an empty ring whose producer is gone")]
+    #[error("receiving on an empty ring with no producer left")]
     Disconnected,
     /// The ring's shared state is inconsistent.
     #[error("corrupted ring: {0}")]
     Corrupted(Corruption),
 }
 
-/// Why [`recv`](crate::spsc::Consumer::recv) returned no message.
+/// Why a `recv` ([`spsc`](crate::spsc::Consumer::recv),
+/// [`mpmc`](crate::mpmc::Consumer::recv)) returned no message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecvError {
     /// The ring is empty and the producer closed it or died.
-    #[error("receiving on an empty ring whose producer is gone")]
+    #[error("receiving on an empty ring with no producer left")]
     Disconnected,
     /// The ring's shared state is inconsistent.
     #[error("corrupted ring: {0}")]

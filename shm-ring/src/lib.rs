@@ -1,6 +1,8 @@
 //! Lock-free rings in shared-memory segments.
 //!
 //! - [`spsc`]: typed, one producer and one consumer, in one process or two.
+//! - [`mpmc`]: typed, any number of producers and consumers in any number of processes,
+//!   each message received once; a participant that dies mid-message is passed over.
 //!
 //! Messages are [`Message`] types: plain bytes checked by zerocopy, so a peer can never
 //! cause undefined behaviour by what it writes into a slot. Rings live in
@@ -11,6 +13,7 @@
 
 mod error;
 mod message;
+pub mod mpmc;
 pub mod spsc;
 
 pub use error::{
@@ -18,3 +21,5 @@ pub use error::{
     TrySendError,
 };
 pub use message::{Message, fingerprint};
+#[cfg(not(loom))]
+pub use spsc::OpenMode;

@@ -798,7 +798,7 @@ impl<T: Message> Producer<T> {
 ///
 /// A side whose peer can die without closing waits in slices of [`LIVENESS_PERIOD`], and
 /// polls with `probe = true` after each slice so that its peer's lock is probed.
-fn block<R>(
+pub(crate) fn block<R>(
     event: &EventCount,
     wait: WaitStrategy,
     peer_may_die: bool,

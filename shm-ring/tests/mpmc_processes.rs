@@ -1,0 +1,463 @@
+//! The MPMC ring between real processes, through real mapped files, with real futexes
+//! and real `SIGKILL`s.
+//!
+//! Children are this test binary again, started on the ignored test `child` with their
+//! part in the environment (`SHM_MPMC_CHILD=<part>`, `SHM_MPMC_NAME`, `SHM_MPMC_ID`,
+//! `SHM_MPMC_COUNT`, `SHM_MPMC_OUT`). A child that holds a slot on purpose says so on
+//! its standard output (`holding <position>`) and then sleeps until it is killed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shm_alloc::{Location, Segment};
+use shm_ring::mpmc::Builder;
+use shm_ring::{Error, Message, OpenMode, RecvTimeoutError, TryRecvError};
+use shm_sync::WaitStrategy;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// A message tagged with its producer and its number in that producer's sequence, with
+/// a checksum of both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct Tagged {
+    producer: u64,
+    seq: u64,
+    check: u64,
+}
+
+impl Message for Tagged {
+    const TYPE_NAME: &'static str = "shm-ring-tests::Tagged/v1";
+}
+
+/// SplitMix64's finaliser over producer and number: differs for every message.
+fn checksum(producer: u64, seq: u64) -> u64 {
+    let mut z = (producer << 40 ^ seq).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn tagged(producer: u64, seq: u64) -> Tagged {
+    Tagged {
+        producer,
+        seq,
+        check: checksum(producer, seq),
+    }
+}
+
+/// Panics unless `msg` is intact.
+fn verify(msg: &Tagged) {
+    assert_eq!(
+        msg.check,
+        checksum(msg.producer, msg.seq),
+        "corrupted message {msg:?}"
+    );
+}
+
+/// The producers of the 3 x 3 test, and how many messages each sends.
+const PRODUCERS: u64 = 3;
+const PER_PRODUCER: u64 = 1_000_000;
+
+/// A unique segment name, removed when dropped.
+struct Name(String);
+
+impl Name {
+    fn new(tag: &str) -> Self {
+        static NEXT: shm_sync::atomic::AtomicU32 = shm_sync::atomic::AtomicU32::new(0);
+        // Relaxed: a unique number, no ordering needed.
+        let n = NEXT.fetch_add(1, shm_sync::atomic::Ordering::Relaxed);
+        Self(format!("shm-mpmc-test-{tag}-{}-{n}", std::process::id()))
+    }
+
+    fn builder(&self) -> Builder<Tagged> {
+        Builder::new(self.0.as_str())
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        let _ = Segment::remove(&Location::Name(self.0.clone()));
+    }
+}
+
+/// Starts `part` as a child process, its standard output piped to the parent.
+fn spawn(part: &str, name: &Name, id: u64, count: u64, out: &str) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SHM_MPMC_CHILD", part)
+        .env("SHM_MPMC_NAME", &name.0)
+        .env("SHM_MPMC_ID", id.to_string())
+        .env("SHM_MPMC_COUNT", count.to_string())
+        .env("SHM_MPMC_OUT", out)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` to exit successfully within `limit`; kills it and fails otherwise.
+fn wait_child(child: &mut Child, limit: Duration) {
+    let give_up = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "child failed: {status}");
+            return;
+        }
+        if Instant::now() > give_up {
+            let _ = child.kill();
+            panic!("child still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Reads the child's `holding <position>` line (after the test harness's own lines).
+fn holding(stdout: &mut ChildStdout) -> u64 {
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        // The harness's `test child ... ` has no line end: the word may follow it.
+        if let Some((_, position)) = line.split_once("holding ") {
+            return position.trim().parse().unwrap();
+        }
+    }
+    panic!("the child ended without holding anything");
+}
+
+/// Tells the parent which position this child holds (flushed: the parent waits for it).
+fn say_holding(position: u64) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "holding {position}").unwrap();
+    out.flush().unwrap();
+}
+
+/// Kills a child that is still running when dropped: no holder outlives a failed test.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// How long a holding child waits to be killed before it gives up and exits.
+const HOLD_AT_MOST: Duration = Duration::from_secs(60);
+
+/// Not a test: the body of a child process, selected by `SHM_MPMC_CHILD`.
+#[test]
+#[ignore = "run by the other tests as a child process"]
+fn child() {
+    let Ok(part) = std::env::var("SHM_MPMC_CHILD") else {
+        return;
+    };
+    let name = std::env::var("SHM_MPMC_NAME").unwrap();
+    let id: u64 = std::env::var("SHM_MPMC_ID").unwrap().parse().unwrap();
+    let count: u64 = std::env::var("SHM_MPMC_COUNT").unwrap().parse().unwrap();
+    let builder = Builder::<Tagged>::new(name.as_str()).mode(OpenMode::Open);
+    match part.as_str() {
+        "produce" => {
+            // Seven processes on as few as two cores: yield rather than spin.
+            let mut tx = builder
+                .wait_strategy(WaitStrategy::Yield)
+                .producer()
+                .unwrap();
+            for seq in 0..count {
+                tx.send(tagged(id, seq)).expect("consumers stay attached");
+            }
+        }
+        "consume" => {
+            // Receives until every producer is gone; checks each producer's order and
+            // writes a bitmap of what it received per producer for the parent.
+            let mut rx = builder
+                .wait_strategy(WaitStrategy::Yield)
+                .consumer()
+                .unwrap();
+            let mut next = vec![0u64; PRODUCERS as usize];
+            let mut seen = vec![0u8; (PRODUCERS * PER_PRODUCER).div_ceil(8) as usize];
+            loop {
+                let msg = match rx.recv() {
+                    Ok(msg) => msg,
+                    Err(shm_ring::RecvError::Disconnected) => break,
+                    Err(e) => panic!("consumer {id}: {e}"),
+                };
+                verify(&msg);
+                let p = msg.producer as usize;
+                assert!(
+                    msg.seq >= next[p],
+                    "consumer {id}: producer {p}'s message {} after {}",
+                    msg.seq,
+                    next[p]
+                );
+                next[p] = msg.seq + 1;
+                let bit = msg.producer * PER_PRODUCER + msg.seq;
+                seen[(bit / 8) as usize] |= 1 << (bit % 8);
+            }
+            eprintln!("consumer {id}: {:?} messages from each producer", next);
+            std::fs::write(std::env::var("SHM_MPMC_OUT").unwrap(), seen).unwrap();
+        }
+        "hold-slot" => {
+            // Sends `count` messages, then claims a slot and never publishes it.
+            let mut tx = builder.producer().unwrap();
+            for seq in 0..count {
+                tx.send(tagged(id, seq)).unwrap();
+            }
+            let slot = tx.reserve().unwrap();
+            say_holding(slot.position());
+            std::thread::sleep(HOLD_AT_MOST);
+            panic!("not killed");
+        }
+        "hold-sample" => {
+            // Receives `count` messages, then holds the next one in place for ever.
+            let mut rx = builder.consumer().unwrap();
+            for _ in 0..count {
+                verify(&rx.recv_timeout(Duration::from_secs(10)).unwrap());
+            }
+            let guard = loop {
+                match rx.try_recv_ref() {
+                    Ok(guard) => break guard,
+                    Err(TryRecvError::Empty) => std::thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            say_holding(guard.position());
+            std::thread::sleep(HOLD_AT_MOST);
+            panic!("not killed");
+        }
+        other => panic!("unknown part {other}"),
+    }
+}
+
+#[test]
+fn three_producers_three_consumers_each_message_exactly_once() {
+    let name = Name::new("3x3");
+    let dir = std::env::temp_dir();
+    // The parent's producer keeps the ring connected until every child has attached.
+    let keeper = name
+        .builder()
+        .capacity(1024)
+        .participants(8)
+        .mode(OpenMode::Create)
+        .producer()
+        .unwrap();
+    let outs: Vec<String> = (0..3)
+        .map(|k| {
+            dir.join(format!("{}-consumer-{k}.bits", name.0))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let mut consumers: Vec<Child> = outs
+        .iter()
+        .enumerate()
+        .map(|(k, out)| spawn("consume", &name, k as u64, 0, out))
+        .collect();
+    let mut producers: Vec<Child> = (0..PRODUCERS)
+        .map(|id| spawn("produce", &name, id, PER_PRODUCER, ""))
+        .collect();
+    for p in &mut producers {
+        wait_child(p, Duration::from_secs(300));
+    }
+    drop(keeper);
+    for c in &mut consumers {
+        wait_child(c, Duration::from_secs(60));
+    }
+    let bitmaps: Vec<Vec<u8>> = outs
+        .iter()
+        .map(|out| {
+            let bits = std::fs::read(out).unwrap();
+            let _ = std::fs::remove_file(out);
+            bits
+        })
+        .collect();
+    let mut received = 0u64;
+    for byte in 0..bitmaps[0].len() {
+        let mut union = 0u8;
+        for bits in &bitmaps {
+            assert_eq!(
+                union & bits[byte],
+                0,
+                "a message received twice (byte {byte})"
+            );
+            union |= bits[byte];
+        }
+        received += u64::from(union.count_ones());
+        assert_eq!(union, 0xff, "a message lost (byte {byte})");
+    }
+    assert_eq!(received, PRODUCERS * PER_PRODUCER);
+}
+
+#[test]
+fn killed_producer_holding_a_slot_is_skipped_and_nothing_else_lost() {
+    let name = Name::new("killp");
+    let mut rx = name
+        .builder()
+        .capacity(64)
+        .mode(OpenMode::Create)
+        .wait_strategy(WaitStrategy::Park)
+        .consumer()
+        .unwrap();
+    let mut holder = Reap(spawn("hold-slot", &name, 0, 20, ""));
+    let held = holding(holder.0.stdout.as_mut().unwrap());
+    assert_eq!(held, 20);
+    // A second producer sends behind the held position, and leaves.
+    let mut sender = spawn("produce", &name, 1, 30, "");
+    wait_child(&mut sender, Duration::from_secs(10));
+    holder.0.kill().unwrap();
+    holder.0.wait().unwrap();
+    let mut next = [0u64; 2];
+    loop {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(msg) => {
+                verify(&msg);
+                let p = msg.producer as usize;
+                assert_eq!(msg.seq, next[p], "producer {p}: lost or reordered");
+                next[p] += 1;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!("{e} after {next:?}"),
+        }
+    }
+    assert_eq!(next, [20, 30], "every published message, once");
+    let stats = rx.stats();
+    assert_eq!(
+        stats.skipped, 1,
+        "the dead producer's slot, once: {stats:?}"
+    );
+    assert_eq!((stats.producers, stats.reclaimed), (0, 0));
+}
+
+#[test]
+fn killed_consumer_holding_a_message_is_reclaimed() {
+    let name = Name::new("killc");
+    let ring = name
+        .builder()
+        .capacity(16)
+        .mode(OpenMode::Create)
+        .wait_strategy(WaitStrategy::Park);
+    let mut tx = ring.producer().unwrap();
+    let ring = ring.mode(OpenMode::Open);
+    let mut holder = Reap(spawn("hold-sample", &name, 0, 10, ""));
+    for seq in 0..11 {
+        tx.send(tagged(0, seq)).unwrap();
+    }
+    let held = holding(holder.0.stdout.as_mut().unwrap());
+    assert_eq!(held, 10);
+    let mut rx = ring.consumer().unwrap();
+    holder.0.kill().unwrap();
+    holder.0.wait().unwrap();
+    // The held slot is needed again at position 26: the producer, blocked, must find
+    // its holder dead and reclaim it.
+    for seq in 11..100 {
+        tx.send_timeout(tagged(0, seq), Duration::from_secs(10))
+            .unwrap();
+        let msg = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        verify(&msg);
+        assert_eq!(msg.seq, seq, "message 10 went with the dead consumer");
+    }
+    let stats = tx.stats();
+    assert_eq!(stats.reclaimed, 1, "{stats:?}");
+    assert_eq!((stats.producers, stats.consumers, stats.skipped), (1, 1, 0));
+}
+
+#[test]
+fn participant_table_full_until_a_holder_dies() {
+    let name = Name::new("full");
+    let ring = name
+        .builder()
+        .participants(2)
+        .mode(OpenMode::Create)
+        .wait_strategy(WaitStrategy::Park);
+    let mut tx = ring.producer().unwrap();
+    let ring = ring.mode(OpenMode::Open);
+    tx.send(tagged(0, 0)).unwrap();
+    let mut holder = Reap(spawn("hold-sample", &name, 0, 0, ""));
+    assert_eq!(holding(holder.0.stdout.as_mut().unwrap()), 0);
+    assert!(matches!(
+        ring.consumer(),
+        Err(Error::ParticipantsFull { limit: 2 })
+    ));
+    holder.0.kill().unwrap();
+    holder.0.wait().unwrap();
+    // The newcomer takes the dead consumer's entry and settles its claim first.
+    let mut rx = ring.consumer().unwrap();
+    assert_eq!(rx.stats().reclaimed, 1);
+    assert_eq!(rx.stats().consumers, 1);
+    tx.send(tagged(0, 1)).unwrap();
+    assert_eq!(rx.try_recv().map(|m| m.seq), Ok(1));
+}
+
+#[test]
+fn mismatched_rings_are_refused() {
+    let name = Name::new("mismatch");
+    let _tx = name
+        .builder()
+        .capacity(8)
+        .participants(4)
+        .mode(OpenMode::Create)
+        .producer()
+        .unwrap();
+    assert!(matches!(
+        name.builder().participants(5).consumer(),
+        Err(Error::ParticipantsMismatch {
+            expected: 5,
+            found: 4
+        })
+    ));
+    assert!(matches!(
+        Builder::<u64>::new(name.0.as_str()).consumer(),
+        Err(Error::Segment(shm_alloc::Error::Mismatch { .. }))
+    ));
+    assert!(matches!(
+        shm_ring::spsc::Builder::<Tagged>::new(name.0.as_str()).consumer(),
+        Err(shm_ring::Error::Segment(shm_alloc::Error::Mismatch { .. }))
+    ));
+}
+
+#[test]
+fn corrupted_limit_and_stamps_in_the_file_are_reported() {
+    use std::os::unix::fs::FileExt;
+
+    let name = Name::new("corrupt");
+    let tx = name
+        .builder()
+        .capacity(8)
+        .participants(4)
+        .mode(OpenMode::Create)
+        .producer()
+        .unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(Location::Name(name.0.clone()).path())
+        .unwrap();
+    let data = Segment::HEADER_LEN as u64;
+    // The first slot's stamp (after the 768-byte control block and 4 entries of 128
+    // bytes): a lap far ahead of every position.
+    let slot0 = data + 768 + 4 * 128;
+    file.write_all_at(&((40u64 << 2) | 1).to_ne_bytes(), slot0)
+        .unwrap();
+    let mut rx = name.builder().consumer().unwrap();
+    assert!(matches!(
+        rx.try_recv(),
+        Err(TryRecvError::Corrupted(shm_ring::Corruption::Slot {
+            position: 0,
+            ..
+        }))
+    ));
+    drop((tx, rx));
+    // A participant limit beyond any table.
+    file.write_all_at(&5000u32.to_ne_bytes(), data + 256)
+        .unwrap();
+    assert!(matches!(
+        name.builder().consumer(),
+        Err(Error::Corrupted(shm_ring::Corruption::State {
+            found: 5000,
+            ..
+        }))
+    ));
+}
