@@ -578,6 +578,12 @@ impl Segment {
     /// Two claims of one role conflict even within one process, even through one
     /// `Segment`.
     ///
+    /// The lock belongs to the claim's open file description, which a `fork()` shares
+    /// with the child (the descriptor is close-on-exec). So a role released while another
+    /// thread of this process forks stays held until that child execs or exits, and
+    /// without exec the child holds every role of its parent. A claim that can race with
+    /// a fork should retry `RoleTaken` briefly.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidRole`] if `role >= MAX_ROLES`; [`Error::RoleTaken`] if anyone holds
