@@ -22,6 +22,15 @@ pub enum Corruption {
         /// The data region's length, in bytes.
         data_len: u64,
     },
+    /// A frame header (stream ring) does not fit what was published.
+    Frame {
+        /// The position of the frame's header, in bytes.
+        position: u64,
+        /// The payload length the header gives, in bytes.
+        length: u64,
+        /// The bytes published from `position` on, or to the end of the buffer if fewer.
+        room: u64,
+    },
     /// A slot's stamp (MPMC) is not one its position allows.
     Slot {
         /// The position whose slot was read.
@@ -52,6 +61,14 @@ impl fmt::Display for Corruption {
             Self::Layout { capacity, data_len } => write!(
                 f,
                 "a capacity of {capacity} slots (expected a power of two) does not fit a data region of {data_len} bytes"
+            ),
+            Self::Frame {
+                position,
+                length,
+                room,
+            } => write!(
+                f,
+                "the frame at byte {position} claims {length} bytes of payload, but only {room} bytes are published there"
             ),
             Self::Slot { position, stamp } => write!(
                 f,

@@ -3,6 +3,8 @@
 //! - [`spsc`]: typed, one producer and one consumer, in one process or two.
 //! - [`mpmc`]: typed, any number of producers and consumers in any number of processes,
 //!   each message received once; a participant that dies mid-message is passed over.
+//! - [`stream`]: variable-size byte frames, one producer and one consumer, each frame
+//!   contiguous in place (Aeron's record layout).
 //!
 //! Messages are [`Message`] types: plain bytes checked by zerocopy, so a peer can never
 //! cause undefined behaviour by what it writes into a slot. Rings live in
@@ -15,6 +17,8 @@ mod error;
 mod message;
 pub mod mpmc;
 pub mod spsc;
+#[cfg(not(loom))]
+pub mod stream;
 
 pub use error::{
     Corruption, Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,

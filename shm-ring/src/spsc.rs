@@ -236,14 +236,20 @@ impl<T: Message> Ring<T> {
 
     #[cfg(not(loom))]
     fn attach_segment(builder: &Builder<T>, side: Side) -> Result<Self, Error> {
-        let capacity = builder.capacity.unwrap_or(DEFAULT_CAPACITY);
+        let capacity = builder.capacity.unwrap_or(builder.default_capacity);
+        // A byte stream is untyped: its slots are bytes, its frames carry their own
+        // lengths.
+        let (type_fingerprint, type_name) = match builder.kind {
+            Kind::Stream => (0, "bytes"),
+            _ => (T::FINGERPRINT, T::TYPE_NAME),
+        };
         let spec = SegmentSpec {
-            kind: Kind::Spsc,
+            kind: builder.kind,
             capacity,
             slot_size: size_of::<T>() as u64,
             slot_align: align_of::<T>() as u64,
-            type_fingerprint: T::FINGERPRINT,
-            type_name: T::TYPE_NAME,
+            type_fingerprint,
+            type_name,
             data_len: data_len::<T>(capacity)?,
         };
         let expect = Expect {
@@ -550,7 +556,7 @@ pub fn channel<T: Message>(capacity: u64) -> Result<(Producer<T>, Consumer<T>), 
 
 /// Why a producer could not claim a slot (the value-less form of the send errors).
 #[derive(Clone, Copy)]
-enum Refusal {
+pub(crate) enum Refusal {
     Full,
     Disconnected,
     Corrupted(Corruption),
@@ -598,7 +604,7 @@ impl<T: Message> Producer<T> {
 
     /// Finds at least one free slot; returns how many are free.
     #[inline]
-    fn claim(&mut self, probe: bool) -> Result<u64, Refusal> {
+    pub(crate) fn claim(&mut self, probe: bool) -> Result<u64, Refusal> {
         let capacity = self.ring.capacity;
         // Relaxed: the session line is written only at attach and close, and a close is
         // acted on at the next call; the Acquire load in `peer_state` orders the rest.
@@ -629,7 +635,7 @@ impl<T: Message> Producer<T> {
 
     /// Reloads `head` and returns how many slots are free.
     #[inline]
-    fn load_free(&mut self) -> Result<u64, Corruption> {
+    pub(crate) fn load_free(&mut self) -> Result<u64, Corruption> {
         // SYNC(slot-released): Acquire; pairs with the consumer's Release store of head:
         // its reads of the slots before `head` are done.
         let head = self.ring.control().head.load(Ordering::Acquire);
@@ -640,7 +646,7 @@ impl<T: Message> Producer<T> {
 
     /// Makes `n` written slots visible to the consumer and wakes it if it sleeps.
     #[inline]
-    fn publish(&mut self, n: u64) {
+    pub(crate) fn publish(&mut self, n: u64) {
         self.tail = self.tail.wrapping_add(n);
         // SYNC(slot-published): Release; pairs with the consumer's Acquire load of tail.
         self.ring.control().tail.store(self.tail, Ordering::Release);
@@ -793,6 +799,68 @@ impl<T: Message> Producer<T> {
     }
 }
 
+#[cfg(not(loom))]
+impl Producer<u8> {
+    /// The position of the next byte to write.
+    pub(crate) fn position(&self) -> u64 {
+        self.tail
+    }
+
+    /// The byte at `position`, and how many bytes follow it contiguously before the end
+    /// of the buffer (itself included).
+    pub(crate) fn bytes_at(&self, position: u64) -> (*mut u8, u64) {
+        let index = position & (self.ring.capacity - 1);
+        // From the base pointer, not from one slot's reference: the caller reaches the
+        // following bytes too. `UnsafeCell<u8>` has the layout of `u8`.
+        // SAFETY: `index < capacity`: inside the slot array `backing` keeps alive.
+        let at = unsafe { self.ring.slots.as_ptr().add(index as usize) }.cast::<u8>();
+        (at, self.ring.capacity - index)
+    }
+
+    /// The ring's event counts: `(not_empty, not_full)`.
+    pub(crate) fn events(&self) -> (&EventCount, &EventCount) {
+        let control = self.ring.control();
+        (&control.not_empty, &control.not_full)
+    }
+
+    pub(crate) fn wait(&self) -> WaitStrategy {
+        self.wait
+    }
+
+    pub(crate) fn peer_may_die(&self) -> bool {
+        self.ring.peer_may_die()
+    }
+}
+
+#[cfg(not(loom))]
+impl Consumer<u8> {
+    /// The position of the next byte to read.
+    pub(crate) fn position(&self) -> u64 {
+        self.head
+    }
+
+    /// As [`Producer::bytes_at`], for reading.
+    pub(crate) fn bytes_at(&self, position: u64) -> (*const u8, u64) {
+        let index = position & (self.ring.capacity - 1);
+        // SAFETY: as in `Producer::bytes_at`.
+        let at = unsafe { self.ring.slots.as_ptr().add(index as usize) }.cast::<u8>();
+        (at.cast_const(), self.ring.capacity - index)
+    }
+
+    /// The ring's `not_empty` event count.
+    pub(crate) fn not_empty(&self) -> &EventCount {
+        &self.ring.control().not_empty
+    }
+
+    pub(crate) fn wait(&self) -> WaitStrategy {
+        self.wait
+    }
+
+    pub(crate) fn peer_may_die(&self) -> bool {
+        self.ring.peer_may_die()
+    }
+}
+
 /// The blocking loop of `send` and `recv`: polls, then waits on `event` with `wait` until
 /// `poll` returns `Some` or `deadline` (`None`: never) passes, which gives `None`.
 ///
@@ -901,7 +969,7 @@ impl<T: Message> Consumer<T> {
 
     /// Finds at least one published message; returns how many there are.
     #[inline]
-    fn available(&mut self, probe: bool) -> Result<u64, TryRecvError> {
+    pub(crate) fn available(&mut self, probe: bool) -> Result<u64, TryRecvError> {
         if self.tail_cache != self.head {
             return Ok(self.tail_cache.wrapping_sub(self.head));
         }
@@ -914,7 +982,7 @@ impl<T: Message> Consumer<T> {
 
     /// Reloads `tail` and returns how many messages are published.
     #[inline]
-    fn load_tail(&mut self) -> Result<u64, TryRecvError> {
+    pub(crate) fn load_tail(&mut self) -> Result<u64, TryRecvError> {
         // SYNC(slot-published): Acquire; pairs with the producer's Release store of tail:
         // its slot writes before it are visible.
         let tail = self.ring.control().tail.load(Ordering::Acquire);
@@ -947,7 +1015,7 @@ impl<T: Message> Consumer<T> {
 
     /// Marks `n` read messages free for the producer and wakes it if it sleeps.
     #[inline]
-    fn release(&mut self, n: u64) {
+    pub(crate) fn release(&mut self, n: u64) {
         self.head = self.head.wrapping_add(n);
         // SYNC(slot-released): Release; pairs with the producer's Acquire load of head.
         self.ring.control().head.store(self.head, Ordering::Release);
@@ -1183,6 +1251,10 @@ pub struct Builder<T: Message> {
     wait: WaitStrategy,
     options: SegmentOptions,
     mode: OpenMode,
+    /// `Spsc`, or `Stream` for the byte ring `stream` builds on this one.
+    kind: Kind,
+    /// The capacity a creator uses when none was given.
+    default_capacity: u64,
     _message: PhantomData<fn() -> T>,
 }
 
@@ -1196,8 +1268,22 @@ impl<T: Message> Builder<T> {
             wait: WaitStrategy::default(),
             options: SegmentOptions::default(),
             mode: OpenMode::default(),
+            kind: Kind::Spsc,
+            default_capacity: DEFAULT_CAPACITY,
             _message: PhantomData,
         }
+    }
+
+    /// The capacity a creator uses when none is set (any is accepted when opening).
+    pub(crate) fn capacity_if_created(mut self, capacity: u64) -> Self {
+        self.default_capacity = capacity;
+        self
+    }
+
+    /// The segment kind written and expected: the stream ring's is `Stream`.
+    pub(crate) fn kind(mut self, kind: Kind) -> Self {
+        self.kind = kind;
+        self
     }
 
     /// The capacity in slots (a power of two): used when creating, and checked when
