@@ -847,6 +847,18 @@ impl Consumer<u8> {
         (at.cast_const(), self.ring.capacity - index)
     }
 
+    /// Whether the producer's session word says it closed cleanly.
+    pub(crate) fn peer_closed(&self) -> bool {
+        // Acquire: SYNC(session).
+        self.ring.peer_session().load(Ordering::Acquire) & STATE_MASK == CLOSED
+    }
+
+    /// Whether a producer ever attached (its session word left ABSENT).
+    pub(crate) fn peer_seen(&self) -> bool {
+        // Acquire: SYNC(session).
+        self.ring.peer_session().load(Ordering::Acquire) != ABSENT
+    }
+
     /// The ring's `not_empty` event count.
     pub(crate) fn not_empty(&self) -> &EventCount {
         &self.ring.control().not_empty

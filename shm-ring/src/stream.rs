@@ -223,6 +223,45 @@ impl Producer {
         })
     }
 
+    /// [`claim`](Self::claim), waiting with the wait strategy until `deadline` (`None`:
+    /// forever) while there is no room.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout).
+    pub fn claim_deadline(
+        &mut self,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Claim<'_>, SendError> {
+        let place = self.place_blocking(len, deadline)?;
+        Ok(Claim {
+            producer: self,
+            place,
+            type_id: 0,
+        })
+    }
+
+    fn place_blocking(
+        &mut self,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Place, SendError> {
+        let wait = self.inner.wait();
+        let peer_may_die = self.inner.peer_may_die();
+        let event: *const shm_sync::EventCount = self.inner.events().1;
+        // SAFETY: the event count lives in the ring's memory, which `self` keeps alive
+        // for the whole call.
+        let event = unsafe { &*event };
+        let placed = block(event, wait, peer_may_die, deadline, |probe| {
+            match self.place(len, probe) {
+                Err(SendError::Full) => None,
+                other => Some(other),
+            }
+        });
+        placed.unwrap_or(Err(SendError::Timeout))
+    }
+
     /// Sends a copy of `payload` if there is room now.
     ///
     /// # Errors
@@ -264,26 +303,9 @@ impl Producer {
         payload: &[u8],
         deadline: Option<Instant>,
     ) -> Result<(), SendError> {
-        let wait = self.inner.wait();
-        let peer_may_die = self.inner.peer_may_die();
-        let event: *const shm_sync::EventCount = self.inner.events().1;
-        // SAFETY: the event count lives in the ring's memory, which `self` keeps alive
-        // for the whole call.
-        let event = unsafe { &*event };
-        let placed = block(event, wait, peer_may_die, deadline, |probe| {
-            match self.place(payload.len(), probe) {
-                Err(SendError::Full) => None,
-                other => Some(other),
-            }
-        });
-        match placed {
-            Some(Ok(place)) => {
-                self.write(place, payload, 0);
-                Ok(())
-            }
-            Some(Err(e)) => Err(e),
-            None => Err(SendError::Timeout),
-        }
+        let place = self.place_blocking(payload.len(), deadline)?;
+        self.write(place, payload, 0);
+        Ok(())
     }
 
     /// The payload bytes of `place`, to write.
@@ -347,6 +369,26 @@ impl Claim<'_> {
     /// Publishes the frame.
     pub fn commit(self) {
         self.producer.commit(self.place, self.type_id);
+    }
+
+    /// Publishes only the first `len` bytes of the frame (for a read that filled less
+    /// than it asked for); `len` 0 publishes an empty frame.
+    ///
+    /// # Panics
+    ///
+    /// If `len` is more than the claimed length.
+    pub fn commit_prefix(self, len: usize) {
+        let claimed = self.place.len;
+        assert!(
+            len as u64 <= claimed,
+            "committing {len} of {claimed} claimed bytes"
+        );
+        let place = Place {
+            len: len as u64,
+            publish: self.place.publish - record_len(claimed) + record_len(len as u64),
+            ..self.place
+        };
+        self.producer.commit(place, self.type_id);
     }
 }
 
@@ -508,6 +550,19 @@ impl Consumer {
         }
     }
 
+    /// Whether the producer closed the ring cleanly (dropped its handle) rather than
+    /// died: what tells a finished sender from a crashed one once `Disconnected` came.
+    #[must_use]
+    pub fn producer_closed(&self) -> bool {
+        self.inner.peer_closed()
+    }
+
+    /// Whether a producer has attached to this ring at least once.
+    #[must_use]
+    pub fn producer_seen(&self) -> bool {
+        self.inner.peer_seen()
+    }
+
     /// Receives the next frame into `buf` (cleared first), waiting while the ring is
     /// empty; returns the payload's length.
     ///
@@ -574,6 +629,7 @@ impl Drop for Frame<'_> {
 pub struct Builder {
     inner: spsc::Builder<u8>,
     capacity: Option<u64>,
+    created_capacity: u64,
 }
 
 impl Builder {
@@ -582,6 +638,7 @@ impl Builder {
         Self {
             inner: spsc::Builder::new(location).kind(Kind::Stream),
             capacity: None,
+            created_capacity: DEFAULT_CAPACITY,
         }
     }
 
@@ -611,10 +668,20 @@ impl Builder {
         self
     }
 
+    /// The size in bytes if this call creates the ring, while an opener accepts any
+    /// (unlike [`capacity`](Self::capacity), which an opener checks).
+    pub fn capacity_if_created(mut self, capacity: u64) -> Self {
+        self.created_capacity = capacity;
+        self
+    }
+
     fn spsc(&self) -> Result<spsc::Builder<u8>, Error> {
         Ok(match self.capacity {
             Some(capacity) => self.inner.clone().capacity(checked_capacity(capacity)?),
-            None => self.inner.clone().capacity_if_created(DEFAULT_CAPACITY),
+            None => self
+                .inner
+                .clone()
+                .capacity_if_created(checked_capacity(self.created_capacity)?),
         })
     }
 
@@ -701,6 +768,20 @@ mod tests {
         assert_eq!((&*frame, frame.type_id()), (&b"kept"[..], 42));
         drop(frame);
         assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+    }
+
+    #[test]
+    fn a_prefix_commit_publishes_what_was_filled() {
+        let (mut tx, mut rx) = channel(128).unwrap();
+        let mut claim = tx.claim(40).unwrap();
+        claim[..3].copy_from_slice(b"abc");
+        claim.commit_prefix(3);
+        tx.try_send(b"next").unwrap();
+        assert_eq!(&*rx.try_recv().unwrap(), b"abc");
+        assert_eq!(&*rx.try_recv().unwrap(), b"next");
+        assert!(!rx.producer_closed());
+        drop(tx);
+        assert!(rx.producer_closed());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `shm`: the command line tool of shm-transport.
 
 mod bench;
+mod pipe;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,12 @@ enum Command {
     /// Measure cross-process latency (or, with --throughput, throughput) of shm-transport
     /// against the physical limit and the transports users run today, side by side.
     Bench(bench::BenchArgs),
+    /// Send standard input through a stream ring, as into a pipe: `producer | shm send NAME`.
+    /// Creates the ring if `shm recv` has not yet; closes it cleanly at end of input.
+    Send(pipe::SendArgs),
+    /// Write what arrives through a stream ring to standard output, as from a pipe:
+    /// `shm recv NAME | consumer`. Exits 0 when the sender has closed, non-zero if it died.
+    Recv(pipe::RecvArgs),
     /// The echo process of `shm bench` (started by it; not for direct use).
     #[command(hide = true)]
     BenchPeer {
@@ -37,6 +44,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Topology => topology().map_err(anyhow::Error::from),
         Command::Bench(args) => bench::run(args),
+        Command::Send(args) => pipe::send(args),
+        Command::Recv(args) => pipe::recv(args),
         Command::BenchPeer { core } => bench::peer::serve(core),
     };
     match result {

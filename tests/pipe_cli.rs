@@ -1,0 +1,219 @@
+//! `shm send` / `shm recv` end to end: real processes of the real binary, a real stream
+//! ring under /dev/shm, bytes checked by SHA-256.
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+fn shm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shm"))
+}
+
+fn unique(tag: &str) -> String {
+    format!("shm-pipe-test-{tag}-{}", std::process::id())
+}
+
+/// xorshift64*: a fast, seeded byte source.
+struct Bytes(u64);
+
+impl Bytes {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// Feeds `input` chunks to the sender's stdin while hashing them, reads the receiver's
+/// stdout while hashing it; returns both digests and the byte counts.
+fn pipe_through(
+    sender: &mut Child,
+    receiver: &mut Child,
+    mut input: impl FnMut() -> Option<Vec<u8>> + Send + 'static,
+) -> ((Vec<u8>, u64), (Vec<u8>, u64)) {
+    let mut stdin = sender.stdin.take().unwrap();
+    let writer = thread::spawn(move || {
+        let mut hash = Sha256::new();
+        let mut n = 0u64;
+        while let Some(chunk) = input() {
+            hash.update(&chunk);
+            n += chunk.len() as u64;
+            stdin.write_all(&chunk).unwrap();
+        }
+        (hash.finalize().to_vec(), n)
+    });
+    let mut stdout = receiver.stdout.take().unwrap();
+    let mut hash = Sha256::new();
+    let mut n = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let got = stdout.read(&mut buf).unwrap();
+        if got == 0 {
+            break;
+        }
+        hash.update(&buf[..got]);
+        n += got as u64;
+    }
+    (writer.join().unwrap(), (hash.finalize().to_vec(), n))
+}
+
+fn wait_ok(child: &mut Child, what: &str) {
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{what} failed: {status}");
+}
+
+#[test]
+fn two_hundred_fifty_six_mib_of_random_bytes_arrive_intact() {
+    let name = unique("random");
+    // The receiver starts first and creates the ring; the sender attaches.
+    let mut receiver = shm()
+        .args(["recv", &name])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sender = shm()
+        .args(["send", &name])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    const TOTAL: usize = 256 << 20;
+    const CHUNK: usize = 1 << 20;
+    let mut bytes = Bytes(0x9e37_79b9_7f4a_7c15);
+    let mut sent = 0;
+    let (input, output) = pipe_through(&mut sender, &mut receiver, move || {
+        if sent == TOTAL {
+            return None;
+        }
+        // Odd-sized chunks, so that blocks and reads never line up.
+        let len = (CHUNK - 3).min(TOTAL - sent);
+        let mut chunk = vec![0u8; len];
+        bytes.fill(&mut chunk);
+        sent += len;
+        Some(chunk)
+    });
+    wait_ok(&mut sender, "shm send");
+    wait_ok(&mut receiver, "shm recv");
+    assert_eq!(input.1, TOTAL as u64);
+    assert_eq!(output.1, input.1, "byte count");
+    assert_eq!(
+        output.0, input.0,
+        "SHA-256 of the output differs from the input's"
+    );
+}
+
+#[test]
+fn a_text_file_by_lines_arrives_intact_sender_first() {
+    let name = unique("lines");
+    // The sender starts first and creates the ring; the receiver comes later.
+    let mut sender = shm()
+        .args(["send", "--lines", &name])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let mut receiver = shm()
+        .args(["recv", &name])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = 0u64;
+    let (input, output) = pipe_through(&mut sender, &mut receiver, move || {
+        if line == 200_000 {
+            return None;
+        }
+        // Lines of 0 to 150 characters, some empty, the last without a newline.
+        let mut text = String::new();
+        for _ in 0..1000 {
+            let width = (line * 7919 % 151) as usize;
+            text.extend(std::iter::repeat_n(
+                char::from(b'a' + (line % 26) as u8),
+                width,
+            ));
+            line += 1;
+            if line < 200_000 {
+                text.push('\n');
+            }
+        }
+        Some(text.into_bytes())
+    });
+    wait_ok(&mut sender, "shm send --lines");
+    wait_ok(&mut receiver, "shm recv");
+    assert_eq!(output.1, input.1, "byte count");
+    assert_eq!(
+        output.0, input.0,
+        "SHA-256 of the output differs from the input's"
+    );
+}
+
+#[test]
+fn a_receiver_without_sender_gives_up_after_its_timeout() {
+    let name = unique("nobody");
+    let start = Instant::now();
+    let out = shm()
+        .args(["recv", "--timeout", "0.3", &name])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no sender attached") && stderr.contains(&name),
+        "{stderr}"
+    );
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert!(!std::path::Path::new("/dev/shm").join(&name).exists());
+}
+
+#[test]
+fn a_sender_that_dies_makes_the_receiver_fail() {
+    let name = unique("dies");
+    let mut sender = shm()
+        .args(["send", &name])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = sender.stdin.take().unwrap();
+    stdin.write_all(&[7u8; 100_000]).unwrap();
+    let receiver = shm()
+        .args(["recv", &name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(200));
+    sender.kill().unwrap();
+    sender.wait().unwrap();
+    let out = receiver.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "a dead sender must not look finished"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the sender died"), "{stderr}");
+    assert_eq!(
+        out.stdout.len(),
+        65536,
+        "the one full block sent before dying"
+    );
+    drop(stdin);
+}
+
+#[test]
+fn a_block_larger_than_the_ring_is_refused_with_the_limit() {
+    let name = unique("large");
+    let out = shm()
+        .args(["send", "--capacity", "4096", "--block-size", "4096", &name])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("at most 2040"), "{stderr}");
+    let _ = std::fs::remove_file(std::path::Path::new("/dev/shm").join(&name));
+}
