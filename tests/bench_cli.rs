@@ -29,6 +29,7 @@ fn transports() -> Vec<&'static str> {
         "cache-line",
         "shm-spsc",
         "shm-spsc-park",
+        "shm-stream",
         "uds",
         "pipe",
         "tcp",
@@ -131,18 +132,54 @@ fn other_transports_take_any_size_from_8_bytes() {
         "--rounds",
         "1",
         "--sizes",
-        "100",
+        "100,1500",
         "--transports",
-        "uds,pipe",
+        "shm-stream,uds,pipe",
     ]);
     let rows = report["latency"].as_array().unwrap();
     let names: Vec<&str> = rows
         .iter()
         .map(|r| r["transport"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["cache-line", "uds", "pipe"]);
-    assert!(
-        rows.iter()
-            .all(|r| r["size"] == 100 && r["round_trips"].as_u64() > Some(0))
+    assert_eq!(
+        names,
+        ["cache-line", "shm-stream", "uds", "pipe"].repeat(2),
+        "every transport for 100 and then 1500 bytes"
     );
+    assert!(rows.iter().all(|r| r["round_trips"].as_u64() > Some(0)));
+    assert!(rows[..4].iter().all(|r| r["size"] == 100));
+    assert!(rows[4..].iter().all(|r| r["size"] == 1500));
+}
+
+#[test]
+fn pipes_compares_shm_send_recv_with_a_pipe_and_a_socket() {
+    let out = shm()
+        .args([
+            "bench",
+            "--pipes",
+            "--pipe-bytes",
+            "10000000",
+            "--pipe-rounds",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in ["shm send|recv / pipe: ", "shm send|recv / uds: "] {
+        let ratio: f64 = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .unwrap_or_else(|| panic!("no `{line}` in {stdout}"))
+            .split('x')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(ratio > 0.0 && ratio.is_finite(), "{line}{ratio}");
+    }
 }

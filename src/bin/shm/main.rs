@@ -30,6 +30,16 @@ enum Command {
     /// Write what arrives through a stream ring to standard output, as from a pipe:
     /// `shm recv NAME | consumer`. Exits 0 when the sender has closed, non-zero if it died.
     Recv(pipe::RecvArgs),
+    /// A relay of `shm bench --pipes` (started by it; not for direct use).
+    #[command(hide = true)]
+    BenchRelay {
+        /// Accept one connection on this Unix socket and copy it to standard output.
+        #[arg(long)]
+        accept: Option<std::path::PathBuf>,
+        /// Connect to this Unix socket and copy standard input to it.
+        #[arg(long)]
+        connect: Option<std::path::PathBuf>,
+    },
     /// The echo process of `shm bench` (started by it; not for direct use).
     #[command(hide = true)]
     BenchPeer {
@@ -47,6 +57,7 @@ fn main() -> ExitCode {
         Command::Send(args) => pipe::send(args),
         Command::Recv(args) => pipe::recv(args),
         Command::BenchPeer { core } => bench::peer::serve(core),
+        Command::BenchRelay { accept, connect } => bench::pipes::relay(accept, connect),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,6 +20,7 @@
 mod clock;
 mod machine;
 pub mod peer;
+pub mod pipes;
 mod report;
 mod throughput;
 pub mod transport;
@@ -84,11 +85,24 @@ pub struct BenchArgs {
     /// Measure one-way throughput (messages/s, bytes/s) instead of latency.
     #[arg(long)]
     pub throughput: bool,
+    /// Measure bytes/s of `shm send | shm recv` against a plain pipe and a Unix socket,
+    /// between separate processes, instead of latency.
+    #[arg(long, conflicts_with = "throughput")]
+    pub pipes: bool,
+    /// Bytes per transfer of `--pipes`.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub pipe_bytes: u64,
+    /// Interleaved rounds of `--pipes`.
+    #[arg(long, default_value_t = 5)]
+    pub pipe_rounds: usize,
 }
 
 /// Runs `shm bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
     ensure!(args.rounds > 0, "--rounds must be at least 1");
+    if args.pipes {
+        return pipes::run(args.pipe_bytes, args.pipe_rounds);
+    }
     ensure!(args.round_trips > 0, "--round-trips must be at least 1");
     ensure!(
         args.time_limit.is_finite() && args.time_limit > 0.0,
@@ -378,6 +392,12 @@ fn open_pinger(
             let park = transport == Transport::ShmSpscPark;
             cleanup.names.extend(transport::spsc_names(&base));
             let pinger = by_spsc_size!(size, spsc_pinger(&base, park))?;
+            peer.call(&open(&base))?;
+            pinger
+        }
+        Transport::ShmStream => {
+            cleanup.names.extend(transport::spsc_names(&base));
+            let pinger = transport::shm_stream_pinger(&base, size)?;
             peer.call(&open(&base))?;
             pinger
         }

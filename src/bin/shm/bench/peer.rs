@@ -183,6 +183,7 @@ fn open(transport: Transport, size: usize, at: &str) -> Result<Box<dyn Echoer>> 
         Transport::CacheLine => Box::new(transport::CacheLines::open(Path::new(at))?),
         Transport::ShmSpsc => by_spsc_size!(size, spsc_echo(at, false))?,
         Transport::ShmSpscPark => by_spsc_size!(size, spsc_echo(at, true))?,
+        Transport::ShmStream => transport::shm_stream_echoer(at, size)?,
         Transport::Uds => {
             let stream = transport::uds_connect(at)?;
             Box::new(transport::StreamEchoer::new(

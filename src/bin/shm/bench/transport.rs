@@ -18,8 +18,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::ValueEnum;
 use memmap2::MmapMut;
 use serde::Serialize;
-use shm_transport::ring::TryRecvError;
 use shm_transport::ring::spsc::{Builder, Consumer, OpenMode, Producer};
+use shm_transport::ring::{TryRecvError, stream};
 use shm_transport::sync::WaitStrategy;
 use shm_transport::sync::atomic::{AtomicBool, AtomicU64, Ordering, spin_loop};
 
@@ -57,6 +57,10 @@ pub enum Transport {
     /// `shm_ring::spsc`, both sides in `send`/`recv` (copies) with `WaitStrategy::Park`:
     /// every message is a futex wake-up.
     ShmSpscPark,
+    /// `shm_ring::stream`, variable-size frames of any size, both sides busy-polling and
+    /// in place: the sender copies the payload into a `claim`ed frame, the receiver reads
+    /// the sequence number from the frame in the ring.
+    ShmStream,
     /// A Unix domain stream socket, blocking reads.
     Uds,
     /// Two pipes (named FIFOs), blocking reads.
@@ -83,6 +87,7 @@ impl Transport {
             Transport::CacheLine => "cache-line",
             Transport::ShmSpsc => "shm-spsc",
             Transport::ShmSpscPark => "shm-spsc-park",
+            Transport::ShmStream => "shm-stream",
             Transport::Uds => "uds",
             Transport::Pipe => "pipe",
             Transport::Tcp => "tcp",
@@ -453,6 +458,101 @@ impl<const N: usize> Echoer for SpscEchoer<N> {
                 slot.commit();
                 seq
             };
+            if seq == STOP {
+                return Ok(echoed);
+            }
+            echoed += 1;
+        }
+    }
+}
+
+/// The size of a `shm-stream` latency ring for `size`-byte messages: room for a few
+/// frames, at least 64 KiB.
+fn stream_capacity(size: usize) -> u64 {
+    ((size as u64 + 8) * 4).next_power_of_two().max(1 << 16)
+}
+
+/// The timing side of `shm-stream`: producer of the ping ring, consumer of the pong ring.
+pub struct ShmStreamPinger {
+    tx: stream::Producer,
+    rx: stream::Consumer,
+    message: Vec<u8>,
+}
+
+/// Creates both stream rings named after `base` and attaches the timing side.
+pub fn shm_stream_pinger(base: &str, size: usize) -> Result<Box<dyn Pinger>> {
+    let [ping, pong] = spsc_names(base);
+    let ring = |name: &str| {
+        stream::Builder::new(name)
+            .capacity(stream_capacity(size))
+            .wait_strategy(WaitStrategy::BusySpin)
+            .mode(OpenMode::Create)
+    };
+    Ok(Box::new(ShmStreamPinger {
+        tx: ring(&ping).producer()?,
+        rx: ring(&pong).consumer()?,
+        message: vec![0x5a; size],
+    }))
+}
+
+impl Pinger for ShmStreamPinger {
+    #[inline]
+    fn round_trip(&mut self, seq: u64) -> Result<u64> {
+        set_seq(&mut self.message, seq);
+        let mut claim = self.tx.claim(self.message.len())?;
+        claim.copy_from_slice(&self.message);
+        claim.commit();
+        let mut patience = Patience::new();
+        loop {
+            match self.rx.try_recv() {
+                Ok(reply) => return Ok(seq_of(&reply)),
+                Err(TryRecvError::Empty) => patience.spin("shm-stream echo")?,
+                Err(e) => bail!("{e}"),
+            }
+        }
+    }
+}
+
+/// The echo side of `shm-stream`: consumer of the ping ring, producer of the pong ring.
+pub struct ShmStreamEchoer {
+    rx: stream::Consumer,
+    tx: stream::Producer,
+    message: Vec<u8>,
+}
+
+/// Opens both stream rings named after `base` and attaches the echo side.
+pub fn shm_stream_echoer(base: &str, size: usize) -> Result<Box<dyn Echoer>> {
+    let [ping, pong] = spsc_names(base);
+    let ring = |name: &str| {
+        stream::Builder::new(name)
+            .capacity(stream_capacity(size))
+            .wait_strategy(WaitStrategy::BusySpin)
+            .mode(OpenMode::Open)
+    };
+    Ok(Box::new(ShmStreamEchoer {
+        rx: ring(&ping).consumer()?,
+        tx: ring(&pong).producer()?,
+        message: vec![0x5a; size],
+    }))
+}
+
+impl Echoer for ShmStreamEchoer {
+    fn echo(&mut self) -> Result<u64> {
+        let mut echoed = 0;
+        loop {
+            let mut patience = Patience::new();
+            let seq = loop {
+                match self.rx.try_recv() {
+                    Ok(message) => break seq_of(&message),
+                    Err(TryRecvError::Empty) => patience.spin("shm-stream ping")?,
+                    Err(e) => bail!("{e}"),
+                }
+            };
+            // The reply ring holds at most one frame in a ping-pong: never full.
+            set_seq(&mut self.message, seq);
+            let mut claim = self.tx.claim(self.message.len())?;
+            claim.copy_from_slice(&self.message);
+            claim.commit();
             if seq == STOP {
                 return Ok(echoed);
             }
