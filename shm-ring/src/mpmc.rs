@@ -101,8 +101,8 @@ use crate::error::{
     TrySendError,
 };
 use crate::message::Message;
-use crate::spsc::block;
 pub use crate::spsc::{LIVENESS_PERIOD, LIVENESS_POLLS, LIVENESS_PROBE_INTERVAL};
+use crate::spsc::{PeerWatch, Refusal, block};
 
 #[cfg(not(loom))]
 use crate::spsc::OpenMode;
@@ -865,9 +865,8 @@ struct Member<T> {
     /// forgotten with `mem::forget`.
     pending: Option<u64>,
     wait: WaitStrategy,
-    /// Consecutive empty or full polls since the last probe of the other side.
-    polls: u32,
-    last_probe: Option<Instant>,
+    /// When the other side's locks were last probed, and the polls since.
+    watch: PeerWatch,
 }
 
 impl<T: Message> Member<T> {
@@ -903,8 +902,7 @@ impl<T: Message> Member<T> {
                 lock: Some(lock),
                 pending: None,
                 wait,
-                polls: 0,
-                last_probe: None,
+                watch: PeerWatch::default(),
             });
         }
         Err(Error::ParticipantsFull { limit: ring.limit })
@@ -914,55 +912,32 @@ impl<T: Message> Member<T> {
     /// after [`LIVENESS_POLLS`] polls once [`LIVENESS_PROBE_INTERVAL`] has passed.
     #[cold]
     fn watch(&mut self, probe: bool) -> Result<(), Corruption> {
-        self.polls += 1;
-        let polls = if cfg!(loom) {
+        let every = if cfg!(loom) {
             LOOM_POLLS
         } else {
             LIVENESS_POLLS
         };
-        let due = probe || (self.polls >= polls && self.probe_due());
-        if due {
-            self.polls = 0;
+        if self.watch.tick(probe, every) {
             self.ring.reap(self.side.other(), self.index)?;
         }
         Ok(())
     }
 
-    fn probe_due(&mut self) -> bool {
-        if cfg!(loom) {
-            // No clock in a model: the poll count alone decides.
-            return true;
-        }
-        self.polls = 0;
-        let now = Instant::now();
-        if self
-            .last_probe
-            .is_some_and(|t| now.duration_since(t) < LIVENESS_PROBE_INTERVAL)
-        {
-            return false;
-        }
-        self.last_probe = Some(now);
-        true
-    }
-
-    /// Finishes a position left pending by a forgotten reservation or guard.
+    /// Finishes a position left pending by a forgotten reservation (as aborted) or guard
+    /// (released).
     #[cold]
     fn finish_pending(&mut self) {
         if let Some(position) = self.pending.take() {
-            self.finish_claim(position, SKIPPED);
+            if self.side == Side::Producer {
+                // Relaxed: a statistic.
+                self.ring
+                    .control()
+                    .counters
+                    .aborted
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            self.ring.finish(self.side, position, SKIPPED);
         }
-    }
-
-    fn finish_claim(&self, position: u64, state: u64) {
-        if self.side == Side::Producer && state == SKIPPED {
-            // Relaxed: a statistic.
-            self.ring
-                .control()
-                .counters
-                .aborted
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        self.ring.finish(self.side, position, state);
     }
 
     fn stats(&self) -> Stats {
@@ -1138,24 +1113,6 @@ pub fn channel_with<T: Message>(
         m: Member::attach(ring, Side::Consumer, wait)?,
     };
     Ok((producer, consumer))
-}
-
-/// Why a producer could not claim a slot (the value-less form of the send errors).
-#[derive(Clone, Copy)]
-enum Refusal {
-    Full,
-    Disconnected,
-    Corrupted(Corruption),
-}
-
-impl Refusal {
-    fn try_send<T>(self, value: T) -> TrySendError<T> {
-        match self {
-            Self::Full => TrySendError::Full(value),
-            Self::Disconnected => TrySendError::Disconnected(value),
-            Self::Corrupted(c) => TrySendError::Corrupted(value, c),
-        }
-    }
 }
 
 handle_common!(Producer, Side::Producer, "producer");

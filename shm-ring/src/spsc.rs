@@ -438,9 +438,10 @@ enum PeerState {
     Gone,
 }
 
-/// The peer-watching state of a handle.
+/// The peer-watching state of a handle (also of an MPMC participant, which watches
+/// every participant of the other side).
 #[derive(Debug, Default)]
-struct PeerWatch {
+pub(crate) struct PeerWatch {
     /// Consecutive empty/full polls since the last liveness probe.
     polls: u32,
     /// The peer's session word when it was last found dead: gone until the word changes.
@@ -450,11 +451,29 @@ struct PeerWatch {
 }
 
 impl PeerWatch {
-    /// Whether [`LIVENESS_PROBE_INTERVAL`] has passed since the last probe (one clock read).
-    fn probe_due(&mut self) -> bool {
+    /// Counts one empty (or full) poll and says whether to probe the peer's liveness now:
+    /// when `probe` asks for it, or once `every` polls have passed and
+    /// [`LIVENESS_PROBE_INTERVAL`] since the last probe (one clock read per `every`
+    /// polls; under loom, which has no clock, the count alone). Records the probe.
+    pub(crate) fn tick(&mut self, probe: bool, every: u32) -> bool {
+        self.polls += 1;
+        if !probe && self.polls < every {
+            return false;
+        }
         self.polls = 0;
-        self.last_probe
-            .is_none_or(|t| t.elapsed() >= LIVENESS_PROBE_INTERVAL)
+        if cfg!(loom) {
+            return true;
+        }
+        let now = Instant::now();
+        if !probe
+            && self
+                .last_probe
+                .is_some_and(|t| now.duration_since(t) < LIVENESS_PROBE_INTERVAL)
+        {
+            return false;
+        }
+        self.last_probe = Some(now);
+        true
     }
 }
 
@@ -475,14 +494,9 @@ impl<T: Message> Ring<T> {
                 if !self.peer_may_die() {
                     return Ok(PeerState::Present);
                 }
-                watch.polls += 1;
-                if probe || watch.polls >= LIVENESS_POLLS && watch.probe_due() {
-                    watch.polls = 0;
-                    watch.last_probe = Some(Instant::now());
-                    if !self.peer_alive() {
-                        watch.dead_word = Some(word);
-                        return Ok(PeerState::Gone);
-                    }
+                if watch.tick(probe, LIVENESS_POLLS) && !self.peer_alive() {
+                    watch.dead_word = Some(word);
+                    return Ok(PeerState::Gone);
                 }
                 Ok(PeerState::Present)
             }
@@ -563,7 +577,7 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    fn try_send<T>(self, value: T) -> TrySendError<T> {
+    pub(crate) fn try_send<T>(self, value: T) -> TrySendError<T> {
         match self {
             Self::Full => TrySendError::Full(value),
             Self::Disconnected => TrySendError::Disconnected(value),
@@ -800,6 +814,20 @@ impl<T: Message> Producer<T> {
 }
 
 #[cfg(not(loom))]
+impl Ring<u8> {
+    /// The byte at `position`, and how many bytes follow it contiguously before the end
+    /// of the buffer (itself included). From the base pointer, not from one slot's
+    /// reference: the caller reaches the following bytes too (`UnsafeCell<u8>` has the
+    /// layout of `u8`).
+    fn bytes_at(&self, position: u64) -> (*mut u8, u64) {
+        let index = position & (self.capacity - 1);
+        // SAFETY: `index < capacity`: inside the slot array `backing` keeps alive.
+        let at = unsafe { self.slots.as_ptr().add(index as usize) }.cast::<u8>();
+        (at, self.capacity - index)
+    }
+}
+
+#[cfg(not(loom))]
 impl Producer<u8> {
     /// The position of the next byte to write.
     pub(crate) fn position(&self) -> u64 {
@@ -809,12 +837,7 @@ impl Producer<u8> {
     /// The byte at `position`, and how many bytes follow it contiguously before the end
     /// of the buffer (itself included).
     pub(crate) fn bytes_at(&self, position: u64) -> (*mut u8, u64) {
-        let index = position & (self.ring.capacity - 1);
-        // From the base pointer, not from one slot's reference: the caller reaches the
-        // following bytes too. `UnsafeCell<u8>` has the layout of `u8`.
-        // SAFETY: `index < capacity`: inside the slot array `backing` keeps alive.
-        let at = unsafe { self.ring.slots.as_ptr().add(index as usize) }.cast::<u8>();
-        (at, self.ring.capacity - index)
+        self.ring.bytes_at(position)
     }
 
     /// The ring's event counts: `(not_empty, not_full)`.
@@ -841,10 +864,8 @@ impl Consumer<u8> {
 
     /// As [`Producer::bytes_at`], for reading.
     pub(crate) fn bytes_at(&self, position: u64) -> (*const u8, u64) {
-        let index = position & (self.ring.capacity - 1);
-        // SAFETY: as in `Producer::bytes_at`.
-        let at = unsafe { self.ring.slots.as_ptr().add(index as usize) }.cast::<u8>();
-        (at.cast_const(), self.ring.capacity - index)
+        let (at, contiguous) = self.ring.bytes_at(position);
+        (at.cast_const(), contiguous)
     }
 
     /// Whether the producer's session word says it closed cleanly.

@@ -127,8 +127,8 @@ pub struct Consumer {
 /// Where a claimed record goes.
 #[derive(Clone, Copy, Debug)]
 struct Place {
-    /// Position of the record's header.
-    record: u64,
+    /// The record's header in the buffer; the payload follows it.
+    at: *mut u8,
     /// Payload length.
     len: u64,
     /// Bytes to publish: the record, and the padding before it if it wrapped.
@@ -180,14 +180,15 @@ impl Producer {
             // SAFETY: `contiguous >= 8` bytes from `at` are free (`free >= publish >
             // contiguous`) and unpublished, so only this producer touches them.
             unsafe { at.copy_from_nonoverlapping(header.as_ptr(), HEADER_LEN) };
+            let (start, _) = self.inner.bytes_at(position.wrapping_add(contiguous));
             return Ok(Place {
-                record: position.wrapping_add(contiguous),
+                at: start,
                 len: len as u64,
                 publish,
             });
         }
         Ok(Place {
-            record: position,
+            at,
             len: len as u64,
             publish,
         })
@@ -308,16 +309,8 @@ impl Producer {
         Ok(())
     }
 
-    /// The payload bytes of `place`, to write.
-    fn payload(&mut self, place: Place) -> *mut u8 {
-        let (at, _) = self.inner.bytes_at(place.record);
-        // SAFETY: the record lies within the buffer (`record_len <= contiguous` at
-        // `place.record`), so its payload, after the 8-byte header, does too.
-        unsafe { at.add(HEADER_LEN) }
-    }
-
     fn write(&mut self, place: Place, payload: &[u8], type_id: u32) {
-        let to = self.payload(place);
+        let to = place.payload();
         // SAFETY: `payload.len() == place.len` bytes from `to` are free, unpublished and
         // in bounds (see `payload`); `payload` is another allocation.
         unsafe { to.copy_from_nonoverlapping(payload.as_ptr(), payload.len()) };
@@ -326,11 +319,23 @@ impl Producer {
 
     /// Writes the record's header and publishes the record (and its padding).
     fn commit(&mut self, place: Place, type_id: u32) {
-        let (at, _) = self.inner.bytes_at(place.record);
         let header = header(place.len, type_id);
         // SAFETY: the record's 8 header bytes are free, unpublished and in bounds.
-        unsafe { at.copy_from_nonoverlapping(header.as_ptr(), HEADER_LEN) };
+        unsafe {
+            place
+                .at
+                .copy_from_nonoverlapping(header.as_ptr(), HEADER_LEN)
+        };
         self.inner.publish(place.publish);
+    }
+}
+
+impl Place {
+    /// The payload bytes, after the header.
+    fn payload(self) -> *mut u8 {
+        // SAFETY: the record lies within the buffer (`record_len <= contiguous` where
+        // it starts), so its payload, after the 8-byte header, does too.
+        unsafe { self.at.add(HEADER_LEN) }
     }
 }
 
@@ -396,26 +401,24 @@ impl core::ops::Deref for Claim<'_> {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        let (at, _) = self.producer.inner.bytes_at(self.place.record);
         // SAFETY: the payload's `len` bytes are in bounds, claimed and unpublished: only
         // this producer touches them while the claim (which borrows it) lives.
-        unsafe { core::slice::from_raw_parts(at.add(HEADER_LEN), self.place.len as usize) }
+        unsafe { core::slice::from_raw_parts(self.place.payload(), self.place.len as usize) }
     }
 }
 
 impl core::ops::DerefMut for Claim<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
-        let to = self.producer.payload(self.place);
         // SAFETY: as in `deref`, and `&mut self` makes the slice unique.
-        unsafe { core::slice::from_raw_parts_mut(to, self.place.len as usize) }
+        unsafe { core::slice::from_raw_parts_mut(self.place.payload(), self.place.len as usize) }
     }
 }
 
 /// Where a received frame is.
 #[derive(Clone, Copy, Debug)]
 struct Found {
-    /// Position of the payload.
-    payload: u64,
+    /// The payload in the buffer.
+    payload: *const u8,
     len: u64,
     type_id: u32,
     /// Bytes to release: the record.
@@ -469,7 +472,8 @@ impl Consumer {
                 return Err(corrupt(len));
             }
             return Ok(Found {
-                payload: position + HEADER_LEN as u64,
+                // SAFETY: the record (`record <= room` bytes from `at`) is in bounds.
+                payload: unsafe { at.add(HEADER_LEN) },
                 len,
                 type_id,
                 record,
@@ -597,11 +601,10 @@ impl core::ops::Deref for Frame<'_> {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        let (at, _) = self.consumer.inner.bytes_at(self.found.payload);
         // SAFETY: the payload's `len` bytes are published, within the buffer (checked in
         // `find`), and not released until this frame drops, so the producer does not
         // write them while the slice (bounded by `&self`) lives.
-        unsafe { core::slice::from_raw_parts(at, self.found.len as usize) }
+        unsafe { core::slice::from_raw_parts(self.found.payload, self.found.len as usize) }
     }
 }
 

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
+use super::report::median;
+
 /// The copy buffer of the relays, and `shm send`'s default block.
 const BUFFER: usize = 1 << 16;
 
@@ -70,12 +72,6 @@ pub fn run(bytes: u64, rounds: usize) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
 }
 
 struct RemoveOnDrop(PathBuf);
