@@ -21,8 +21,8 @@ const CHILD_ENV: &str = "SHM_FUTEX_CHILD";
 struct Page {
     /// The futex word.
     word: CachePadded<AtomicU32>,
-    /// Set by the child just before it waits.
-    ready: CachePadded<AtomicU32>,
+    /// The thread id of the child's waiting thread, set just before it waits (0: not yet).
+    waiter: CachePadded<AtomicU32>,
     /// The value of `word` the child read after waking, plus one (0: not yet).
     seen: CachePadded<AtomicU32>,
     /// The child's `WaitOutcome`: 1 woken, 2 value changed, 3 timed out (0: not yet).
@@ -69,14 +69,13 @@ fn temp_file(tag: &str) -> PathBuf {
     path
 }
 
-/// Is some thread of `pid` asleep in the kernel's futex wait?
-fn sleeps_on_futex(pid: u32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.flatten().any(|task| {
-        std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|w| w.contains("futex"))
-    })
+/// Is thread `tid` of process `pid` asleep in the kernel's futex wait?
+///
+/// Only that one thread: the test harness's main thread of the child also sleeps on a
+/// futex (joining the test thread), long before the test thread reaches its wait.
+fn sleeps_on_futex(pid: u32, tid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan"))
+        .is_ok_and(|w| w.contains("futex"))
 }
 
 #[test]
@@ -85,7 +84,11 @@ fn child() {
     let path = std::env::var(CHILD_ENV).expect("run by the parent test");
     let mapped = Mapped::open(Path::new(&path));
     let page = mapped.page();
-    page.ready.store(1, Ordering::Release);
+    let tid = rustix::thread::gettid().as_raw_nonzero().get();
+    page.waiter.store(
+        u32::try_from(tid).expect("thread ids are positive"),
+        Ordering::Release,
+    );
     let outcome = futex::wait(
         &page.word,
         0,
@@ -122,7 +125,11 @@ fn child_parked_on_futex_is_woken_by_parent() {
     // Wait until the child sleeps in FUTEX_WAIT on the word (it cannot have changed:
     // only this process writes it).
     let give_up = Instant::now() + Duration::from_secs(20);
-    while !(page.ready.load(Ordering::Acquire) == 1 && sleeps_on_futex(child.id())) {
+    loop {
+        let tid = page.waiter.load(Ordering::Acquire);
+        if tid != 0 && sleeps_on_futex(child.id(), tid) {
+            break;
+        }
         assert!(Instant::now() < give_up, "child never parked on the futex");
         std::thread::sleep(Duration::from_millis(1));
     }
