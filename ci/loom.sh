@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The loom models of the concurrent protocols (event count, SPSC ring, MPMC ring; later the
+# The loom models of the concurrent protocols (event count, SPSC ring, MPMC ring, the
 # allocator's free list). They live in the libraries under `cfg(all(test, loom))`.
 #
 # LOOM_MAX_PREEMPTIONS=3 explores every interleaving with up to three preemptions: the
@@ -12,4 +12,4 @@ source ci/common.sh
 export RUSTFLAGS="--cfg loom -C debug-assertions"
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"
 export LOOM_MAX_BRANCHES="${LOOM_MAX_BRANCHES:-10000}"
-run_tests "loom" cargo test --locked --release --lib --target-dir target/loom -p shm-sync -p shm-ring
+run_tests "loom" cargo test --locked --release --lib --target-dir target/loom -p shm-sync -p shm-alloc -p shm-ring

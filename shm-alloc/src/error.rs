@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Errors of `shm-alloc`: creating, opening and validating segments, and claiming roles.
+/// Errors of `shm-alloc`: creating, opening and validating segments, claiming roles, and
+/// loaning and receiving pool chunks.
 ///
 /// Every variant that concerns a file names its path, and every validation failure says
 /// what was expected and what was found, so that the message alone tells an operator
@@ -219,6 +220,62 @@ pub enum Error {
     InvalidName {
         /// The name given.
         name: String,
+    },
+    /// A pool has no free chunk in the size class that fits the loan. Never waited for:
+    /// free a chunk, or size the pool for the peak.
+    #[error(
+        "pool exhausted: expected a free chunk of the {chunk_size}-byte class for a loan of \
+         {len} bytes, found none"
+    )]
+    PoolExhausted {
+        /// The size class that was empty, in bytes per chunk.
+        chunk_size: u64,
+        /// The loan asked for, in bytes.
+        len: u64,
+    },
+    /// A loan is larger than the pool's largest size class.
+    #[error("loan of {len} bytes is too large: expected at most {max} bytes, the largest chunk")]
+    LoanTooLarge {
+        /// The loan asked for, in bytes (or the alignment asked for, for a type aligned
+        /// to more than a chunk).
+        len: u64,
+        /// The largest chunk (or the chunk alignment), in bytes.
+        max: u64,
+    },
+    /// A `ShmOffset` names no chunk of the pool: corrupt, or from another pool.
+    #[error("invalid pool offset {offset} (length {len}): {reason}")]
+    InvalidOffset {
+        /// The offset, in bytes from the pool's data region.
+        offset: u64,
+        /// The payload length it carries, in bytes.
+        len: u64,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A `ShmOffset` names a chunk that is not in flight with its generation: received
+    /// already, or reclaimed (and perhaps loaned again) after its receiver was found dead.
+    #[error(
+        "stale pool offset {offset}: expected the chunk in flight with generation \
+         {generation}, found it {found}"
+    )]
+    StaleOffset {
+        /// The offset, in bytes from the pool's data region.
+        offset: u64,
+        /// The generation it carries.
+        generation: u32,
+        /// The chunk's state, holder and generation.
+        found: String,
+    },
+    /// Every participant slot of a pool is held by a live participant.
+    #[error(
+        "pool {} is full: expected a free participant slot, found all {participants} held",
+        path.display()
+    )]
+    ParticipantsFull {
+        /// The pool segment.
+        path: PathBuf,
+        /// Its participant slots.
+        participants: u32,
     },
 }
 

@@ -11,6 +11,9 @@
 //! - [`RoleClaim`]: a role of a segment (the producer, consumer `k`, process slot `k`),
 //!   held through an open-file-description lock that the kernel drops when the holder
 //!   dies, so that liveness checks ([`Segment::role_alive`]) are immune to pid reuse.
+//! - [`pool`]: size classes of chunks in a segment, loaned by one process, sent as a
+//!   [`ShmOffset`] through a ring, read in place by another, and
+//!   reclaimed when their holder dies.
 //! - [`Error`]: every failure, naming the path, the field, and what was expected and
 //!   found.
 //!
@@ -18,11 +21,21 @@
 //! interfaces.
 #![warn(clippy::undocumented_unsafe_blocks, clippy::unnecessary_safety_comment)]
 
+#[cfg(not(loom))]
 mod error;
+mod free_list;
+#[cfg(not(loom))]
 pub mod header;
+#[cfg(not(loom))]
+pub mod pool;
+#[cfg(not(loom))]
 pub mod segment;
 
+#[cfg(not(loom))]
 pub use error::Error;
+#[cfg(not(loom))]
+pub use pool::{LoanedChunk, Pool, Sample, ShmOffset};
+#[cfg(not(loom))]
 pub use segment::{
     Expect, HeaderInfo, Kind, LAYOUT_VERSION, Location, MAX_ROLES, RoleClaim, Segment,
     SegmentOptions, SegmentSpec, UnknownKind,

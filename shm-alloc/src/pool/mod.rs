@@ -1,0 +1,898 @@
+//! A cross-process pool allocator: chunks of fixed size classes in a segment, named by
+//! offset, loaned by one process, written in place, sent through a ring as a
+//! [`ShmOffset`] and read in place by another.
+//!
+//! # How it works
+//!
+//! A pool segment (kind [`Kind::Pool`]) holds size classes fixed at creation (say
+//! 64 B x 65536, 4 KiB x 4096, 1 MiB x 64). Each class is an array of chunks, aligned to
+//! [`CHUNK_ALIGN`] bytes and sized in multiples of it, with a header per chunk and a
+//! lock-free free list: a stack of chunk indices whose head packs an ABA tag with the
+//! top index (Treiber's stack with a version counter, as in IBM's System/370 manual and
+//! iceoryx2's `UniqueIndexSet`). Taking or returning a chunk is one compare-and-swap.
+//!
+//! Each process that uses the pool is a participant: [`Pool`] claims participant slot
+//! `k` by an OFD lock on role byte `k` of the segment, which the kernel drops when the
+//! process dies. Every chunk header records the chunk's state and its holder:
+//!
+//! - [`Pool::loan`] takes a chunk of the smallest class that fits: a [`LoanedChunk`],
+//!   held by this participant. Dropping it returns the chunk.
+//! - [`LoanedChunk::into_offset_for`] marks it in flight to a receiving participant and
+//!   yields the [`ShmOffset`] to send; [`LoanedChunk::into_offset`] to no one in
+//!   particular (for a ring that many may read).
+//! - [`Pool::receive`] turns an offset back into a [`Sample`] held by the receiver, after
+//!   checking bounds, the chunk's state and its generation; dropping the sample returns
+//!   the chunk.
+//! - [`Pool::reclaim_dead`] (also run by [`Pool`]'s constructors) finds participants that
+//!   died, takes their slot lock, and returns every chunk they held: loaned, received,
+//!   or in flight to them (so also chunks left in a ring whose receiver died). A chunk
+//!   moves to free by one compare-and-swap on its header, so it is returned once, even
+//!   when a receiver and a reclaimer race for it.
+//!
+//! The algorithm and its state table are in the `raw` module's docs.
+//!
+//! # Limits
+//!
+//! - A loan takes the smallest class that fits and never falls back to a larger one: a
+//!   burst of small loans cannot starve the large class. [`Error::PoolExhausted`] names
+//!   the class.
+//! - A participant killed between taking a chunk off the free list and writing itself
+//!   into the chunk's header (a few instructions) leaks that chunk until the pool is
+//!   recreated; so does a chunk in flight to no one (`into_offset`) when every reader
+//!   of its ring died.
+//! - The ABA tag is 32 bits: it fails only if one thread stalls inside a pop while
+//!   others complete exactly 2^32 operations on the same class.
+
+mod raw;
+
+use core::fmt;
+use core::ops::Deref;
+use core::ptr::NonNull;
+use std::sync::Mutex;
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::{Error, Expect, Kind, Location, RoleClaim, Segment, SegmentOptions, SegmentSpec};
+pub use raw::{CHUNK_ALIGN, MAX_CLASSES};
+use raw::{ChunkId, HELD, LOANED, LoanFailure, NOBODY, RawPool, owner};
+
+/// The default size classes: 64 B x 65536, 4 KiB x 4096 and 1 MiB x 64 (64-byte
+/// chunks take 128 bytes, [`CHUNK_ALIGN`]): 88 MiB of chunks in all.
+pub const DEFAULT_CLASSES: [SizeClass; 3] = [
+    SizeClass::new(64, 65536),
+    SizeClass::new(4096, 4096),
+    SizeClass::new(1 << 20, 64),
+];
+
+/// The default number of participant slots.
+pub const DEFAULT_PARTICIPANTS: u32 = 64;
+
+/// What the segment header says of every pool: chunks are [`CHUNK_ALIGN`]-sized slots,
+/// the layout version of the region is in the fingerprint.
+const POOL_TYPE_NAME: &str = "shm-alloc pool/v1";
+const POOL_FINGERPRINT: u64 = 0x706f_6f6c_2f76_3031; // "pool/v01"
+
+/// One size class: chunks of `chunk_size` bytes (rounded up to a multiple of
+/// [`CHUNK_ALIGN`] when the pool is laid out), `chunks` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeClass {
+    /// The largest payload a chunk of the class holds, in bytes.
+    pub chunk_size: u64,
+    /// How many chunks the class has.
+    pub chunks: u32,
+}
+
+impl SizeClass {
+    /// A class of `chunks` chunks of `chunk_size` bytes.
+    #[must_use]
+    pub const fn new(chunk_size: u64, chunks: u32) -> Self {
+        SizeClass { chunk_size, chunks }
+    }
+}
+
+/// A chunk's name, valid in every process that maps the pool: its byte offset from the
+/// start of the pool's data region, the payload length, and the chunk's generation
+/// (which loan of the chunk this is). 16 bytes, any bit pattern valid, so it travels
+/// through a ring as a message.
+///
+/// An offset is a claim, not a reference: [`Pool::receive`] checks that it names the
+/// start of a chunk, that the length fits the chunk, and that the chunk is in flight
+/// with this generation, before any byte is read.
+#[repr(C)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct ShmOffset {
+    offset: u64,
+    len: u32,
+    generation: u32,
+}
+
+impl ShmOffset {
+    /// The chunk's byte offset from the start of the pool's data region.
+    #[must_use]
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The payload length, in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the payload is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The chunk's generation: how many times it had been loaned when this was sent.
+    #[must_use]
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+}
+
+/// Chunks of one size class by state, from [`Pool::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClassStats {
+    /// Bytes per chunk.
+    pub chunk_size: u64,
+    /// Chunks in the class.
+    pub chunks: u64,
+    /// On the free list.
+    pub free: u64,
+    /// Loaned and being written ([`LoanedChunk`]).
+    pub loaned: u64,
+    /// Sent and not yet received ([`ShmOffset`] in a ring).
+    pub in_flight: u64,
+    /// Received and being read ([`Sample`]).
+    pub held: u64,
+}
+
+/// Chunks by size class and state, from [`Pool::stats`]: a snapshot taken chunk by
+/// chunk, so under concurrent use the counts may mix moments (but always add up to the
+/// class's chunks, unless a header holds a state no participant writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// One entry per size class, smallest first.
+    pub classes: Vec<ClassStats>,
+}
+
+impl PoolStats {
+    /// Whether every chunk of every class is free.
+    #[must_use]
+    pub fn all_free(&self) -> bool {
+        self.classes.iter().all(|c| c.free == c.chunks)
+    }
+}
+
+/// What [`Pool::reclaim_dead`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reclaimed {
+    /// The participant slots found dead and cleared.
+    pub participants: Vec<u32>,
+    /// The chunks returned to their free lists.
+    pub chunks: u64,
+}
+
+/// How to create or open a pool; from [`Pool::builder`].
+#[derive(Debug, Clone)]
+pub struct PoolBuilder {
+    location: Location,
+    classes: Vec<SizeClass>,
+    participants: u32,
+    options: SegmentOptions,
+}
+
+impl PoolBuilder {
+    /// Adds a size class: `chunks` chunks that hold `chunk_size` bytes each. Replaces
+    /// [`DEFAULT_CLASSES`] at the first call. Classes may be added in any order.
+    #[must_use]
+    pub fn class(mut self, chunk_size: u64, chunks: u32) -> Self {
+        self.classes.push(SizeClass::new(chunk_size, chunks));
+        self
+    }
+
+    /// How many participant slots a created pool has (default
+    /// [`DEFAULT_PARTICIPANTS`], at most [`MAX_ROLES`](crate::MAX_ROLES)): how many
+    /// [`Pool`] handles can exist at once, across all processes.
+    #[must_use]
+    pub fn participants(mut self, participants: u32) -> Self {
+        self.participants = participants;
+        self
+    }
+
+    /// Options of the segment file (mode, prefault, `mlock`, huge pages).
+    #[must_use]
+    pub fn segment_options(mut self, options: SegmentOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    fn classes(&self) -> Vec<(u64, u64)> {
+        let mut classes: Vec<(u64, u64)> = if self.classes.is_empty() {
+            DEFAULT_CLASSES.to_vec()
+        } else {
+            self.classes.clone()
+        }
+        .iter()
+        .map(|c| {
+            let size = c
+                .chunk_size
+                .max(1)
+                .checked_next_multiple_of(CHUNK_ALIGN)
+                .unwrap_or(u64::MAX);
+            (size, u64::from(c.chunks))
+        })
+        .collect();
+        classes.sort_unstable();
+        classes
+    }
+
+    fn spec(&self) -> Result<(SegmentSpec, raw::Config), Error> {
+        let classes = self.classes();
+        let (config, data_len) =
+            raw::layout(&classes, self.participants).map_err(|reason| Error::InvalidSpec {
+                path: self.location.path(),
+                reason,
+            })?;
+        let spec = SegmentSpec {
+            kind: Kind::Pool,
+            capacity: classes.iter().map(|c| c.1).sum(),
+            slot_size: CHUNK_ALIGN,
+            slot_align: CHUNK_ALIGN,
+            type_fingerprint: POOL_FINGERPRINT,
+            type_name: POOL_TYPE_NAME,
+            data_len,
+        };
+        Ok((spec, config))
+    }
+
+    fn expect() -> Expect {
+        Expect {
+            kind: Kind::Pool,
+            capacity: None,
+            slot_size: CHUNK_ALIGN,
+            slot_align: CHUNK_ALIGN,
+            type_fingerprint: POOL_FINGERPRINT,
+            type_name: POOL_TYPE_NAME,
+        }
+    }
+
+    /// Creates the pool segment, with the size classes and participant slots set here,
+    /// and joins it as a participant.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSpec`] for classes that cannot be laid out (none, more than
+    /// [`MAX_CLASSES`], two of one size, a class of 0 chunks) or a participant count out
+    /// of range; those of [`Segment::create`].
+    pub fn create(self) -> Result<Pool, Error> {
+        let (spec, config) = self.spec()?;
+        let segment = Segment::create_with(&self.location, &spec, &self.options, |segment| {
+            init(segment, &config);
+        })?;
+        Pool::join(segment)
+    }
+
+    /// Opens an existing pool, whatever its size classes, and joins it as a
+    /// participant.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Segment::open`] (a file of another kind, truncated, or not a segment);
+    /// [`Error::Corrupted`] if the pool's configuration does not lay out; then those of
+    /// [`Pool`]'s join: [`Error::ParticipantsFull`], [`Error::Io`].
+    pub fn open(self) -> Result<Pool, Error> {
+        let segment = Segment::open(&self.location, &Self::expect(), &self.options)?;
+        Pool::join(segment)
+    }
+
+    /// Creates the pool, or opens it if it exists. When opening, the size classes set
+    /// here (or the defaults) must be the pool's.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`create`](Self::create) and [`open`](Self::open), and
+    /// [`Error::Mismatch`] (field `"size classes"`) if an existing pool has other
+    /// classes.
+    pub fn open_or_create(self) -> Result<Pool, Error> {
+        let (spec, config) = self.spec()?;
+        let (segment, _created) = Segment::open_or_create_with(
+            &self.location,
+            &spec,
+            &Self::expect(),
+            &self.options,
+            |segment| init(segment, &config),
+        )?;
+        let pool = Pool::join(segment)?;
+        let wanted: Vec<(u64, u64)> = self.classes();
+        let found: Vec<(u64, u64)> = pool
+            .raw
+            .classes()
+            .iter()
+            .map(|c| (c.chunk_size, c.chunks))
+            .collect();
+        if wanted != found {
+            return Err(Error::Mismatch {
+                path: pool.segment.path().to_path_buf(),
+                field: "size classes",
+                expected: describe_classes(&wanted),
+                found: describe_classes(&found),
+            });
+        }
+        Ok(pool)
+    }
+}
+
+fn describe_classes(classes: &[(u64, u64)]) -> String {
+    classes
+        .iter()
+        .map(|(size, chunks)| format!("{size} B x {chunks}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The creator's initialisation, before the segment header is published.
+fn init(segment: &Segment, config: &raw::Config) {
+    // SAFETY: (1) the data region is `data_len` bytes, page-aligned, and lives as long
+    // as `segment`; the `RawPool` is dropped at once. (2) `data_len` is at least the
+    // layout's length: the spec asked for it. (3) The header is not published yet, so no
+    // one else maps the region.
+    let _ = unsafe { RawPool::init(segment.data(), segment.data_len() as u64, config) };
+}
+
+/// A participant's handle on a pool segment: loans chunks, receives offsets, and
+/// returns the chunks of dead participants.
+///
+/// `Pool` is `Send` and `Sync`: loans and receives from many threads at once are fine;
+/// all of them count as this one participant.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), shm_alloc::Error> {
+/// use shm_alloc::pool::Pool;
+/// # let dir = std::env::temp_dir().join(format!("pool-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// # let location = shm_alloc::Location::Path(dir.join("frames"));
+/// let writer = Pool::builder(location.clone()).class(1 << 20, 4).create()?;
+/// let reader = Pool::builder(location.clone()).open()?;
+///
+/// let mut frame = writer.loan(1000)?;
+/// frame.as_mut_slice().fill(7);
+/// let offset = frame.into_offset_for(reader.participant());
+/// // ... the 16-byte `offset` crosses to the reader through a ring ...
+/// let sample = reader.receive(offset)?;
+/// assert!(sample.iter().all(|&b| b == 7));
+/// drop(sample);
+/// assert!(reader.stats().all_free());
+/// # drop((writer, reader)); shm_alloc::Segment::remove(&location)?;
+/// # Ok(()) }
+/// ```
+pub struct Pool {
+    raw: RawPool,
+    participant: u32,
+    claim: Option<RoleClaim>,
+    /// Serialises this handle's own sweeps (reclaims of other slots); other processes
+    /// are kept out by the slot locks.
+    reclaiming: Mutex<()>,
+    segment: Segment,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("path", &self.segment.path())
+            .field("participant", &self.participant)
+            .field("classes", &self.raw.classes().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// A builder for the pool at `location`: [`DEFAULT_CLASSES`] and
+    /// [`DEFAULT_PARTICIPANTS`] unless set, default [`SegmentOptions`].
+    #[must_use]
+    pub fn builder(location: impl Into<Location>) -> PoolBuilder {
+        PoolBuilder {
+            location: location.into(),
+            classes: Vec::new(),
+            participants: DEFAULT_PARTICIPANTS,
+            options: SegmentOptions::default(),
+        }
+    }
+
+    /// Validates the pool region and claims a free participant slot: the first whose
+    /// lock is free. Returns what a previous holder of the slot left (it died, or left
+    /// chunks in flight to it), then reclaims the other dead participants.
+    fn join(segment: Segment) -> Result<Pool, Error> {
+        // SAFETY: (1) the data region is valid and page-aligned for `data_len` bytes while
+        // `segment` lives, and the `RawPool` lives inside `Pool` next to it (dropped
+        // first: `raw` is declared before `segment`). (2) Others follow this module.
+        let raw = unsafe { RawPool::attach(segment.data(), segment.data_len() as u64) }.map_err(
+            |what| Error::Corrupted {
+                path: segment.path().to_path_buf(),
+                what: format!("pool configuration: {what}"),
+            },
+        )?;
+        let mut claimed = None;
+        for participant in 0..raw.participants() {
+            match segment.claim_role(participant) {
+                Ok(claim) => {
+                    claimed = Some((participant, claim));
+                    break;
+                }
+                Err(Error::RoleTaken { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some((participant, claim)) = claimed else {
+            return Err(Error::ParticipantsFull {
+                path: segment.path().to_path_buf(),
+                participants: raw.participants(),
+            });
+        };
+        // Ours now: whatever the slot's holder before us left is returned.
+        raw.sweep(|holder| u32::from(holder) == participant);
+        // Release: with the sweep done, our slot is marked in use for others' probes.
+        raw.participant(participant)
+            .store(u64::from(std::process::id()) + 1, ORDER_SLOT_MARK);
+        let pool = Pool {
+            raw,
+            participant,
+            claim: Some(claim),
+            reclaiming: Mutex::new(()),
+            segment,
+        };
+        pool.reclaim_dead()?;
+        Ok(pool)
+    }
+
+    /// This handle's participant slot: the number a sender passes to
+    /// [`LoanedChunk::into_offset_for`] to address chunks to this handle.
+    #[must_use]
+    pub fn participant(&self) -> u32 {
+        self.participant
+    }
+
+    /// The segment the pool lives in.
+    #[must_use]
+    pub fn segment(&self) -> &Segment {
+        &self.segment
+    }
+
+    /// The size classes, smallest first (chunk sizes rounded up to [`CHUNK_ALIGN`]).
+    #[must_use]
+    pub fn classes(&self) -> Vec<SizeClass> {
+        self.raw
+            .classes()
+            .iter()
+            .map(|c| SizeClass::new(c.chunk_size, c.chunks as u32))
+            .collect()
+    }
+
+    /// The largest loan the pool can make, in bytes.
+    #[must_use]
+    pub fn max_loan(&self) -> usize {
+        self.raw
+            .classes()
+            .last()
+            .map_or(0, |c| c.chunk_size as usize)
+    }
+
+    /// Loans a chunk of `len` bytes from the smallest size class that holds it. Its
+    /// bytes are whatever the previous holder left (never uninitialised memory in Rust's
+    /// sense: a mapped file's bytes). Lock-free: one compare-and-swap on the class's
+    /// free list, plus one store into the chunk's header; no system call.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::PoolExhausted`] if the fitting class has no free chunk (never waits).
+    /// - [`Error::LoanTooLarge`] if no class holds `len` bytes.
+    /// - [`Error::Corrupted`] if the class's free list names a chunk it does not have.
+    pub fn loan(&self, len: usize) -> Result<LoanedChunk<'_>, Error> {
+        let len32 = u32::try_from(len).map_err(|_| Error::LoanTooLarge {
+            len: len as u64,
+            max: self.max_loan() as u64,
+        })?;
+        match self.raw.loan(u64::from(len32), self.holder()) {
+            Ok((id, generation)) => Ok(LoanedChunk {
+                pool: self,
+                id,
+                generation,
+                len: len32,
+                data: self.raw.chunk(id),
+            }),
+            Err(LoanFailure::TooLarge { max }) => Err(Error::LoanTooLarge {
+                len: len as u64,
+                max,
+            }),
+            Err(LoanFailure::Exhausted { chunk_size }) => Err(Error::PoolExhausted {
+                chunk_size,
+                len: len as u64,
+            }),
+            Err(LoanFailure::Corrupt { chunk_size, link }) => Err(Error::Corrupted {
+                path: self.segment.path().to_path_buf(),
+                what: format!(
+                    "the free list of the {chunk_size}-byte class links to chunk {link}, \
+                     which the class does not have"
+                ),
+            }),
+        }
+    }
+
+    /// Loans a chunk for one `T` (`size_of::<T>()` bytes), for
+    /// [`LoanedChunk::value_mut`] and [`Sample::value`].
+    ///
+    /// # Errors
+    ///
+    /// As [`loan`](Self::loan); [`Error::LoanTooLarge`] also if `T` is aligned to more
+    /// than [`CHUNK_ALIGN`] bytes.
+    pub fn loan_for<T>(&self) -> Result<LoanedChunk<'_>, Error> {
+        if align_of::<T>() as u64 > CHUNK_ALIGN {
+            return Err(Error::LoanTooLarge {
+                len: align_of::<T>() as u64,
+                max: CHUNK_ALIGN,
+            });
+        }
+        self.loan(size_of::<T>())
+    }
+
+    /// Takes the chunk `offset` names, in flight, as a [`Sample`] held by this
+    /// participant. Checks, before reading anything: that the offset is the start of a
+    /// chunk, that the length fits the chunk, and that the chunk is in flight with the
+    /// offset's generation (so a reclaimed or already received chunk is refused). One
+    /// compare-and-swap; no system call.
+    ///
+    /// A chunk in flight to another participant ([`LoanedChunk::into_offset_for`]) is
+    /// taken all the same: the addressee is only who gets it back if the chunk is never
+    /// received.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidOffset`] if the offset names no chunk, or its length does not
+    ///   fit the chunk (a corrupt or foreign offset).
+    /// - [`Error::StaleOffset`] if the chunk is not in flight with that generation:
+    ///   received already, or reclaimed after its receiver was found dead.
+    pub fn receive(&self, offset: ShmOffset) -> Result<Sample<'_>, Error> {
+        let id = self
+            .raw
+            .locate(offset.offset)
+            .map_err(|reason| Error::InvalidOffset {
+                offset: offset.offset,
+                len: u64::from(offset.len),
+                reason,
+            })?;
+        let chunk_size = self.raw.classes()[id.class].chunk_size;
+        if u64::from(offset.len) > chunk_size {
+            return Err(Error::InvalidOffset {
+                offset: offset.offset,
+                len: u64::from(offset.len),
+                reason: "its length is larger than its chunk",
+            });
+        }
+        self.raw
+            .receive(id, offset.generation, self.holder())
+            .map_err(|word| Error::StaleOffset {
+                offset: offset.offset,
+                generation: offset.generation,
+                found: raw::describe(word),
+            })?;
+        Ok(Sample {
+            pool: self,
+            id,
+            generation: offset.generation,
+            len: offset.len,
+            data: self.raw.chunk(id),
+        })
+    }
+
+    /// Finds the participants that died (their slot is marked in use, but nobody holds
+    /// its lock), takes each one's lock, returns every chunk it held (loaned, held as a
+    /// sample, or in flight to it), and frees its slot. Each chunk is returned exactly
+    /// once, even if other processes reclaim at the same time or a receiver races for
+    /// the chunk. Runs when a [`Pool`] joins; call it again when a peer is known to have
+    /// died (a ring reports `Disconnected`), or periodically.
+    ///
+    /// Costs one `fcntl` per slot in use and, if any died, one pass over every chunk
+    /// header.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a lock probe fails.
+    pub fn reclaim_dead(&self) -> Result<Reclaimed, Error> {
+        let _serial = self.reclaiming.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dead = Vec::new();
+        for participant in 0..self.raw.participants() {
+            if participant == self.participant {
+                continue;
+            }
+            // Acquire: pairs with the Release mark in `join`; a 0 skips the probe.
+            if self.raw.participant(participant).load(ORDER_SLOT_PROBE) == 0 {
+                continue;
+            }
+            if self.segment.role_alive(participant)? {
+                continue;
+            }
+            match self.segment.claim_role(participant) {
+                Ok(claim) => dead.push((participant, claim)),
+                // Came alive (a newcomer joined in that slot) since the probe.
+                Err(Error::RoleTaken { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if dead.is_empty() {
+            return Ok(Reclaimed::default());
+        }
+        let chunks = self.raw.sweep(|holder| {
+            dead.iter()
+                .any(|(participant, _)| u32::from(holder) == *participant)
+        });
+        let participants = dead
+            .into_iter()
+            .map(|(participant, claim)| {
+                // Release: the slot is clean; set before the lock is dropped.
+                self.raw.participant(participant).store(0, ORDER_SLOT_MARK);
+                drop(claim);
+                participant
+            })
+            .collect();
+        Ok(Reclaimed {
+            participants,
+            chunks,
+        })
+    }
+
+    /// Chunks by size class and state.
+    #[must_use]
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            classes: (0..self.raw.classes().len())
+                .map(|class| {
+                    let record = self.raw.classes()[class];
+                    let counts = self.raw.counts(class);
+                    ClassStats {
+                        chunk_size: record.chunk_size,
+                        chunks: record.chunks,
+                        free: counts.free,
+                        loaned: counts.loaned,
+                        in_flight: counts.in_flight,
+                        held: counts.held,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn holder(&self) -> u16 {
+        // At most `MAX_ROLES` (1024) participants: fits, and is never `NOBODY`.
+        self.participant as u16
+    }
+}
+
+/// Ordering of a participant-table mark: Release, so that a prober that sees it also
+/// sees the sweep that preceded it.
+const ORDER_SLOT_MARK: shm_sync::atomic::Ordering = shm_sync::atomic::Ordering::Release;
+/// Ordering of a participant-table probe: Acquire, pairs with [`ORDER_SLOT_MARK`].
+const ORDER_SLOT_PROBE: shm_sync::atomic::Ordering = shm_sync::atomic::Ordering::Acquire;
+
+impl Drop for Pool {
+    /// Leaves the pool: returns every chunk still recorded as this participant's (in
+    /// flight to it and never received, or leaked with `mem::forget`), marks the slot
+    /// unused, and releases its lock.
+    fn drop(&mut self) {
+        let me = self.holder();
+        self.raw.sweep(|holder| holder == me);
+        self.raw
+            .participant(self.participant)
+            .store(0, ORDER_SLOT_MARK);
+        drop(self.claim.take());
+    }
+}
+
+/// A chunk loaned from a [`Pool`], held by this participant: write the payload in place
+/// through [`as_mut_slice`](Self::as_mut_slice) or [`value_mut`](Self::value_mut), then
+/// turn it into a [`ShmOffset`] to send. Dropped unsent, it goes back to the pool.
+#[must_use = "a loaned chunk is returned to the pool when dropped; send it with into_offset"]
+pub struct LoanedChunk<'p> {
+    pool: &'p Pool,
+    id: ChunkId,
+    generation: u32,
+    len: u32,
+    data: NonNull<u8>,
+}
+
+// SAFETY: the chunk is this handle's alone (the pool's state machine gives it one
+// holder), and `Pool` is `Sync`; moving the handle to another thread moves that access.
+unsafe impl Send for LoanedChunk<'_> {}
+// SAFETY: `&LoanedChunk` only reads the chunk (`as_slice`), which no one else writes.
+unsafe impl Sync for LoanedChunk<'_> {}
+
+impl fmt::Debug for LoanedChunk<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoanedChunk")
+            .field("offset", &self.offset())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+impl<'p> LoanedChunk<'p> {
+    /// The payload length asked for, in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the payload length is 0.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The chunk's size, in bytes: the payload may grow up to it with
+    /// [`set_len`](Self::set_len).
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.pool.raw.classes()[self.id.class].chunk_size as usize
+    }
+
+    /// Sets the payload length, in bytes (a frame shorter than first loaned, say).
+    ///
+    /// # Panics
+    ///
+    /// If `len` exceeds [`capacity`](Self::capacity).
+    pub fn set_len(&mut self, len: usize) {
+        assert!(
+            len <= self.capacity(),
+            "payload length {len} exceeds the chunk's {} bytes",
+            self.capacity()
+        );
+        self.len = len as u32;
+    }
+
+    /// The payload, to write in place.
+    #[must_use]
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the chunk is `capacity >= len` bytes inside the mapping, which lives as
+        // long as `'p`; this participant is its only holder (state LOANED), and `&mut self`
+        // makes this the only reference.
+        unsafe { core::slice::from_raw_parts_mut(self.data.as_ptr(), self.len()) }
+    }
+
+    /// The payload as written so far.
+    #[must_use]
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: as in `as_mut_slice`; `&self` excludes `&mut` access meanwhile.
+        unsafe { core::slice::from_raw_parts(self.data.as_ptr(), self.len()) }
+    }
+
+    /// The payload as a `T`, to write in place: `None` if the payload is shorter than
+    /// `T` ([`Pool::loan_for`] gives one that fits). Chunks are aligned to
+    /// [`CHUNK_ALIGN`], so any `T` aligned to at most that fits.
+    #[must_use]
+    pub fn value_mut<T: FromBytes + IntoBytes + KnownLayout>(&mut self) -> Option<&mut T> {
+        T::mut_from_prefix(self.as_mut_slice()).ok().map(|(v, _)| v)
+    }
+
+    /// The name this chunk will have once sent (for logging; send with
+    /// [`into_offset`](Self::into_offset)).
+    #[must_use]
+    pub fn offset(&self) -> ShmOffset {
+        ShmOffset {
+            offset: self.pool.raw.offset_of(self.id),
+            len: self.len,
+            generation: self.generation,
+        }
+    }
+
+    /// Marks the chunk in flight to participant `receiver` (its
+    /// [`Pool::participant`]) and returns its offset, to send through a ring. If the
+    /// receiver dies before receiving it, [`Pool::reclaim_dead`] returns the chunk; if
+    /// the receiver leaves cleanly, it does so itself.
+    ///
+    /// Send the offset: an offset dropped unsent is returned only when `receiver` leaves
+    /// or dies. (To take back an offset a ring refused, [`Pool::receive`] it and drop
+    /// the sample.)
+    #[must_use = "the chunk is in flight: send the offset, or receive it back"]
+    pub fn into_offset_for(self, receiver: u32) -> ShmOffset {
+        let to = u16::try_from(receiver)
+            .ok()
+            .filter(|&r| u32::from(r) < self.pool.raw.participants())
+            .unwrap_or(NOBODY);
+        self.send(to)
+    }
+
+    /// Marks the chunk in flight to whoever receives it (for a ring many read) and
+    /// returns its offset. Unlike [`into_offset_for`](Self::into_offset_for), a chunk
+    /// that no one ever receives is never reclaimed.
+    #[must_use = "the chunk is in flight: send the offset, or receive it back"]
+    pub fn into_offset(self) -> ShmOffset {
+        self.send(NOBODY)
+    }
+
+    fn send(self, to: u16) -> ShmOffset {
+        let offset = self.offset();
+        let this = core::mem::ManuallyDrop::new(self);
+        // Fails only if a corrupt peer rewrote our chunk's header; the offset then fails
+        // the receiver's state check, and the chunk is not ours to return.
+        let _ = this
+            .pool
+            .raw
+            .send(this.id, this.pool.holder(), this.generation, to);
+        offset
+    }
+}
+
+impl Drop for LoanedChunk<'_> {
+    fn drop(&mut self) {
+        let from = owner(LOANED, self.pool.holder(), self.generation);
+        let _ = self.pool.raw.release(self.id, from);
+    }
+}
+
+/// A received chunk, held by this participant and read in place; returned to the pool
+/// when dropped. Derefs to the payload bytes; [`value`](Self::value) reads it as a `T`.
+pub struct Sample<'p> {
+    pool: &'p Pool,
+    id: ChunkId,
+    generation: u32,
+    len: u32,
+    data: NonNull<u8>,
+}
+
+// SAFETY: the sample only reads a chunk that its sender no longer writes (it sent it);
+// `Pool` is `Sync`. Moving or sharing the handle across threads moves or shares reads.
+unsafe impl Send for Sample<'_> {}
+// SAFETY: as for `Send`: shared access is read-only.
+unsafe impl Sync for Sample<'_> {}
+
+impl fmt::Debug for Sample<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sample")
+            .field("offset", &self.offset())
+            .finish()
+    }
+}
+
+impl Sample<'_> {
+    /// The payload as a `T`, read in place: `None` if the payload is shorter than `T`.
+    #[must_use]
+    pub fn value<T: FromBytes + KnownLayout + Immutable>(&self) -> Option<&T> {
+        T::ref_from_prefix(self).ok().map(|(v, _)| v)
+    }
+
+    /// The offset this sample was received as.
+    #[must_use]
+    pub fn offset(&self) -> ShmOffset {
+        ShmOffset {
+            offset: self.pool.raw.offset_of(self.id),
+            len: self.len,
+            generation: self.generation,
+        }
+    }
+}
+
+impl Deref for Sample<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the chunk is at least `len` bytes (checked in `receive`) inside the
+        // mapping, which lives as long as `'p`; its sender gave it up when it sent it,
+        // and this participant holds it (state HELD) until the sample drops.
+        unsafe { core::slice::from_raw_parts(self.data.as_ptr(), self.len as usize) }
+    }
+}
+
+impl Drop for Sample<'_> {
+    fn drop(&mut self) {
+        let from = owner(HELD, self.pool.holder(), self.generation);
+        let _ = self.pool.raw.release(self.id, from);
+    }
+}
