@@ -74,6 +74,12 @@ macro_rules! primitive_messages {
 
 primitive_messages!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, f32, f64);
 
+/// A pool chunk's name: 16 bytes, sent through a ring in place of the payload.
+#[cfg(not(loom))]
+impl Message for shm_alloc::ShmOffset {
+    const TYPE_NAME: &'static str = "shm_alloc::ShmOffset/v1";
+}
+
 impl<T: Message, const N: usize> Message for [T; N] {
     const TYPE_NAME: &'static str = "array";
     /// The element's fingerprint, mixed with the length and the element's size.

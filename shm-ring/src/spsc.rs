@@ -142,6 +142,9 @@ pub(crate) struct Control {
 struct Session {
     producer: AtomicU32,
     consumer: AtomicU32,
+    /// The consumer's pool participant plus one (0: none), for loans sent through a ring
+    /// of [`ShmOffset`](shm_alloc::ShmOffset)s: see [`Consumer::bind_pool`].
+    consumer_participant: AtomicU32,
 }
 
 /// The size of [`Control`]: where the slots begin, in bytes.
@@ -813,6 +816,121 @@ impl<T: Message> Producer<T> {
     }
 }
 
+/// Loans: pool chunks sent as offsets, received as samples in place.
+#[cfg(not(loom))]
+impl Producer<shm_alloc::ShmOffset> {
+    /// Sends a chunk loaned from a [`Pool`](shm_alloc::Pool) as its 16-byte offset: marks
+    /// it in flight to the consumer's pool participant (announced by
+    /// [`Consumer::bind_pool`]; to no one in particular if the consumer never bound one),
+    /// then publishes the offset. If the consumer dies before receiving it,
+    /// [`Pool::reclaim_dead`](shm_alloc::Pool::reclaim_dead) returns the chunk.
+    ///
+    /// The chunk is marked only once a slot is claimed, so a refusal hands it back
+    /// untouched. The cost does not depend on the payload's size.
+    ///
+    /// # Errors
+    ///
+    /// The chunk comes back in [`TrySendError::Full`], [`TrySendError::Disconnected`] or
+    /// [`TrySendError::Corrupted`], as for [`try_send`](Self::try_send).
+    pub fn try_send_loan<'p>(
+        &mut self,
+        chunk: shm_alloc::LoanedChunk<'p>,
+    ) -> Result<(), TrySendError<shm_alloc::LoanedChunk<'p>>> {
+        match self.claim(false) {
+            Ok(_) => {
+                self.send_claimed_loan(chunk);
+                Ok(())
+            }
+            Err(refusal) => Err(refusal.try_send(chunk)),
+        }
+    }
+
+    /// [`try_send_loan`](Self::try_send_loan), waiting with this producer's
+    /// [`WaitStrategy`] until `deadline` (`None`: forever) while the ring is full.
+    ///
+    /// # Errors
+    ///
+    /// The chunk comes back in [`SendTimeoutError::Timeout`],
+    /// [`SendTimeoutError::Disconnected`] or [`SendTimeoutError::Corrupted`], as for
+    /// [`send_deadline`](Self::send_deadline).
+    pub fn send_loan_deadline<'p>(
+        &mut self,
+        chunk: shm_alloc::LoanedChunk<'p>,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendTimeoutError<shm_alloc::LoanedChunk<'p>>> {
+        let wait = self.wait;
+        let peer_may_die = self.ring.peer_may_die();
+        let event: *const EventCount = &*self.ring.control().not_full;
+        // SAFETY: the event count lives in the ring's memory, which `self` keeps alive
+        // for the whole call.
+        let event = unsafe { &*event };
+        let claimed = block(event, wait, peer_may_die, deadline, |probe| {
+            match self.claim(probe) {
+                Err(Refusal::Full) => None,
+                other => Some(other),
+            }
+        });
+        match claimed {
+            Some(Ok(_)) => {
+                self.send_claimed_loan(chunk);
+                Ok(())
+            }
+            None | Some(Err(Refusal::Full)) => Err(SendTimeoutError::Timeout(chunk)),
+            Some(Err(Refusal::Disconnected)) => Err(SendTimeoutError::Disconnected(chunk)),
+            Some(Err(Refusal::Corrupted(c))) => Err(SendTimeoutError::Corrupted(chunk, c)),
+        }
+    }
+
+    /// Whether the consumer attached now has bound a pool participant
+    /// ([`Consumer::bind_pool`]): chunks sent from now on are reclaimed if it dies. A
+    /// snapshot: the consumer may leave and a new, unbound one attach right after.
+    #[must_use]
+    pub fn consumer_bound(&self) -> bool {
+        // Relaxed: see `send_claimed_loan`.
+        self.ring
+            .control()
+            .session
+            .consumer_participant
+            .load(Ordering::Relaxed)
+            != 0
+    }
+
+    /// Marks `chunk` in flight and publishes its offset in the slot `claim` gave.
+    fn send_claimed_loan(&mut self, chunk: shm_alloc::LoanedChunk<'_>) {
+        // Relaxed: a number only (which participant gets the chunk back if the consumer
+        // dies); the chunk's own Release marking and the tail store publish the payload.
+        let bound = self
+            .ring
+            .control()
+            .session
+            .consumer_participant
+            .load(Ordering::Relaxed);
+        let offset = match bound.checked_sub(1) {
+            Some(participant) => chunk.into_offset_for(participant),
+            None => chunk.into_offset(),
+        };
+        self.write(0, offset);
+        self.publish(1);
+    }
+}
+
+#[cfg(not(loom))]
+impl Consumer<shm_alloc::ShmOffset> {
+    /// Announces `pool`'s participant to the producer: chunks it sends from now on with
+    /// [`Producer::try_send_loan`] are in flight to that participant, so that if this
+    /// process dies before receiving them, [`Pool::reclaim_dead`](shm_alloc::Pool::reclaim_dead)
+    /// in any process returns them. Receive with [`Pool::receive`](shm_alloc::Pool::receive)
+    /// on the offsets this consumer takes. Each newly attached consumer starts unbound.
+    pub fn bind_pool(&mut self, pool: &shm_alloc::Pool) {
+        // Relaxed: see `send_claimed_loan`.
+        self.ring
+            .control()
+            .session
+            .consumer_participant
+            .store(pool.participant() + 1, Ordering::Relaxed);
+    }
+}
+
 #[cfg(not(loom))]
 impl Ring<u8> {
     /// The byte at `position`, and how many bytes follow it contiguously before the end
@@ -980,6 +1098,10 @@ impl<T: Message> Consumer<T> {
         let tail = control.tail.load(Ordering::Acquire);
         ring.check(head, tail).map_err(Error::Corrupted)?;
         ring.attach().map_err(Error::Corrupted)?;
+        // Relaxed: a hint for the producer's loans; a predecessor's participant is not
+        // this consumer's (it binds its own with `bind_pool`).
+        let bound = &ring.control().session.consumer_participant;
+        bound.store(0, Ordering::Relaxed);
         Ok(Self {
             ring,
             head,

@@ -1,0 +1,177 @@
+//! The pool against a model, on a real mapped file: random sequences of loans, sends,
+//! receives and releases across size classes, checked after every step for overlap,
+//! alignment, the counts of every state, and at the end for a full pool.
+
+use proptest::prelude::*;
+use shm_alloc::pool::{CHUNK_ALIGN, Pool};
+use shm_alloc::{Error, LoanedChunk, Location, Sample, Segment};
+
+/// Size classes of the pool under test: (bytes per chunk, chunks).
+const CLASSES: [(u64, u32); 3] = [(128, 6), (512, 4), (4096, 3)];
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Loan `len` bytes from the writer.
+    Loan(usize),
+    /// Drop loan `pick % loans` unsent.
+    DropLoan(usize),
+    /// Send loan `pick % loans` to the reader, which receives it.
+    SendAndReceive(usize),
+    /// Send loan `pick % loans` into flight, to be received later.
+    Send(usize),
+    /// Receive in-flight chunk `pick % in_flight`.
+    Receive(usize),
+    /// Drop sample `pick % samples`.
+    DropSample(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0usize..=5000).prop_map(Op::Loan),
+        1 => any::<usize>().prop_map(Op::DropLoan),
+        2 => any::<usize>().prop_map(Op::SendAndReceive),
+        1 => any::<usize>().prop_map(Op::Send),
+        1 => any::<usize>().prop_map(Op::Receive),
+        2 => any::<usize>().prop_map(Op::DropSample),
+    ]
+}
+
+/// The class a loan of `len` bytes takes, in the model.
+fn class_of(len: usize) -> Option<usize> {
+    CLASSES.iter().position(|&(size, _)| size as usize >= len)
+}
+
+/// A chunk a handle holds: where it starts and how many bytes it spans.
+fn span(ptr: *const u8, class: usize) -> (usize, usize) {
+    (ptr as usize, CLASSES[class].0 as usize)
+}
+
+fn check(
+    writer: &Pool,
+    loans: &[(LoanedChunk<'_>, usize)],
+    in_flight: &[(shm_alloc::ShmOffset, usize)],
+    samples: &[(Sample<'_>, usize)],
+) {
+    let mut spans: Vec<(usize, usize)> = loans
+        .iter()
+        .map(|(c, class)| span(c.as_slice().as_ptr(), *class))
+        .chain(samples.iter().map(|(s, class)| span(s.as_ptr(), *class)))
+        .collect();
+    for &(start, _) in &spans {
+        assert_eq!(
+            start % CHUNK_ALIGN as usize,
+            0,
+            "chunk at {start:#x} misaligned"
+        );
+    }
+    spans.sort_unstable();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].0 + pair[0].1 <= pair[1].0,
+            "chunks overlap: {pair:?}"
+        );
+    }
+    let stats = writer.stats();
+    for (class, s) in stats.classes.iter().enumerate() {
+        let loaned = loans.iter().filter(|(_, c)| *c == class).count() as u64;
+        let flying = in_flight.iter().filter(|(_, c)| *c == class).count() as u64;
+        let held = samples.iter().filter(|(_, c)| *c == class).count() as u64;
+        assert_eq!(
+            (s.loaned, s.in_flight, s.held, s.free),
+            (loaned, flying, held, s.chunks - loaned - flying - held),
+            "class {class}"
+        );
+    }
+}
+
+fn run(ops: Vec<Op>, name: &str) {
+    let location = Location::Name(name.to_string());
+    let _ = Segment::remove(&location);
+    let mut builder = Pool::builder(location.clone()).participants(2);
+    for (size, chunks) in CLASSES {
+        builder = builder.class(size, chunks);
+    }
+    let writer = builder.create().unwrap();
+    let reader = Pool::builder(location.clone()).open().unwrap();
+    {
+        let mut loans: Vec<(LoanedChunk<'_>, usize)> = Vec::new();
+        let mut in_flight: Vec<(shm_alloc::ShmOffset, usize)> = Vec::new();
+        let mut samples: Vec<(Sample<'_>, usize)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Loan(len) => {
+                    let result = writer.loan(len);
+                    match class_of(len) {
+                        None => assert!(matches!(result, Err(Error::LoanTooLarge { .. }))),
+                        Some(class) => {
+                            let taken = loans.iter().filter(|(_, c)| *c == class).count()
+                                + in_flight.iter().filter(|(_, c)| *c == class).count()
+                                + samples.iter().filter(|(_, c)| *c == class).count();
+                            if taken == CLASSES[class].1 as usize {
+                                match result {
+                                    Err(Error::PoolExhausted { chunk_size, .. }) => {
+                                        assert_eq!(chunk_size, CLASSES[class].0);
+                                    }
+                                    other => panic!("expected exhaustion, got {other:?}"),
+                                }
+                            } else {
+                                let mut chunk = result.unwrap();
+                                assert_eq!(chunk.len(), len);
+                                assert_eq!(chunk.capacity() as u64, CLASSES[class].0);
+                                chunk.as_mut_slice().fill(len as u8);
+                                loans.push((chunk, class));
+                            }
+                        }
+                    }
+                }
+                Op::DropLoan(pick) if !loans.is_empty() => {
+                    drop(loans.swap_remove(pick % loans.len()));
+                }
+                Op::SendAndReceive(pick) if !loans.is_empty() => {
+                    let (chunk, class) = loans.swap_remove(pick % loans.len());
+                    let len = chunk.len();
+                    let sample = reader
+                        .receive(chunk.into_offset_for(reader.participant()))
+                        .unwrap();
+                    assert_eq!(sample.len(), len);
+                    assert!(sample.iter().all(|&b| b == len as u8), "payload changed");
+                    samples.push((sample, class));
+                }
+                Op::Send(pick) if !loans.is_empty() => {
+                    let (chunk, class) = loans.swap_remove(pick % loans.len());
+                    in_flight.push((chunk.into_offset(), class));
+                }
+                Op::Receive(pick) if !in_flight.is_empty() => {
+                    let (offset, class) = in_flight.swap_remove(pick % in_flight.len());
+                    let sample = reader.receive(offset).unwrap();
+                    // A second receive of the same offset is refused.
+                    assert!(matches!(
+                        reader.receive(offset),
+                        Err(Error::StaleOffset { .. })
+                    ));
+                    samples.push((sample, class));
+                }
+                Op::DropSample(pick) if !samples.is_empty() => {
+                    samples.swap_remove(pick % samples.len());
+                }
+                _ => {}
+            }
+            check(&writer, &loans, &in_flight, &samples);
+        }
+        for (offset, class) in in_flight.drain(..) {
+            samples.push((reader.receive(offset).unwrap(), class));
+        }
+    }
+    assert!(writer.stats().all_free(), "{:?}", writer.stats());
+    drop((writer, reader));
+    Segment::remove(&location).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn pool_behaves_like_its_model(ops in proptest::collection::vec(op(), 1..200)) {
+        run(ops, &format!("shm-pool-model-{}", std::process::id()));
+    }
+}

@@ -1,0 +1,286 @@
+//! Zero-copy loans between real processes: chunks of a pool segment written in place by
+//! one process, sent as offsets through an SPSC ring in another mapped file, and read in
+//! place by another process; and what a `SIGKILL` of the reader leaves behind.
+//!
+//! Children are this test binary again, started on the ignored test `child` with their
+//! part in the environment (`SHM_LOAN_CHILD=<part>`, `SHM_LOAN_POOL`, `SHM_LOAN_RING`,
+//! `SHM_LOAN_COUNT`). A child that holds chunks on purpose says so on its standard
+//! output (`holding <n>`) and then sleeps until it is killed.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shm_alloc::pool::Pool;
+use shm_alloc::{Error as AllocError, Location, Segment, ShmOffset};
+use shm_ring::spsc::Builder;
+use zerocopy::FromBytes;
+
+const FRAME: usize = 1 << 20;
+const FRAMES: u64 = 10_000;
+
+/// Unique segment names for a pool and its ring, removed when dropped.
+struct Names {
+    pool: String,
+    ring: String,
+}
+
+impl Names {
+    fn new(tag: &str) -> Self {
+        let base = format!("shm-loan-test-{tag}-{}", std::process::id());
+        Self {
+            pool: format!("{base}-pool"),
+            ring: format!("{base}-ring"),
+        }
+    }
+}
+
+impl Drop for Names {
+    fn drop(&mut self) {
+        let _ = Segment::remove(&Location::Name(self.pool.clone()));
+        let _ = Segment::remove(&Location::Name(self.ring.clone()));
+    }
+}
+
+/// Fills a frame in place: word 0 the sequence number, word 1 the wrapping sum of the
+/// rest, the rest a pattern that differs for every frame.
+fn fill(frame: &mut [u8], seq: u64) {
+    let words = <[u64]>::mut_from_bytes(frame).expect("chunks are aligned to 128 bytes");
+    let mut sum = 0u64;
+    let base = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for (i, word) in words.iter_mut().enumerate().skip(2) {
+        *word = base ^ i as u64;
+        sum = sum.wrapping_add(*word);
+    }
+    words[0] = seq;
+    words[1] = sum;
+}
+
+/// Checks a frame in place; panics with what is wrong.
+fn verify(frame: &[u8], seq: u64) {
+    assert_eq!(frame.len(), FRAME, "frame {seq} has the wrong length");
+    let words = <[u64]>::ref_from_bytes(frame).expect("chunks are aligned to 128 bytes");
+    assert_eq!(words[0], seq, "frames out of order");
+    let base = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    assert_eq!(
+        words[2],
+        base ^ 2,
+        "frame {seq} starts with another frame's bytes"
+    );
+    assert_eq!(
+        words[words.len() - 1],
+        base ^ (words.len() as u64 - 1),
+        "frame {seq} ends with another frame's bytes"
+    );
+    let sum = words[2..].iter().fold(0u64, |s, w| s.wrapping_add(*w));
+    assert_eq!(words[1], sum, "frame {seq} is corrupted");
+}
+
+fn spawn(part: &str, names: &Names, count: u64) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SHM_LOAN_CHILD", part)
+        .env("SHM_LOAN_POOL", &names.pool)
+        .env("SHM_LOAN_RING", &names.ring)
+        .env("SHM_LOAN_COUNT", count.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Kills the child when dropped, so that a failing test leaves no process behind.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for `child` to exit successfully within `limit`; kills it and fails otherwise.
+fn wait_child(child: &mut Child, limit: Duration) {
+    let give_up = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "child failed: {status}");
+            return;
+        }
+        if Instant::now() > give_up {
+            let _ = child.kill();
+            panic!("child still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Reads the child's `holding <n>` line (after the test harness's own lines).
+fn wait_holding(child: &mut Child) -> u64 {
+    let out = child.stdout.take().unwrap();
+    for line in BufReader::new(out).lines() {
+        let line = line.unwrap();
+        if let Some(at) = line.find("holding ") {
+            return line[at + "holding ".len()..].trim().parse().unwrap();
+        }
+    }
+    panic!("child exited without holding anything");
+}
+
+#[test]
+#[ignore = "child process entry point, started by the other tests"]
+fn child() {
+    let env = |key: &str| std::env::var(key).expect("run by a parent test");
+    let pool = Pool::builder(env("SHM_LOAN_POOL").as_str()).open().unwrap();
+    let mut rx = Builder::<ShmOffset>::new(env("SHM_LOAN_RING").as_str())
+        .consumer()
+        .unwrap();
+    rx.bind_pool(&pool);
+    let count: u64 = env("SHM_LOAN_COUNT").parse().unwrap();
+    match env("SHM_LOAN_CHILD").as_str() {
+        "reader" => {
+            for seq in 0..count {
+                let offset = rx
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("the producer sends every frame");
+                let sample = pool.receive(offset).expect("a fresh offset is received");
+                verify(&sample, seq);
+            }
+        }
+        "holder" => {
+            // Receive `count` samples and keep them, and loan one chunk of its own.
+            let mut held = Vec::new();
+            for _ in 0..count {
+                let offset = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+                held.push(pool.receive(offset).unwrap());
+            }
+            let loaned = pool.loan(100).unwrap();
+            println!("holding {}", held.len() + 1);
+            std::thread::sleep(Duration::from_secs(60));
+            drop((held, loaned));
+            panic!("not killed within a minute");
+        }
+        other => panic!("unknown part {other}"),
+    }
+}
+
+/// 10,000 frames of 1 MiB, each written in place by this process, sent as a 16-byte
+/// offset through a ring of 4, verified in place by the child (sequence, pattern at
+/// both ends, checksum of every word); at the end every chunk is free again.
+#[test]
+fn ten_thousand_1mib_frames_are_verified_in_place_and_the_pool_is_full_after() {
+    let names = Names::new("frames");
+    let pool = Pool::builder(names.pool.as_str())
+        .class(FRAME as u64, 8)
+        .participants(4)
+        .create()
+        .unwrap();
+    let mut tx = Builder::<ShmOffset>::new(names.ring.as_str())
+        .capacity(4)
+        .producer()
+        .unwrap();
+    let mut reader = Reap(spawn("reader", &names, FRAMES));
+    let reader = &mut reader.0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for seq in 0..FRAMES {
+        // At most 4 in the ring, 1 held by the reader and this one out: 8 never run out.
+        let mut frame = pool
+            .loan(FRAME)
+            .expect("8 chunks cover the ring and the reader");
+        fill(frame.as_mut_slice(), seq);
+        tx.send_loan_deadline(frame, Some(deadline))
+            .unwrap_or_else(|e| panic!("frame {seq} not sent: {e}"));
+    }
+    wait_child(reader, Duration::from_secs(120));
+    let stats = pool.stats();
+    assert!(stats.all_free(), "chunks left out: {stats:?}");
+    assert_eq!(stats.classes[0].chunks, 8);
+}
+
+/// The reader is killed while it holds 3 samples and 1 loan, with 2 more chunks in flight
+/// to it in the ring. A participant that joins afterwards reclaims all 6, each once; the
+/// offsets still in the ring are then refused as stale.
+#[test]
+fn killed_reader_holding_samples_gets_every_chunk_back_once() {
+    let names = Names::new("kill");
+    let pool = Pool::builder(names.pool.as_str())
+        .class(4096, 8)
+        .class(FRAME as u64, 6)
+        .participants(4)
+        .create()
+        .unwrap();
+    let mut tx = Builder::<ShmOffset>::new(names.ring.as_str())
+        .capacity(8)
+        .producer()
+        .unwrap();
+    let mut holder = Reap(spawn("holder", &names, 3));
+    let holder = &mut holder.0;
+    // Wait for the child to bind its pool participant, then send 5: it takes 3.
+    let bound = Instant::now() + Duration::from_secs(30);
+    for seq in 0..5 {
+        let mut frame = pool.loan(FRAME).unwrap();
+        fill(frame.as_mut_slice(), seq);
+        if seq == 0 {
+            // Chunks sent before the child binds are in flight to no one; wait until the
+            // ring's consumer has attached and bound (it binds before receiving).
+            while !tx.consumer_bound() {
+                assert!(Instant::now() < bound, "child never bound its pool");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        tx.try_send_loan(frame).unwrap();
+    }
+    assert_eq!(wait_holding(holder), 4);
+    let before = pool.stats();
+    let frames = before.classes[1];
+    assert_eq!(
+        (frames.held, frames.in_flight, before.classes[0].loaned),
+        (3, 2, 1),
+        "{before:?}"
+    );
+
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    // A newcomer joins: its join reclaims the dead participant.
+    let newcomer = Pool::builder(names.pool.as_str()).open().unwrap();
+    let after = pool.stats();
+    assert!(after.all_free(), "chunks left out: {after:?}");
+    // None twice: nothing is left to reclaim, and each class gives out each chunk once.
+    assert_eq!(pool.reclaim_dead().unwrap().chunks, 0);
+    for (class, stats) in after.classes.iter().enumerate() {
+        let len = stats.chunk_size as usize;
+        let mut loans = Vec::new();
+        loop {
+            match newcomer.loan(len) {
+                Ok(chunk) => loans.push(chunk),
+                Err(AllocError::PoolExhausted { chunk_size, .. }) => {
+                    assert_eq!(chunk_size, stats.chunk_size);
+                    break;
+                }
+                Err(e) => panic!("class {class}: {e}"),
+            }
+        }
+        let mut offsets: Vec<u64> = loans.iter().map(|c| c.offset().offset()).collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        assert_eq!(offsets.len() as u64, stats.chunks, "class {class}");
+    }
+    // The 2 offsets still in the ring name chunks that were reclaimed: refused.
+    drop(tx);
+    let mut rx = Builder::<ShmOffset>::new(names.ring.as_str())
+        .consumer()
+        .unwrap();
+    for _ in 0..2 {
+        let offset = rx.try_recv().unwrap();
+        assert!(matches!(
+            pool.receive(offset),
+            Err(AllocError::StaleOffset { .. })
+        ));
+    }
+}
