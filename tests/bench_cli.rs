@@ -30,6 +30,7 @@ fn transports() -> Vec<&'static str> {
         "shm-spsc",
         "shm-spsc-park",
         "shm-stream",
+        "shm-loan",
         "uds",
         "pipe",
         "tcp",
@@ -134,7 +135,7 @@ fn other_transports_take_any_size_from_8_bytes() {
         "--sizes",
         "100,1500",
         "--transports",
-        "shm-stream,uds,pipe",
+        "shm-stream,shm-loan,uds,pipe",
     ]);
     let rows = report["latency"].as_array().unwrap();
     let names: Vec<&str> = rows
@@ -143,12 +144,41 @@ fn other_transports_take_any_size_from_8_bytes() {
         .collect();
     assert_eq!(
         names,
-        ["cache-line", "shm-stream", "uds", "pipe"].repeat(2),
+        ["cache-line", "shm-stream", "shm-loan", "uds", "pipe"].repeat(2),
         "every transport for 100 and then 1500 bytes"
     );
     assert!(rows.iter().all(|r| r["round_trips"].as_u64() > Some(0)));
-    assert!(rows[..4].iter().all(|r| r["size"] == 100));
-    assert!(rows[4..].iter().all(|r| r["size"] == 1500));
+    assert!(rows[..5].iter().all(|r| r["size"] == 100));
+    assert!(rows[5..].iter().all(|r| r["size"] == 1500));
+}
+
+/// Loans carry a 1 MiB payload by its offset: the row is there, every sequence number
+/// came back (the run fails otherwise), and the pool and rings are gone afterwards.
+#[test]
+fn loans_carry_1_mib_payloads() {
+    let report = run_json(&[
+        "--round-trips",
+        "50",
+        "--rounds",
+        "1",
+        "--sizes",
+        "1048576",
+        "--transports",
+        "shm-loan,uds",
+    ]);
+    let rows = report["latency"].as_array().unwrap();
+    let loan = rows
+        .iter()
+        .find(|r| r["transport"] == "shm-loan")
+        .expect("a shm-loan row");
+    assert_eq!(loan["size"], 1_048_576);
+    assert_eq!(loan["round_trips"], 50);
+    let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("shm-loan-1048576"))
+        .collect();
+    assert!(leftovers.is_empty(), "left in /dev/shm: {leftovers:?}");
 }
 
 #[test]

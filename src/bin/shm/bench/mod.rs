@@ -401,6 +401,12 @@ fn open_pinger(
             peer.call(&open(&base))?;
             pinger
         }
+        Transport::ShmLoan => {
+            cleanup.names.extend(transport::loan_names(&base));
+            let pinger = transport::shm_loan(&base, size, true)?;
+            peer.call(&open(&base))?;
+            Box::new(pinger)
+        }
         Transport::Uds => {
             let listener = transport::uds_listen(&base)?;
             peer.call(&open(&base))?;

@@ -184,6 +184,7 @@ fn open(transport: Transport, size: usize, at: &str) -> Result<Box<dyn Echoer>> 
         Transport::ShmSpsc => by_spsc_size!(size, spsc_echo(at, false))?,
         Transport::ShmSpscPark => by_spsc_size!(size, spsc_echo(at, true))?,
         Transport::ShmStream => transport::shm_stream_echoer(at, size)?,
+        Transport::ShmLoan => Box::new(transport::shm_loan(at, size, false)?),
         Transport::Uds => {
             let stream = transport::uds_connect(at)?;
             Box::new(transport::StreamEchoer::new(

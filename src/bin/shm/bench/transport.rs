@@ -18,6 +18,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::ValueEnum;
 use memmap2::MmapMut;
 use serde::Serialize;
+use shm_transport::alloc::ShmOffset;
+use shm_transport::alloc::pool::Pool;
 use shm_transport::ring::spsc::{Builder, Consumer, OpenMode, Producer};
 use shm_transport::ring::{TryRecvError, stream};
 use shm_transport::sync::WaitStrategy;
@@ -61,6 +63,12 @@ pub enum Transport {
     /// in place: the sender copies the payload into a `claim`ed frame, the receiver reads
     /// the sequence number from the frame in the ring.
     ShmStream,
+    /// `shm_alloc::pool` loans, both sides busy-polling: the sender loans a chunk of the
+    /// payload size from a pool segment, writes the sequence number into it in place
+    /// and sends its 16-byte offset through an SPSC ring; the receiver reads the
+    /// sequence number in place and drops the sample (the chunk goes back to the pool).
+    /// No payload byte is copied, so the cost does not grow with the size.
+    ShmLoan,
     /// A Unix domain stream socket, blocking reads.
     Uds,
     /// Two pipes (named FIFOs), blocking reads.
@@ -88,6 +96,7 @@ impl Transport {
             Transport::ShmSpsc => "shm-spsc",
             Transport::ShmSpscPark => "shm-spsc-park",
             Transport::ShmStream => "shm-stream",
+            Transport::ShmLoan => "shm-loan",
             Transport::Uds => "uds",
             Transport::Pipe => "pipe",
             Transport::Tcp => "tcp",
@@ -553,6 +562,106 @@ impl Echoer for ShmStreamEchoer {
             let mut claim = self.tx.claim(self.message.len())?;
             claim.copy_from_slice(&self.message);
             claim.commit();
+            if seq == STOP {
+                return Ok(echoed);
+            }
+            echoed += 1;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// shm-loan: pool chunks, their offsets through two SPSC rings.
+
+/// The segment names of one `shm-loan` pair: the two offset rings, then the pool.
+pub fn loan_names(base: &str) -> [String; 3] {
+    let [ping, pong] = spsc_names(base);
+    [ping, pong, format!("{base}-pool")]
+}
+
+/// Chunks of the `shm-loan` pool: each direction has at most one in flight and one
+/// held, the rest is slack.
+const LOAN_CHUNKS: u32 = 8;
+
+/// One side of `shm-loan`: its pool handle, the ring it sends offsets on, and the ring
+/// it receives them from (bound to its pool participant).
+pub struct ShmLoan {
+    pool: Pool,
+    tx: Producer<ShmOffset>,
+    rx: Consumer<ShmOffset>,
+    size: usize,
+}
+
+/// Creates (timing side) or opens (echo side) the pool and both rings named after
+/// `base`, for `size`-byte payloads.
+pub fn shm_loan(base: &str, size: usize, create: bool) -> Result<ShmLoan> {
+    let [ping, pong, pool_name] = loan_names(base);
+    let pool = if create {
+        Pool::builder(pool_name.as_str())
+            .class(size as u64, LOAN_CHUNKS)
+            .participants(2)
+            .create()?
+    } else {
+        Pool::builder(pool_name.as_str()).open()?
+    };
+    let mode = if create {
+        OpenMode::Create
+    } else {
+        OpenMode::Open
+    };
+    let ring = |name: &str| {
+        Builder::<ShmOffset>::new(name)
+            .capacity(LATENCY_CAPACITY)
+            .wait_strategy(WaitStrategy::BusySpin)
+            .mode(mode)
+    };
+    let (tx, mut rx) = if create {
+        (ring(&ping).producer()?, ring(&pong).consumer()?)
+    } else {
+        (ring(&pong).producer()?, ring(&ping).consumer()?)
+    };
+    rx.bind_pool(&pool);
+    Ok(ShmLoan { pool, tx, rx, size })
+}
+
+impl ShmLoan {
+    /// Loans a chunk, writes `seq` into it in place, sends its offset.
+    #[inline]
+    fn send(&mut self, seq: u64) -> Result<()> {
+        let mut chunk = self.pool.loan(self.size)?;
+        set_seq(chunk.as_mut_slice(), seq);
+        // The ring holds at most one offset in a ping-pong: never full.
+        self.tx.try_send_loan(chunk).map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Waits for an offset, reads the sequence number in place, returns the chunk.
+    #[inline]
+    fn receive(&mut self, what: &str) -> Result<u64> {
+        let mut patience = Patience::new();
+        loop {
+            match self.rx.try_recv() {
+                Ok(offset) => return Ok(seq_of(&self.pool.receive(offset)?)),
+                Err(TryRecvError::Empty) => patience.spin(what)?,
+                Err(e) => bail!("{e}"),
+            }
+        }
+    }
+}
+
+impl Pinger for ShmLoan {
+    #[inline]
+    fn round_trip(&mut self, seq: u64) -> Result<u64> {
+        self.send(seq)?;
+        self.receive("shm-loan echo")
+    }
+}
+
+impl Echoer for ShmLoan {
+    fn echo(&mut self) -> Result<u64> {
+        let mut echoed = 0;
+        loop {
+            let seq = self.receive("shm-loan ping")?;
+            self.send(seq)?;
             if seq == STOP {
                 return Ok(echoed);
             }
