@@ -587,6 +587,15 @@ impl Refusal {
             Self::Corrupted(c) => TrySendError::Corrupted(value, c),
         }
     }
+
+    /// The blocking form: `Full` after the wait means the deadline passed.
+    pub(crate) fn send_timeout<T>(self, value: T) -> SendTimeoutError<T> {
+        match self {
+            Self::Full => SendTimeoutError::Timeout(value),
+            Self::Disconnected => SendTimeoutError::Disconnected(value),
+            Self::Corrupted(c) => SendTimeoutError::Corrupted(value, c),
+        }
+    }
 }
 
 impl<T: Message> Producer<T> {
@@ -791,6 +800,20 @@ impl<T: Message> Producer<T> {
         value: T,
         deadline: Option<Instant>,
     ) -> Result<(), SendTimeoutError<T>> {
+        match self.claim_until(deadline) {
+            Ok(()) => {
+                self.write(0, value);
+                self.publish(1);
+                Ok(())
+            }
+            Err(refusal) => Err(refusal.send_timeout(value)),
+        }
+    }
+
+    /// Claims the next slot, waiting with this producer's [`WaitStrategy`] until
+    /// `deadline` (`None`: forever) while the ring is full. `Err(Refusal::Full)` means
+    /// the deadline passed.
+    fn claim_until(&mut self, deadline: Option<Instant>) -> Result<(), Refusal> {
         let wait = self.wait;
         let peer_may_die = self.ring.peer_may_die();
         let event: *const EventCount = &*self.ring.control().not_full;
@@ -804,14 +827,9 @@ impl<T: Message> Producer<T> {
             }
         });
         match claimed {
-            Some(Ok(_)) => {
-                self.write(0, value);
-                self.publish(1);
-                Ok(())
-            }
-            None | Some(Err(Refusal::Full)) => Err(SendTimeoutError::Timeout(value)),
-            Some(Err(Refusal::Disconnected)) => Err(SendTimeoutError::Disconnected(value)),
-            Some(Err(Refusal::Corrupted(c))) => Err(SendTimeoutError::Corrupted(value, c)),
+            Some(Ok(_)) => Ok(()),
+            None => Err(Refusal::Full),
+            Some(Err(refusal)) => Err(refusal),
         }
     }
 }
@@ -858,26 +876,12 @@ impl Producer<shm_alloc::ShmOffset> {
         chunk: shm_alloc::LoanedChunk<'p>,
         deadline: Option<Instant>,
     ) -> Result<(), SendTimeoutError<shm_alloc::LoanedChunk<'p>>> {
-        let wait = self.wait;
-        let peer_may_die = self.ring.peer_may_die();
-        let event: *const EventCount = &*self.ring.control().not_full;
-        // SAFETY: the event count lives in the ring's memory, which `self` keeps alive
-        // for the whole call.
-        let event = unsafe { &*event };
-        let claimed = block(event, wait, peer_may_die, deadline, |probe| {
-            match self.claim(probe) {
-                Err(Refusal::Full) => None,
-                other => Some(other),
-            }
-        });
-        match claimed {
-            Some(Ok(_)) => {
+        match self.claim_until(deadline) {
+            Ok(()) => {
                 self.send_claimed_loan(chunk);
                 Ok(())
             }
-            None | Some(Err(Refusal::Full)) => Err(SendTimeoutError::Timeout(chunk)),
-            Some(Err(Refusal::Disconnected)) => Err(SendTimeoutError::Disconnected(chunk)),
-            Some(Err(Refusal::Corrupted(c))) => Err(SendTimeoutError::Corrupted(chunk, c)),
+            Err(refusal) => Err(refusal.send_timeout(chunk)),
         }
     }
 
