@@ -560,6 +560,7 @@ impl Pool {
     ///   fit the chunk (a corrupt or foreign offset).
     /// - [`Error::StaleOffset`] if the chunk is not in flight with that generation:
     ///   received already, or reclaimed after its receiver was found dead.
+    /// - [`Error::Corrupted`] if the chunk's header records another size class.
     pub fn receive(&self, offset: ShmOffset) -> Result<Sample<'_>, Error> {
         let id = self
             .raw
@@ -569,6 +570,15 @@ impl Pool {
                 len: u64::from(offset.len),
                 reason,
             })?;
+        if !self.raw.header_matches(id) {
+            return Err(Error::Corrupted {
+                path: self.segment.path().to_path_buf(),
+                what: format!(
+                    "the header of the chunk at offset {} records another size class",
+                    offset.offset
+                ),
+            });
+        }
         let chunk_size = self.raw.classes()[id.class].chunk_size;
         if u64::from(offset.len) > chunk_size {
             return Err(Error::InvalidOffset {

@@ -20,7 +20,8 @@
 //!
 //! # Chunk states
 //!
-//! Each chunk header holds an owner word, `generation << 32 | holder << 8 | state`:
+//! Each chunk header holds its size class (written at creation), the free-list link, and
+//! an owner word, `generation << 32 | holder << 8 | state`:
 //!
 //! | state       | holder                          | who moves it on, to what           |
 //! |-------------|---------------------------------|------------------------------------|
@@ -106,7 +107,9 @@ pub(crate) struct ChunkHeader {
     pub(crate) owner: AtomicU64,
     /// The free-list link: the index of the chunk below this one.
     pub(crate) next: AtomicU32,
-    pad: u32,
+    /// The chunk's size class, written at creation and never changed: a receiver checks
+    /// that the header it found belongs to the class its offset points into.
+    pub(crate) class: AtomicU32,
 }
 
 const _: () = assert!(size_of::<ChunkHeader>() == 16);
@@ -296,6 +299,8 @@ impl RawPool {
                 header
                     .owner
                     .store(owner(FREE, NOBODY, 0), Ordering::Relaxed);
+                // Relaxed: as above.
+                header.class.store(class as u32, Ordering::Relaxed);
                 free_list::push(pool.head(class), index, &header.next);
             }
         }
@@ -503,6 +508,13 @@ impl RawPool {
             .is_ok()
     }
 
+    /// Whether chunk `id`'s header records the class `id` names (a corrupt region
+    /// otherwise).
+    pub(crate) fn header_matches(&self, id: ChunkId) -> bool {
+        // Relaxed: written once before the region was published.
+        self.header(id).class.load(Ordering::Relaxed) as usize == id.class
+    }
+
     /// Takes in-flight chunk `id` of `generation` for `holder`. On failure, the owner
     /// word found.
     pub(crate) fn receive(&self, id: ChunkId, generation: u32, holder: u16) -> Result<(), u64> {
@@ -700,6 +712,20 @@ mod tests {
             v.sort_unstable();
             v
         });
+    }
+
+    #[test]
+    fn headers_record_their_class() {
+        let (_region, pool) = pool(&[(128, 2), (256, 2)]);
+        for class in 0..2 {
+            for index in 0..2 {
+                assert!(pool.header_matches(ChunkId { class, index }));
+            }
+        }
+        pool.header(ChunkId { class: 1, index: 0 })
+            .class
+            .store(0, Ordering::Relaxed);
+        assert!(!pool.header_matches(ChunkId { class: 1, index: 0 }));
     }
 
     #[test]
