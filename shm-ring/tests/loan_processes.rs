@@ -7,10 +7,12 @@
 //! `SHM_LOAN_COUNT`). A child that holds chunks on purpose says so on its standard
 //! output (`holding <n>`) and then sleeps until it is killed.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{Reap, holding, say_holding, wait_child};
 use shm_alloc::pool::Pool;
 use shm_alloc::{Error as AllocError, Location, Segment, ShmOffset};
 use shm_ring::spsc::Builder;
@@ -94,44 +96,6 @@ fn spawn(part: &str, names: &Names, count: u64) -> Child {
         .unwrap()
 }
 
-/// Kills the child when dropped, so that a failing test leaves no process behind.
-struct Reap(Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits for `child` to exit successfully within `limit`; kills it and fails otherwise.
-fn wait_child(child: &mut Child, limit: Duration) {
-    let give_up = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "child failed: {status}");
-            return;
-        }
-        if Instant::now() > give_up {
-            let _ = child.kill();
-            panic!("child still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Reads the child's `holding <n>` line (after the test harness's own lines).
-fn wait_holding(child: &mut Child) -> u64 {
-    let out = child.stdout.take().unwrap();
-    for line in BufReader::new(out).lines() {
-        let line = line.unwrap();
-        if let Some(at) = line.find("holding ") {
-            return line[at + "holding ".len()..].trim().parse().unwrap();
-        }
-    }
-    panic!("child exited without holding anything");
-}
-
 #[test]
 #[ignore = "child process entry point, started by the other tests"]
 fn child() {
@@ -160,7 +124,7 @@ fn child() {
                 held.push(pool.receive(offset).unwrap());
             }
             let loaned = pool.loan(100).unwrap();
-            println!("holding {}", held.len() + 1);
+            say_holding(held.len() as u64 + 1);
             std::thread::sleep(Duration::from_secs(60));
             drop((held, loaned));
             panic!("not killed within a minute");
@@ -235,7 +199,7 @@ fn killed_reader_holding_samples_gets_every_chunk_back_once() {
         }
         tx.try_send_loan(frame).unwrap();
     }
-    assert_eq!(wait_holding(holder), 4);
+    assert_eq!(holding(holder.stdout.as_mut().unwrap()), 4);
     let before = pool.stats();
     let frames = before.classes[1];
     assert_eq!(

@@ -6,10 +6,12 @@
 //! `SHM_MPMC_COUNT`, `SHM_MPMC_OUT`). A child that holds a slot on purpose says so on
 //! its standard output (`holding <position>`) and then sleeps until it is killed.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
+mod common;
+
+use common::{Reap, holding, say_holding, wait_child};
 use shm_alloc::{Location, Segment};
 use shm_ring::mpmc::Builder;
 use shm_ring::{Error, Message, OpenMode, RecvTimeoutError, TryRecvError};
@@ -99,51 +101,6 @@ fn spawn(part: &str, name: &Name, id: u64, count: u64, out: &str) -> Child {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// Waits for `child` to exit successfully within `limit`; kills it and fails otherwise.
-fn wait_child(child: &mut Child, limit: Duration) {
-    let give_up = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "child failed: {status}");
-            return;
-        }
-        if Instant::now() > give_up {
-            let _ = child.kill();
-            panic!("child still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Reads the child's `holding <position>` line (after the test harness's own lines).
-fn holding(stdout: &mut ChildStdout) -> u64 {
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        // The harness's `test child ... ` has no line end: the word may follow it.
-        if let Some((_, position)) = line.split_once("holding ") {
-            return position.trim().parse().unwrap();
-        }
-    }
-    panic!("the child ended without holding anything");
-}
-
-/// Tells the parent which position this child holds (flushed: the parent waits for it).
-fn say_holding(position: u64) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "holding {position}").unwrap();
-    out.flush().unwrap();
-}
-
-/// Kills a child that is still running when dropped: no holder outlives a failed test.
-struct Reap(Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// How long a holding child waits to be killed before it gives up and exits.

@@ -8,6 +8,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::wait_child;
 use shm_alloc::{Location, Segment};
 use shm_ring::spsc::{Builder, Consumer, Producer};
 use shm_ring::{Message, RecvError, SendError, TryRecvError};
@@ -108,23 +111,6 @@ fn spawn(part: &str, name: &Name, count: u64, capacity: u64, wait: &str) -> Chil
     command(part, name, count, capacity, wait).spawn().unwrap()
 }
 
-fn wait_child(mut child: Child, limit: Duration) {
-    let give_up = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "child failed: {status}");
-            return;
-        }
-        if Instant::now() > give_up {
-            let _ = child.kill();
-            panic!("child still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Sends `0..count`, pausing 1 ms after every `burst` messages (0: never) so that a
-/// parking consumer really parks.
 fn produce(tx: &mut Producer<Numbered>, count: u64, burst: u64) {
     for seq in 0..count {
         tx.send(numbered(seq)).expect("consumer stays attached");
@@ -216,20 +202,20 @@ fn both_directions(count: u64, capacity: u64, wait: &str, bursty: bool) {
     } else {
         "producer"
     };
-    let child = spawn(part, &name, count, capacity, "spin");
+    let mut child = spawn(part, &name, count, capacity, "spin");
     consume(&mut rx, count);
-    wait_child(child, Duration::from_secs(120));
+    wait_child(&mut child, Duration::from_secs(120));
 
     let name = Name::new("rev");
     // The child attaches first here: it creates, the parent opens whichever comes first.
-    let child = spawn("consumer", &name, count, capacity, wait);
+    let mut child = spawn("consumer", &name, count, capacity, wait);
     let mut tx = name
         .builder(capacity, WaitStrategy::BusySpin)
         .producer()
         .unwrap();
     produce(&mut tx, count, if bursty { 10_000 } else { 0 });
     drop(tx);
-    wait_child(child, Duration::from_secs(120));
+    wait_child(&mut child, Duration::from_secs(120));
 }
 
 const MANY: u64 = 10_000_000;
@@ -293,7 +279,7 @@ fn killed_consumer_restarts_without_loss() {
     let name = Name::new("killc");
     let progress = std::env::temp_dir().join(format!("{}-progress", name.0));
     let _ = std::fs::remove_file(&progress);
-    let producer = spawn("patient-producer", &name, COUNT, 64, "spin");
+    let mut producer = spawn("patient-producer", &name, COUNT, 64, "spin");
     let mut first = command("recording-consumer", &name, COUNT, 64, "spin")
         .env("SHM_SPSC_PROGRESS", &progress)
         .spawn()
@@ -328,7 +314,7 @@ fn killed_consumer_restarts_without_loss() {
     verify(msg, seq);
     seq += 1;
     consume_from(&mut rx, seq, COUNT);
-    wait_child(producer, Duration::from_secs(60));
+    wait_child(&mut producer, Duration::from_secs(60));
     let _ = std::fs::remove_file(&progress);
 }
 

@@ -48,8 +48,8 @@ mod raw;
 use core::fmt;
 use core::ops::Deref;
 use core::ptr::NonNull;
-use std::sync::Mutex;
 
+use shm_sync::atomic::Ordering;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::{Error, Expect, Kind, Location, RoleClaim, Segment, SegmentOptions, SegmentSpec};
@@ -71,6 +71,9 @@ pub const DEFAULT_PARTICIPANTS: u32 = 64;
 /// the layout version of the region is in the fingerprint.
 const POOL_TYPE_NAME: &str = "shm-alloc pool/v1";
 const POOL_FINGERPRINT: u64 = 0x706f_6f6c_2f76_3031; // "pool/v01"
+
+/// Size classes as laid out: `(chunk_size, chunks)`, sizes rounded, ascending.
+type Classes = Vec<(u64, u64)>;
 
 /// One size class: chunks of `chunk_size` bytes (rounded up to a multiple of
 /// [`CHUNK_ALIGN`] when the pool is laid out), `chunks` of them.
@@ -234,7 +237,9 @@ impl PoolBuilder {
         classes
     }
 
-    fn spec(&self) -> Result<(SegmentSpec, raw::Config), Error> {
+    /// The segment spec and region configuration of a new pool, and its classes as laid
+    /// out (`(chunk_size, chunks)`, sizes rounded, ascending).
+    fn spec(&self) -> Result<(SegmentSpec, raw::Config, Classes), Error> {
         let classes = self.classes();
         let (config, data_len) =
             raw::layout(&classes, self.participants).map_err(|reason| Error::InvalidSpec {
@@ -250,7 +255,7 @@ impl PoolBuilder {
             type_name: POOL_TYPE_NAME,
             data_len,
         };
-        Ok((spec, config))
+        Ok((spec, config, classes))
     }
 
     fn expect() -> Expect {
@@ -273,7 +278,7 @@ impl PoolBuilder {
     /// [`MAX_CLASSES`], two of one size, a class of 0 chunks) or a participant count out
     /// of range; those of [`Segment::create`].
     pub fn create(self) -> Result<Pool, Error> {
-        let (spec, config) = self.spec()?;
+        let (spec, config, _) = self.spec()?;
         let segment = Segment::create_with(&self.location, &spec, &self.options, |segment| {
             init(segment, &config);
         })?;
@@ -302,7 +307,7 @@ impl PoolBuilder {
     /// [`Error::Mismatch`] (field `"size classes"`) if an existing pool has other
     /// classes.
     pub fn open_or_create(self) -> Result<Pool, Error> {
-        let (spec, config) = self.spec()?;
+        let (spec, config, wanted) = self.spec()?;
         let (segment, _created) = Segment::open_or_create_with(
             &self.location,
             &spec,
@@ -311,7 +316,6 @@ impl PoolBuilder {
             |segment| init(segment, &config),
         )?;
         let pool = Pool::join(segment)?;
-        let wanted: Vec<(u64, u64)> = self.classes();
         let found: Vec<(u64, u64)> = pool
             .raw
             .classes()
@@ -379,9 +383,6 @@ pub struct Pool {
     raw: RawPool,
     participant: u32,
     claim: Option<RoleClaim>,
-    /// Serialises this handle's own sweeps (reclaims of other slots); other processes
-    /// are kept out by the slot locks.
-    reclaiming: Mutex<()>,
     segment: Segment,
 }
 
@@ -440,14 +441,14 @@ impl Pool {
         };
         // Ours now: whatever the slot's holder before us left is returned.
         raw.sweep(|holder| u32::from(holder) == participant);
-        // Release: with the sweep done, our slot is marked in use for others' probes.
+        // SYNC(slot-mark): Release; pairs with the Acquire probe in `reclaim_dead`, so a
+        // prober that sees the slot in use also sees the sweep that preceded the mark.
         raw.participant(participant)
-            .store(u64::from(std::process::id()) + 1, ORDER_SLOT_MARK);
+            .store(u64::from(std::process::id()) + 1, Ordering::Release);
         let pool = Pool {
             raw,
             participant,
             claim: Some(claim),
-            reclaiming: Mutex::new(()),
             segment,
         };
         pool.reclaim_dead()?;
@@ -617,14 +618,13 @@ impl Pool {
     ///
     /// [`Error::Io`] if a lock probe fails.
     pub fn reclaim_dead(&self) -> Result<Reclaimed, Error> {
-        let _serial = self.reclaiming.lock().unwrap_or_else(|e| e.into_inner());
         let mut dead = Vec::new();
         for participant in 0..self.raw.participants() {
             if participant == self.participant {
                 continue;
             }
-            // Acquire: pairs with the Release mark in `join`; a 0 skips the probe.
-            if self.raw.participant(participant).load(ORDER_SLOT_PROBE) == 0 {
+            // SYNC(slot-mark): Acquire; a 0 (never used, or left cleanly) skips the probe.
+            if self.raw.participant(participant).load(Ordering::Acquire) == 0 {
                 continue;
             }
             if self.segment.role_alive(participant)? {
@@ -647,8 +647,10 @@ impl Pool {
         let participants = dead
             .into_iter()
             .map(|(participant, claim)| {
-                // Release: the slot is clean; set before the lock is dropped.
-                self.raw.participant(participant).store(0, ORDER_SLOT_MARK);
+                // SYNC(slot-mark): Release; the slot is clean, marked so before its lock goes.
+                self.raw
+                    .participant(participant)
+                    .store(0, Ordering::Release);
                 drop(claim);
                 participant
             })
@@ -680,17 +682,20 @@ impl Pool {
         }
     }
 
+    /// The offset naming chunk `id` with a `len`-byte payload in its `generation`.
+    fn name(&self, id: ChunkId, len: u32, generation: u32) -> ShmOffset {
+        ShmOffset {
+            offset: self.raw.offset_of(id),
+            len,
+            generation,
+        }
+    }
+
     fn holder(&self) -> u16 {
         // At most `MAX_ROLES` (1024) participants: fits, and is never `NOBODY`.
         self.participant as u16
     }
 }
-
-/// Ordering of a participant-table mark: Release, so that a prober that sees it also
-/// sees the sweep that preceded it.
-const ORDER_SLOT_MARK: shm_sync::atomic::Ordering = shm_sync::atomic::Ordering::Release;
-/// Ordering of a participant-table probe: Acquire, pairs with [`ORDER_SLOT_MARK`].
-const ORDER_SLOT_PROBE: shm_sync::atomic::Ordering = shm_sync::atomic::Ordering::Acquire;
 
 impl Drop for Pool {
     /// Leaves the pool: returns every chunk still recorded as this participant's (in
@@ -699,9 +704,10 @@ impl Drop for Pool {
     fn drop(&mut self) {
         let me = self.holder();
         self.raw.sweep(|holder| holder == me);
+        // SYNC(slot-mark): Release; the slot is clean, and marked so before its lock goes.
         self.raw
             .participant(self.participant)
-            .store(0, ORDER_SLOT_MARK);
+            .store(0, Ordering::Release);
         drop(self.claim.take());
     }
 }
@@ -795,11 +801,7 @@ impl<'p> LoanedChunk<'p> {
     /// [`into_offset`](Self::into_offset)).
     #[must_use]
     pub fn offset(&self) -> ShmOffset {
-        ShmOffset {
-            offset: self.pool.raw.offset_of(self.id),
-            len: self.len,
-            generation: self.generation,
-        }
+        self.pool.name(self.id, self.len, self.generation)
     }
 
     /// Marks the chunk in flight to participant `receiver` (its
@@ -881,11 +883,7 @@ impl Sample<'_> {
     /// The offset this sample was received as.
     #[must_use]
     pub fn offset(&self) -> ShmOffset {
-        ShmOffset {
-            offset: self.pool.raw.offset_of(self.id),
-            len: self.len,
-            generation: self.generation,
-        }
+        self.pool.name(self.id, self.len, self.generation)
     }
 }
 

@@ -397,9 +397,8 @@ impl RawPool {
     /// The first byte of chunk `id`: aligned to [`CHUNK_ALIGN`], valid for its class's
     /// chunk size.
     pub(crate) fn chunk(&self, id: ChunkId) -> NonNull<u8> {
-        let class = &self.classes[id.class];
-        let at = class.chunks_at + class.chunk_size * u64::from(id.index);
-        debug_assert!(at + class.chunk_size <= self.len);
+        let at = self.offset_of(id);
+        debug_assert!(at + self.classes[id.class].chunk_size <= self.len);
         // SAFETY: `at` is inside the region by the validated layout.
         unsafe { self.base.add(at as usize) }
     }
