@@ -44,6 +44,8 @@ pub enum Corruption {
         word: &'static str,
         /// The value found.
         found: u32,
+        /// The values the word may hold, in words.
+        expected: &'static str,
     },
 }
 
@@ -74,12 +76,11 @@ impl fmt::Display for Corruption {
                 f,
                 "the slot of position {position} holds stamp {stamp:#x}, which is not the previous, this or a later lap of that position"
             ),
-            Self::State { word, found } => {
-                write!(
-                    f,
-                    "{word} holds {found}, expected state 0 (absent), 1 (attached) or 2 (closed) in its low two bits"
-                )
-            }
+            Self::State {
+                word,
+                found,
+                expected,
+            } => write!(f, "{word} holds {found}, expected {expected}"),
         }
     }
 }
@@ -102,7 +103,7 @@ pub enum Error {
     #[error("message type aligned to {0} bytes: at most 128 is supported")]
     UnsupportedAlignment(usize),
     /// The requested participant limit (MPMC) is out of range.
-    #[error("invalid participant limit {0}: expected 1 to {max}", max = crate::mpmc::MAX_PARTICIPANTS)]
+    #[error("invalid participant limit {0}: expected 1 to {max}", max = crate::core::MAX_PARTICIPANTS)]
     InvalidParticipants(u32),
     /// The ring (MPMC) was created with another participant limit than the one required.
     #[error("participant limit mismatch: expected {expected}, found {found}")]

@@ -4,7 +4,11 @@
 //! - [`mpmc`]: typed, any number of producers and consumers in any number of processes,
 //!   each message received once; a participant that dies mid-message is passed over.
 //! - [`stream`]: variable-size byte frames, one producer and one consumer, each frame
-//!   contiguous in place (Aeron's record layout).
+//!   contiguous in place (Aeron's record layout), over the SPSC ring's chunk API.
+//! - [`loan`]: pool chunks through any of the typed rings, written and read in place.
+//!
+//! Every flavour is its algorithm over the crate's `core`: the region a ring lives in
+//! (heap or segment), liveness probes, one blocking loop, and one attach protocol.
 //!
 //! Messages are [`Message`] types: plain bytes checked by zerocopy, so a peer can never
 //! cause undefined behaviour by what it writes into a slot. Rings live in
@@ -13,17 +17,20 @@
 //! `shm_sync::EventCount`s, so a busy-polling peer costs no syscall.
 #![warn(clippy::undocumented_unsafe_blocks, clippy::unnecessary_safety_comment)]
 
+mod core;
 mod error;
+#[cfg(not(loom))]
+pub mod loan;
 mod message;
 pub mod mpmc;
 pub mod spsc;
 #[cfg(not(loom))]
 pub mod stream;
 
+#[cfg(not(loom))]
+pub use crate::core::attach::OpenMode;
 pub use error::{
     Corruption, Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError,
 };
 pub use message::{Message, fingerprint};
-#[cfg(not(loom))]
-pub use spsc::OpenMode;

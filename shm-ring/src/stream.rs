@@ -11,9 +11,11 @@
 //! payload is one contiguous slice, read and written in place.
 //!
 //! The frames travel through the byte ring of [`spsc`] (`u8` slots,
-//! positions counted in bytes): the producer writes a record, then publishes it by
-//! advancing `tail` with `Release`; the consumer reads `tail` with `Acquire`, then the
-//! header and the payload, and releases by advancing `head`. The header needs no atomic
+//! positions counted in bytes), by its public chunk API only: the producer takes a
+//! [`WriteChunk`](spsc::WriteChunk) of the record's bytes (and of the padding before it),
+//! writes it, and commits it, which advances `tail` with `Release`; the consumer takes a
+//! [`ReadChunk`](spsc::ReadChunk) of what is published, reads the header and the payload
+//! in place, and commits the record, which advances `head`. The header needs no atomic
 //! access: the position store orders it. Blocking, deadlines, peers that close or die,
 //! restarts and position checks are those of `spsc`; a header that claims more bytes than
 //! were published, or that would cross the end of the buffer, is
@@ -24,11 +26,11 @@
 
 use std::time::{Duration, Instant};
 
-use shm_alloc::{Kind, Location, SegmentOptions};
-use shm_sync::WaitStrategy;
+use shm_alloc::{Kind, Location};
 
+use crate::core::attach::{Identity, Settings, settings_setters};
 use crate::error::{Corruption, Error, RecvError, RecvTimeoutError, TryRecvError};
-use crate::spsc::{self, OpenMode, Refusal, block};
+use crate::spsc;
 
 /// The capacity of a ring whose builder was given none: 1 MiB.
 pub const DEFAULT_CAPACITY: u64 = 1 << 20;
@@ -75,13 +77,32 @@ pub enum SendError {
     Corrupted(Corruption),
 }
 
-fn refused(refusal: Refusal) -> SendError {
-    match refusal {
-        Refusal::Full => SendError::Full,
-        Refusal::Disconnected => SendError::Disconnected,
-        Refusal::Corrupted(c) => SendError::Corrupted(c),
+impl From<crate::TrySendError<()>> for SendError {
+    fn from(e: crate::TrySendError<()>) -> Self {
+        match e {
+            crate::TrySendError::Full(()) => SendError::Full,
+            crate::TrySendError::Disconnected(()) => SendError::Disconnected,
+            crate::TrySendError::Corrupted((), c) => SendError::Corrupted(c),
+        }
     }
 }
+
+impl From<crate::SendTimeoutError<()>> for SendError {
+    fn from(e: crate::SendTimeoutError<()>) -> Self {
+        match e {
+            crate::SendTimeoutError::Timeout(()) => SendError::Timeout,
+            crate::SendTimeoutError::Disconnected(()) => SendError::Disconnected,
+            crate::SendTimeoutError::Corrupted((), c) => SendError::Corrupted(c),
+        }
+    }
+}
+
+/// The identity of a stream segment: kind `stream`, untyped bytes.
+const IDENTITY: Identity = Identity {
+    kind: Kind::Stream,
+    type_fingerprint: 0,
+    type_name: "bytes",
+};
 
 fn checked_capacity(capacity: u64) -> Result<u64, Error> {
     if capacity < MIN_CAPACITY || !capacity.is_power_of_two() || capacity > spsc::MAX_CAPACITY {
@@ -124,17 +145,6 @@ pub struct Consumer {
     inner: spsc::Consumer<u8>,
 }
 
-/// Where a claimed record goes.
-#[derive(Clone, Copy, Debug)]
-struct Place {
-    /// The record's header in the buffer; the payload follows it.
-    at: *mut u8,
-    /// Payload length.
-    len: u64,
-    /// Bytes to publish: the record, and the padding before it if it wrapped.
-    publish: u64,
-}
-
 impl Producer {
     /// The ring's size, in bytes.
     #[must_use]
@@ -149,48 +159,36 @@ impl Producer {
     }
 
     /// The wait strategy of the blocking calls.
-    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+    pub fn set_wait_strategy(&mut self, wait: shm_sync::WaitStrategy) {
         self.inner.set_wait_strategy(wait);
     }
 
-    /// Finds room for a record of `len` payload bytes, contiguous, padding the end of the
-    /// buffer first if needed; writes the padding header (published with the record).
-    fn place(&mut self, len: usize, probe: bool) -> Result<Place, SendError> {
+    /// Takes the bytes of a record of `len` payload bytes, contiguous, and of the padding
+    /// before it if it does not fit before the end of the buffer: `deadline` `None` does
+    /// not wait, `Some(d)` waits until `d` (`Some(None)`: forever).
+    fn place(
+        &mut self,
+        len: usize,
+        deadline: Option<Option<Instant>>,
+    ) -> Result<Claim<'_>, SendError> {
         let max = self.max_message_len();
         if len > max {
             return Err(SendError::TooLarge { len, max });
         }
-        let record = record_len(len as u64);
-        let position = self.inner.position();
-        let (at, contiguous) = self.inner.bytes_at(position);
-        let publish = if record <= contiguous {
-            record
-        } else {
-            contiguous + record
+        let record = record_len(len as u64) as usize;
+        // Bytes before the end of the buffer: the record fits there, or they are padding.
+        let index = (self.inner.position() & (self.capacity() - 1)) as usize;
+        let contiguous = self.capacity() as usize - index;
+        let pad = if record <= contiguous { 0 } else { contiguous };
+        let chunk = match deadline {
+            None => self.inner.write_chunk(pad + record)?,
+            Some(deadline) => self.inner.write_chunk_deadline(pad + record, deadline)?,
         };
-        let mut free = self.inner.claim(probe).map_err(refused)?;
-        if free < publish {
-            free = self.inner.load_free().map_err(SendError::Corrupted)?;
-            if free < publish {
-                return Err(SendError::Full);
-            }
-        }
-        if record > contiguous {
-            let header = header(contiguous - HEADER_LEN as u64, PADDING_TYPE);
-            // SAFETY: `contiguous >= 8` bytes from `at` are free (`free >= publish >
-            // contiguous`) and unpublished, so only this producer touches them.
-            unsafe { at.copy_from_nonoverlapping(header.as_ptr(), HEADER_LEN) };
-            let (start, _) = self.inner.bytes_at(position.wrapping_add(contiguous));
-            return Ok(Place {
-                at: start,
-                len: len as u64,
-                publish,
-            });
-        }
-        Ok(Place {
-            at,
-            len: len as u64,
-            publish,
+        Ok(Claim {
+            chunk,
+            pad,
+            len,
+            type_id: 0,
         })
     }
 
@@ -216,12 +214,7 @@ impl Producer {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn claim(&mut self, len: usize) -> Result<Claim<'_>, SendError> {
-        let place = self.place(len, false)?;
-        Ok(Claim {
-            producer: self,
-            place,
-            type_id: 0,
-        })
+        self.place(len, None)
     }
 
     /// [`claim`](Self::claim), waiting with the wait strategy until `deadline` (`None`:
@@ -235,32 +228,7 @@ impl Producer {
         len: usize,
         deadline: Option<Instant>,
     ) -> Result<Claim<'_>, SendError> {
-        let place = self.place_blocking(len, deadline)?;
-        Ok(Claim {
-            producer: self,
-            place,
-            type_id: 0,
-        })
-    }
-
-    fn place_blocking(
-        &mut self,
-        len: usize,
-        deadline: Option<Instant>,
-    ) -> Result<Place, SendError> {
-        let wait = self.inner.wait();
-        let peer_may_die = self.inner.peer_may_die();
-        let event: *const shm_sync::EventCount = self.inner.events().1;
-        // SAFETY: the event count lives in the ring's memory, which `self` keeps alive
-        // for the whole call.
-        let event = unsafe { &*event };
-        let placed = block(event, wait, peer_may_die, deadline, |probe| {
-            match self.place(len, probe) {
-                Err(SendError::Full) => None,
-                other => Some(other),
-            }
-        });
-        placed.unwrap_or(Err(SendError::Timeout))
+        self.place(len, Some(deadline))
     }
 
     /// Sends a copy of `payload` if there is room now.
@@ -269,8 +237,9 @@ impl Producer {
     ///
     /// As [`claim`](Self::claim).
     pub fn try_send(&mut self, payload: &[u8]) -> Result<(), SendError> {
-        let place = self.place(payload.len(), false)?;
-        self.write(place, payload, 0);
+        let mut claim = self.claim(payload.len())?;
+        claim.copy_from_slice(payload);
+        claim.commit();
         Ok(())
     }
 
@@ -304,38 +273,10 @@ impl Producer {
         payload: &[u8],
         deadline: Option<Instant>,
     ) -> Result<(), SendError> {
-        let place = self.place_blocking(payload.len(), deadline)?;
-        self.write(place, payload, 0);
+        let mut claim = self.claim_deadline(payload.len(), deadline)?;
+        claim.copy_from_slice(payload);
+        claim.commit();
         Ok(())
-    }
-
-    fn write(&mut self, place: Place, payload: &[u8], type_id: u32) {
-        let to = place.payload();
-        // SAFETY: `payload.len() == place.len` bytes from `to` are free, unpublished and
-        // in bounds (see `payload`); `payload` is another allocation.
-        unsafe { to.copy_from_nonoverlapping(payload.as_ptr(), payload.len()) };
-        self.commit(place, type_id);
-    }
-
-    /// Writes the record's header and publishes the record (and its padding).
-    fn commit(&mut self, place: Place, type_id: u32) {
-        let header = header(place.len, type_id);
-        // SAFETY: the record's 8 header bytes are free, unpublished and in bounds.
-        unsafe {
-            place
-                .at
-                .copy_from_nonoverlapping(header.as_ptr(), HEADER_LEN)
-        };
-        self.inner.publish(place.publish);
-    }
-}
-
-impl Place {
-    /// The payload bytes, after the header.
-    fn payload(self) -> *mut u8 {
-        // SAFETY: the record lies within the buffer (`record_len <= contiguous` where
-        // it starts), so its payload, after the 8-byte header, does too.
-        unsafe { self.at.add(HEADER_LEN) }
     }
 }
 
@@ -351,8 +292,11 @@ fn header(len: u64, type_id: u32) -> [u8; HEADER_LEN] {
 #[must_use = "a claimed frame is published only by `commit`"]
 #[derive(Debug)]
 pub struct Claim<'a> {
-    producer: &'a mut Producer,
-    place: Place,
+    /// The padding (if any), then the record.
+    chunk: spsc::WriteChunk<'a, u8>,
+    /// Bytes of padding before the record: 0, or all the bytes to the buffer's end.
+    pad: usize,
+    len: usize,
     type_id: u32,
 }
 
@@ -371,9 +315,19 @@ impl Claim<'_> {
         self.type_id = type_id;
     }
 
+    /// The record's bytes: its header, then its payload.
+    fn record(&mut self) -> &mut [u8] {
+        let pad = self.pad;
+        let (first, second) = self.chunk.as_mut_slices();
+        // Without padding the record is at the start of the first slice; with it, the
+        // padding fills the first slice and the record starts the second.
+        if pad == 0 { first } else { second }
+    }
+
     /// Publishes the frame.
     pub fn commit(self) {
-        self.producer.commit(self.place, self.type_id);
+        let len = self.len;
+        self.commit_prefix(len);
     }
 
     /// Publishes only the first `len` bytes of the frame (for a read that filled less
@@ -382,18 +336,20 @@ impl Claim<'_> {
     /// # Panics
     ///
     /// If `len` is more than the claimed length.
-    pub fn commit_prefix(self, len: usize) {
-        let claimed = self.place.len;
+    pub fn commit_prefix(mut self, len: usize) {
+        let claimed = self.len;
         assert!(
-            len as u64 <= claimed,
+            len <= claimed,
             "committing {len} of {claimed} claimed bytes"
         );
-        let place = Place {
-            len: len as u64,
-            publish: self.place.publish - record_len(claimed) + record_len(len as u64),
-            ..self.place
-        };
-        self.producer.commit(place, self.type_id);
+        let type_id = self.type_id;
+        self.record()[..HEADER_LEN].copy_from_slice(&header(len as u64, type_id));
+        if self.pad != 0 {
+            let padding = header((self.pad - HEADER_LEN) as u64, PADDING_TYPE);
+            self.chunk.as_mut_slices().0[..HEADER_LEN].copy_from_slice(&padding);
+        }
+        let publish = self.pad + record_len(len as u64) as usize;
+        self.chunk.commit(publish);
     }
 }
 
@@ -401,28 +357,26 @@ impl core::ops::Deref for Claim<'_> {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        // SAFETY: the payload's `len` bytes are in bounds, claimed and unpublished: only
-        // this producer touches them while the claim (which borrows it) lives.
-        unsafe { core::slice::from_raw_parts(self.place.payload(), self.place.len as usize) }
+        let (first, second) = self.chunk.as_slices();
+        let record = if self.pad == 0 { first } else { second };
+        &record[HEADER_LEN..HEADER_LEN + self.len]
     }
 }
 
 impl core::ops::DerefMut for Claim<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `deref`, and `&mut self` makes the slice unique.
-        unsafe { core::slice::from_raw_parts_mut(self.place.payload(), self.place.len as usize) }
+        let len = self.len;
+        &mut self.record()[HEADER_LEN..HEADER_LEN + len]
     }
 }
 
-/// Where a received frame is.
+/// A frame found at the consumer's position.
 #[derive(Clone, Copy, Debug)]
 struct Found {
-    /// The payload in the buffer.
-    payload: *const u8,
-    len: u64,
+    len: usize,
     type_id: u32,
     /// Bytes to release: the record.
-    record: u64,
+    record: usize,
 }
 
 impl Consumer {
@@ -433,19 +387,29 @@ impl Consumer {
     }
 
     /// The wait strategy of the blocking calls.
-    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+    pub fn set_wait_strategy(&mut self, wait: shm_sync::WaitStrategy) {
         self.inner.set_wait_strategy(wait);
     }
 
-    /// Finds the next frame, releasing padding on the way.
-    fn find(&mut self, probe: bool) -> Result<Found, TryRecvError> {
+    /// Finds the next frame, releasing padding on the way: `deadline` `None` does not
+    /// wait, `Some(d)` waits until `d` (`Some(None)`: forever).
+    fn find(&mut self, deadline: Option<Option<Instant>>) -> Result<Found, RecvTimeoutError> {
         loop {
-            let available = self.inner.available(probe)?;
             let position = self.inner.position();
-            let (at, contiguous) = self.inner.bytes_at(position);
-            let room = available.min(contiguous);
+            let contiguous = self.capacity() - (position & (self.capacity() - 1));
+            let chunk = match deadline {
+                None => self.inner.read_chunk(usize::MAX).map_err(|e| match e {
+                    TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                    TryRecvError::Corrupted(c) => RecvTimeoutError::Corrupted(c),
+                })?,
+                Some(deadline) => self.inner.read_chunk_deadline(usize::MAX, deadline)?,
+            };
+            let available = chunk.len() as u64;
+            let (first, _) = chunk.as_slices();
+            let room = first.len() as u64;
             let corrupt = |length| {
-                TryRecvError::Corrupted(Corruption::Frame {
+                RecvTimeoutError::Corrupted(Corruption::Frame {
                     position,
                     length,
                     room,
@@ -454,17 +418,13 @@ impl Consumer {
             if position % ALIGN != 0 || room < HEADER_LEN as u64 {
                 return Err(corrupt(0));
             }
-            let mut header = [0u8; HEADER_LEN];
-            // SAFETY: 8 published bytes from `at` (`room >= 8`), not released, so the
-            // producer does not write them.
-            unsafe { header.as_mut_ptr().copy_from_nonoverlapping(at, HEADER_LEN) };
-            let len = u64::from(u32::from_ne_bytes(header[..4].try_into().unwrap()));
-            let type_id = u32::from_ne_bytes(header[4..].try_into().unwrap());
+            let len = u64::from(u32::from_ne_bytes(first[..4].try_into().unwrap()));
+            let type_id = u32::from_ne_bytes(first[4..HEADER_LEN].try_into().unwrap());
             if type_id == PADDING_TYPE {
                 if len + HEADER_LEN as u64 != contiguous || contiguous > available {
                     return Err(corrupt(len));
                 }
-                self.inner.release(contiguous);
+                chunk.commit(contiguous as usize);
                 continue;
             }
             let record = record_len(len);
@@ -472,20 +432,24 @@ impl Consumer {
                 return Err(corrupt(len));
             }
             return Ok(Found {
-                // SAFETY: the record (`record <= room` bytes from `at`) is in bounds.
-                payload: unsafe { at.add(HEADER_LEN) },
-                len,
+                len: len as usize,
                 type_id,
-                record,
+                record: record as usize,
             });
         }
     }
 
-    fn frame(&mut self, found: Found) -> Frame<'_> {
-        Frame {
-            consumer: self,
+    /// The frame `find` found, in place.
+    fn frame(&mut self, found: Found) -> Result<Frame<'_>, RecvTimeoutError> {
+        // The record is published (`find` saw it): the chunk holds it, from the start.
+        let chunk = self.inner.read_chunk(found.record).map_err(|e| match e {
+            TryRecvError::Corrupted(c) => RecvTimeoutError::Corrupted(c),
+            _ => RecvTimeoutError::Disconnected,
+        })?;
+        Ok(Frame {
+            chunk: Some(chunk),
             found,
-        }
+        })
     }
 
     /// Receives the next frame in place, without blocking: the [`Frame`] derefs to its
@@ -497,8 +461,14 @@ impl Consumer {
     /// [`TryRecvError::Empty`]; [`TryRecvError::Disconnected`] when the ring is empty and
     /// the producer closed it or died; [`TryRecvError::Corrupted`].
     pub fn try_recv(&mut self) -> Result<Frame<'_>, TryRecvError> {
-        let found = self.find(false)?;
-        Ok(self.frame(found))
+        let found = self.find(None);
+        found
+            .and_then(|found| self.frame(found))
+            .map_err(|e| match e {
+                RecvTimeoutError::Timeout => TryRecvError::Empty,
+                RecvTimeoutError::Disconnected => TryRecvError::Disconnected,
+                RecvTimeoutError::Corrupted(c) => TryRecvError::Corrupted(c),
+            })
     }
 
     /// Receives the next frame in place, waiting with the wait strategy while the ring is
@@ -509,10 +479,7 @@ impl Consumer {
     /// [`RecvError::Disconnected`] when the ring is empty and the producer is gone,
     /// [`RecvError::Corrupted`].
     pub fn recv(&mut self) -> Result<Frame<'_>, RecvError> {
-        self.recv_deadline(None).map_err(|e| match e {
-            RecvTimeoutError::Corrupted(c) => RecvError::Corrupted(c),
-            RecvTimeoutError::Disconnected | RecvTimeoutError::Timeout => RecvError::Disconnected,
-        })
+        Ok(self.recv_deadline(None)?)
     }
 
     /// Receives the next frame, waiting at most `timeout`.
@@ -534,37 +501,21 @@ impl Consumer {
         &mut self,
         deadline: Option<Instant>,
     ) -> Result<Frame<'_>, RecvTimeoutError> {
-        let wait = self.inner.wait();
-        let peer_may_die = self.inner.peer_may_die();
-        let event: *const shm_sync::EventCount = self.inner.not_empty();
-        // SAFETY: the event count lives in the ring's memory, which `self` keeps alive
-        // for the whole call.
-        let event = unsafe { &*event };
-        let found = block(event, wait, peer_may_die, deadline, |probe| {
-            match self.find(probe) {
-                Err(TryRecvError::Empty) => None,
-                other => Some(other),
-            }
-        });
-        match found {
-            Some(Ok(found)) => Ok(self.frame(found)),
-            None | Some(Err(TryRecvError::Empty)) => Err(RecvTimeoutError::Timeout),
-            Some(Err(TryRecvError::Disconnected)) => Err(RecvTimeoutError::Disconnected),
-            Some(Err(TryRecvError::Corrupted(c))) => Err(RecvTimeoutError::Corrupted(c)),
-        }
+        let found = self.find(Some(deadline))?;
+        self.frame(found)
     }
 
     /// Whether the producer closed the ring cleanly (dropped its handle) rather than
     /// died: what tells a finished sender from a crashed one once `Disconnected` came.
     #[must_use]
     pub fn producer_closed(&self) -> bool {
-        self.inner.peer_closed()
+        self.inner.producer_closed()
     }
 
     /// Whether a producer has attached to this ring at least once.
     #[must_use]
     pub fn producer_seen(&self) -> bool {
-        self.inner.peer_seen()
+        self.inner.producer_seen()
     }
 
     /// Receives the next frame into `buf` (cleared first), waiting while the ring is
@@ -585,7 +536,8 @@ impl Consumer {
 #[must_use = "dropping the frame releases it at once"]
 #[derive(Debug)]
 pub struct Frame<'a> {
-    consumer: &'a mut Consumer,
+    /// The record, from its start; `None` once released.
+    chunk: Option<spsc::ReadChunk<'a, u8>>,
     found: Found,
 }
 
@@ -601,16 +553,16 @@ impl core::ops::Deref for Frame<'_> {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        // SAFETY: the payload's `len` bytes are published, within the buffer (checked in
-        // `find`), and not released until this frame drops, so the producer does not
-        // write them while the slice (bounded by `&self`) lives.
-        unsafe { core::slice::from_raw_parts(self.found.payload, self.found.len as usize) }
+        let chunk = self.chunk.as_ref().expect("released only in drop");
+        &chunk.as_slices().0[HEADER_LEN..HEADER_LEN + self.found.len]
     }
 }
 
 impl Drop for Frame<'_> {
     fn drop(&mut self) {
-        self.consumer.inner.release(self.found.record);
+        if let Some(chunk) = self.chunk.take() {
+            chunk.commit(self.found.record);
+        }
     }
 }
 
@@ -630,62 +582,28 @@ impl Drop for Frame<'_> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Builder {
-    inner: spsc::Builder<u8>,
-    capacity: Option<u64>,
-    created_capacity: u64,
+    settings: Settings,
 }
 
 impl Builder {
     /// A builder for the ring at `location` (a name under `/dev/shm`, or a path).
     pub fn new(location: impl Into<Location>) -> Self {
         Self {
-            inner: spsc::Builder::new(location).kind(Kind::Stream),
-            capacity: None,
-            created_capacity: DEFAULT_CAPACITY,
+            settings: Settings::new(location.into(), DEFAULT_CAPACITY),
         }
     }
 
-    /// The size in bytes (a power of two, at least [`MIN_CAPACITY`]): used when
-    /// creating, and checked when opening. Unset: [`DEFAULT_CAPACITY`] when creating,
-    /// any when opening.
-    pub fn capacity(mut self, capacity: u64) -> Self {
-        self.capacity = Some(capacity);
-        self
-    }
-
-    /// The wait strategy of the handle's blocking calls.
-    pub fn wait_strategy(mut self, wait: WaitStrategy) -> Self {
-        self.inner = self.inner.wait_strategy(wait);
-        self
-    }
-
-    /// Segment options: permissions, prefault, mlock, huge pages.
-    pub fn segment_options(mut self, options: SegmentOptions) -> Self {
-        self.inner = self.inner.segment_options(options);
-        self
-    }
-
-    /// Whether to create, open, or either (the default).
-    pub fn mode(mut self, mode: OpenMode) -> Self {
-        self.inner = self.inner.mode(mode);
-        self
-    }
+    settings_setters!("bytes (at least [`MIN_CAPACITY`])");
 
     /// The size in bytes if this call creates the ring, while an opener accepts any
     /// (unlike [`capacity`](Self::capacity), which an opener checks).
     pub fn capacity_if_created(mut self, capacity: u64) -> Self {
-        self.created_capacity = capacity;
+        self.settings.default_capacity = capacity;
         self
     }
 
-    fn spsc(&self) -> Result<spsc::Builder<u8>, Error> {
-        Ok(match self.capacity {
-            Some(capacity) => self.inner.clone().capacity(checked_capacity(capacity)?),
-            None => self
-                .inner
-                .clone()
-                .capacity_if_created(checked_capacity(self.created_capacity)?),
-        })
+    fn spsc(&self) -> spsc::Builder<u8> {
+        spsc::Builder::with_identity(self.settings.clone(), IDENTITY, MIN_CAPACITY)
     }
 
     /// Attaches as the producer.
@@ -695,9 +613,9 @@ impl Builder {
     /// As `spsc::Builder::producer`; [`Error::InvalidCapacity`]; a segment of another
     /// kind is a `Mismatch`.
     pub fn producer(&self) -> Result<Producer, Error> {
-        let inner = self.spsc()?.producer()?;
-        checked_capacity(inner.capacity())?;
-        Ok(Producer { inner })
+        Ok(Producer {
+            inner: self.spsc().producer()?,
+        })
     }
 
     /// Attaches as the consumer; it starts at the first frame no consumer released.
@@ -706,9 +624,9 @@ impl Builder {
     ///
     /// As [`producer`](Self::producer).
     pub fn consumer(&self) -> Result<Consumer, Error> {
-        let inner = self.spsc()?.consumer()?;
-        checked_capacity(inner.capacity())?;
-        Ok(Consumer { inner })
+        Ok(Consumer {
+            inner: self.spsc().consumer()?,
+        })
     }
 }
 
@@ -806,11 +724,10 @@ mod tests {
     #[test]
     fn a_header_past_what_was_published_is_corruption() {
         let (mut tx, mut rx) = channel(64).unwrap();
-        tx.try_send(&[1; 8]).unwrap();
-        // Rewrite the published header to claim 40 payload bytes.
-        let (at, _) = tx.inner.bytes_at(0);
-        // SAFETY: test only; the consumer is not reading concurrently.
-        unsafe { at.copy_from_nonoverlapping(header(40, 0).as_ptr(), HEADER_LEN) };
+        // A producer that publishes a 16-byte record whose header claims 40 bytes.
+        let mut chunk = tx.inner.write_chunk(16).unwrap();
+        chunk.as_mut_slices().0[..HEADER_LEN].copy_from_slice(&header(40, 0));
+        chunk.commit_all();
         assert_eq!(
             rx.try_recv().map(|f| f.len()),
             Err(TryRecvError::Corrupted(Corruption::Frame {

@@ -15,6 +15,7 @@ mod common;
 use common::{Reap, holding, say_holding, wait_child};
 use shm_alloc::pool::Pool;
 use shm_alloc::{Error as AllocError, Location, Segment, ShmOffset};
+use shm_ring::loan;
 use shm_ring::spsc::Builder;
 use zerocopy::FromBytes;
 
@@ -101,18 +102,17 @@ fn spawn(part: &str, names: &Names, count: u64) -> Child {
 fn child() {
     let env = |key: &str| std::env::var(key).expect("run by a parent test");
     let pool = Pool::builder(env("SHM_LOAN_POOL").as_str()).open().unwrap();
-    let mut rx = Builder::<ShmOffset>::new(env("SHM_LOAN_RING").as_str())
+    let rx = Builder::<ShmOffset>::new(env("SHM_LOAN_RING").as_str())
         .consumer()
         .unwrap();
-    rx.bind_pool(&pool);
+    let mut rx = loan::Receiver::new(rx, &pool);
     let count: u64 = env("SHM_LOAN_COUNT").parse().unwrap();
     match env("SHM_LOAN_CHILD").as_str() {
         "reader" => {
             for seq in 0..count {
-                let offset = rx
-                    .recv_timeout(Duration::from_secs(60))
-                    .expect("the producer sends every frame");
-                let sample = pool.receive(offset).expect("a fresh offset is received");
+                let sample = rx
+                    .recv_deadline(&pool, Some(Instant::now() + Duration::from_secs(60)))
+                    .expect("the producer sends every frame, each received once");
                 verify(&sample, seq);
             }
         }
@@ -120,8 +120,8 @@ fn child() {
             // Receive `count` samples and keep them, and loan one chunk of its own.
             let mut held = Vec::new();
             for _ in 0..count {
-                let offset = rx.recv_timeout(Duration::from_secs(60)).unwrap();
-                held.push(pool.receive(offset).unwrap());
+                let deadline = Instant::now() + Duration::from_secs(60);
+                held.push(rx.recv_deadline(&pool, Some(deadline)).unwrap());
             }
             let loaned = pool.loan(100).unwrap();
             say_holding(held.len() as u64 + 1);
@@ -144,10 +144,12 @@ fn ten_thousand_1mib_frames_are_verified_in_place_and_the_pool_is_full_after() {
         .participants(4)
         .create()
         .unwrap();
-    let mut tx = Builder::<ShmOffset>::new(names.ring.as_str())
-        .capacity(4)
-        .producer()
-        .unwrap();
+    let mut tx = loan::Sender::new(
+        Builder::<ShmOffset>::new(names.ring.as_str())
+            .capacity(4)
+            .producer()
+            .unwrap(),
+    );
     let mut reader = Reap(spawn("reader", &names, FRAMES));
     let reader = &mut reader.0;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -157,7 +159,7 @@ fn ten_thousand_1mib_frames_are_verified_in_place_and_the_pool_is_full_after() {
             .loan(FRAME)
             .expect("8 chunks cover the ring and the reader");
         fill(frame.as_mut_slice(), seq);
-        tx.send_loan_deadline(frame, Some(deadline))
+        tx.send_deadline(frame, Some(deadline))
             .unwrap_or_else(|e| panic!("frame {seq} not sent: {e}"));
     }
     wait_child(reader, Duration::from_secs(120));
@@ -178,10 +180,12 @@ fn killed_reader_holding_samples_gets_every_chunk_back_once() {
         .participants(4)
         .create()
         .unwrap();
-    let mut tx = Builder::<ShmOffset>::new(names.ring.as_str())
-        .capacity(8)
-        .producer()
-        .unwrap();
+    let mut tx = loan::Sender::new(
+        Builder::<ShmOffset>::new(names.ring.as_str())
+            .capacity(8)
+            .producer()
+            .unwrap(),
+    );
     let mut holder = Reap(spawn("holder", &names, 3));
     let holder = &mut holder.0;
     // Wait for the child to bind its pool participant, then send 5: it takes 3.
@@ -192,12 +196,12 @@ fn killed_reader_holding_samples_gets_every_chunk_back_once() {
         if seq == 0 {
             // Chunks sent before the child binds are in flight to no one; wait until the
             // ring's consumer has attached and bound (it binds before receiving).
-            while !tx.consumer_bound() {
+            while !tx.receiver_bound(&pool) {
                 assert!(Instant::now() < bound, "child never bound its pool");
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        tx.try_send_loan(frame).unwrap();
+        tx.try_send(frame).unwrap();
     }
     assert_eq!(holding(holder.stdout.as_mut().unwrap()), 4);
     let before = pool.stats();

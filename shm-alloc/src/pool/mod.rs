@@ -69,8 +69,8 @@ pub const DEFAULT_PARTICIPANTS: u32 = 64;
 
 /// What the segment header says of every pool: chunks are [`CHUNK_ALIGN`]-sized slots,
 /// the layout version of the region is in the fingerprint.
-const POOL_TYPE_NAME: &str = "shm-alloc pool/v1";
-const POOL_FINGERPRINT: u64 = 0x706f_6f6c_2f76_3031; // "pool/v01"
+const POOL_TYPE_NAME: &str = "shm-alloc pool/v2";
+const POOL_FINGERPRINT: u64 = 0x706f_6f6c_2f76_3032; // "pool/v02"
 
 /// Size classes as laid out: `(chunk_size, chunks)`, sizes rounded, ascending.
 type Classes = Vec<(u64, u64)>;
@@ -441,6 +441,8 @@ impl Pool {
         };
         // Ours now: whatever the slot's holder before us left is returned.
         raw.sweep(|holder| u32::from(holder) == participant);
+        // Relaxed: published by the Release store of the mark below.
+        raw.channel(participant).store(0, Ordering::Relaxed);
         // SYNC(slot-mark): Release; pairs with the Acquire probe in `reclaim_dead`, so a
         // prober that sees the slot in use also sees the sweep that preceded the mark.
         raw.participant(participant)
@@ -460,6 +462,41 @@ impl Pool {
     #[must_use]
     pub fn participant(&self) -> u32 {
         self.participant
+    }
+
+    /// Announces that this participant receives the chunks sent on `channel` (a ring's
+    /// id, 0 for none), so that a sender that looks the channel up
+    /// ([`channel_receiver`](Self::channel_receiver)) marks its chunks in flight to this
+    /// participant, and [`reclaim_dead`](Self::reclaim_dead) returns them if this
+    /// process dies before receiving them. One channel per participant; binding another
+    /// replaces it. Cleared when the participant leaves or is reclaimed.
+    pub fn bind_channel(&self, channel: u64) {
+        // Relaxed: an address hint; the chunk's own Release marking and the ring's
+        // publish order the payload.
+        self.raw
+            .channel(self.participant)
+            .store(channel, Ordering::Relaxed);
+    }
+
+    /// The participant in use that is bound to `channel` ([`bind_channel`](Self::bind_channel)),
+    /// if any: a scan of the participant table, one load or two per entry.
+    #[must_use]
+    pub fn channel_receiver(&self, channel: u64) -> Option<u32> {
+        (channel != 0)
+            .then(|| (0..self.raw.participants()).find(|&p| self.is_bound(p, channel)))
+            .flatten()
+    }
+
+    /// Whether `participant` is in use and bound to `channel`: two loads, to check a
+    /// receiver found by [`channel_receiver`](Self::channel_receiver) before each send.
+    #[must_use]
+    pub fn is_bound(&self, participant: u32, channel: u64) -> bool {
+        participant < self.raw.participants()
+            // Relaxed: see `bind_channel`.
+            && self.raw.channel(participant).load(Ordering::Relaxed) == channel
+            // Relaxed: a hint, as above; a stale answer addresses a chunk to a
+            // participant whose reclaim returns it.
+            && self.raw.participant(participant).load(Ordering::Relaxed) != 0
     }
 
     /// The segment the pool lives in.
@@ -647,6 +684,8 @@ impl Pool {
         let participants = dead
             .into_iter()
             .map(|(participant, claim)| {
+                // Relaxed: ordered before the Release store of the mark below.
+                self.raw.channel(participant).store(0, Ordering::Relaxed);
                 // SYNC(slot-mark): Release; the slot is clean, marked so before its lock goes.
                 self.raw
                     .participant(participant)
@@ -704,6 +743,10 @@ impl Drop for Pool {
     fn drop(&mut self) {
         let me = self.holder();
         self.raw.sweep(|holder| holder == me);
+        // Relaxed: ordered before the Release store of the mark below.
+        self.raw
+            .channel(self.participant)
+            .store(0, Ordering::Relaxed);
         // SYNC(slot-mark): Release; the slot is clean, and marked so before its lock goes.
         self.raw
             .participant(self.participant)
@@ -740,6 +783,12 @@ impl fmt::Debug for LoanedChunk<'_> {
 }
 
 impl<'p> LoanedChunk<'p> {
+    /// The pool the chunk was loaned from.
+    #[must_use]
+    pub fn pool(&self) -> &'p Pool {
+        self.pool
+    }
+
     /// The payload length asked for, in bytes.
     #[must_use]
     pub fn len(&self) -> usize {

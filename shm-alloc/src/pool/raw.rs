@@ -9,7 +9,7 @@
 //! |--------------------------|-------------------------------------------------------|
 //! | 0                        | [`Config`]: size classes and participant count, 640 B |
 //! | 640                      | free-list heads, one 128-byte line per class (16)     |
-//! | 2688                     | participant table, 8 B per participant                |
+//! | 2688                     | participant table, 16 B per participant               |
 //! | next 128-byte boundary   | chunk headers of class 0, 1, ...: 16 B per chunk      |
 //! | next 4096-byte boundary  | chunks of class 0, then of class 1, ... each class's  |
 //! |                          | area page-aligned, each chunk a multiple of 128 B     |
@@ -71,6 +71,8 @@ const CONFIG_LEN: usize = 640;
 const HEADS_AT: usize = CONFIG_LEN;
 const PARTICIPANTS_AT: usize = HEADS_AT + MAX_CLASSES * 128;
 const PAGE: u64 = 4096;
+/// A participant entry: its mark, then the channel it receives from.
+const PARTICIPANT_LEN: u64 = 16;
 
 /// One size class as the creator recorded it.
 #[repr(C)]
@@ -185,7 +187,7 @@ pub(crate) fn layout(classes: &[(u64, u64)], participants: u32) -> Result<(Confi
             chunks_at: 0,
         }; MAX_CLASSES],
     };
-    let mut at = PARTICIPANTS_AT as u64 + 8 * u64::from(participants);
+    let mut at = PARTICIPANTS_AT as u64 + PARTICIPANT_LEN * u64::from(participants);
     for (i, &(chunk_size, chunks)) in classes.iter().enumerate() {
         if chunk_size == 0 || chunk_size % CHUNK_ALIGN != 0 {
             return Err(format!(
@@ -307,6 +309,7 @@ impl RawPool {
         for participant in 0..pool.participants {
             // Relaxed: published with the region, as above.
             pool.participant(participant).store(0, Ordering::Relaxed);
+            pool.channel(participant).store(0, Ordering::Relaxed);
         }
         pool
     }
@@ -385,7 +388,14 @@ impl RawPool {
     /// otherwise the holder's process id plus one.
     pub(crate) fn participant(&self, participant: u32) -> &AtomicU64 {
         debug_assert!(participant < self.participants);
-        self.at::<AtomicU64>(PARTICIPANTS_AT as u64 + 8 * u64::from(participant))
+        self.at::<AtomicU64>(PARTICIPANTS_AT as u64 + PARTICIPANT_LEN * u64::from(participant))
+    }
+
+    /// The channel a participant receives chunks from (0: none): see
+    /// [`Pool::bind_channel`](super::Pool::bind_channel).
+    pub(crate) fn channel(&self, participant: u32) -> &AtomicU64 {
+        debug_assert!(participant < self.participants);
+        self.at::<AtomicU64>(PARTICIPANTS_AT as u64 + PARTICIPANT_LEN * u64::from(participant) + 8)
     }
 
     pub(crate) fn header(&self, id: ChunkId) -> &ChunkHeader {

@@ -21,7 +21,7 @@ use serde::Serialize;
 use shm_transport::alloc::ShmOffset;
 use shm_transport::alloc::pool::Pool;
 use shm_transport::ring::spsc::{Builder, Consumer, OpenMode, Producer};
-use shm_transport::ring::{TryRecvError, stream};
+use shm_transport::ring::{TryRecvError, loan, stream};
 use shm_transport::sync::WaitStrategy;
 use shm_transport::sync::atomic::{AtomicBool, AtomicU64, Ordering, spin_loop};
 
@@ -587,8 +587,8 @@ const LOAN_CHUNKS: u32 = 8;
 /// it receives them from (bound to its pool participant).
 pub struct ShmLoan {
     pool: Pool,
-    tx: Producer<ShmOffset>,
-    rx: Consumer<ShmOffset>,
+    tx: loan::Sender<Producer<ShmOffset>>,
+    rx: loan::Receiver<Consumer<ShmOffset>>,
     size: usize,
 }
 
@@ -615,13 +615,18 @@ pub fn shm_loan(base: &str, size: usize, create: bool) -> Result<ShmLoan> {
             .wait_strategy(WaitStrategy::BusySpin)
             .mode(mode)
     };
-    let (tx, mut rx) = if create {
+    let (tx, rx) = if create {
         (ring(&ping).producer()?, ring(&pong).consumer()?)
     } else {
         (ring(&pong).producer()?, ring(&ping).consumer()?)
     };
-    rx.bind_pool(&pool);
-    Ok(ShmLoan { pool, tx, rx, size })
+    let rx = loan::Receiver::new(rx, &pool);
+    Ok(ShmLoan {
+        pool,
+        tx: loan::Sender::new(tx),
+        rx,
+        size,
+    })
 }
 
 impl ShmLoan {
@@ -631,7 +636,7 @@ impl ShmLoan {
         let mut chunk = self.pool.loan(self.size)?;
         set_seq(chunk.as_mut_slice(), seq);
         // The ring holds at most one offset in a ping-pong: never full.
-        self.tx.try_send_loan(chunk).map_err(|e| anyhow!("{e}"))
+        self.tx.try_send(chunk).map_err(|e| anyhow!("{e}"))
     }
 
     /// Waits for an offset, reads the sequence number in place, returns the chunk.
@@ -639,9 +644,9 @@ impl ShmLoan {
     fn receive(&mut self, what: &str) -> Result<u64> {
         let mut patience = Patience::new();
         loop {
-            match self.rx.try_recv() {
-                Ok(offset) => return Ok(seq_of(&self.pool.receive(offset)?)),
-                Err(TryRecvError::Empty) => patience.spin(what)?,
+            match self.rx.try_recv(&self.pool) {
+                Ok(sample) => return Ok(seq_of(&sample)),
+                Err(loan::RecvError::Ring(TryRecvError::Empty)) => patience.spin(what)?,
                 Err(e) => bail!("{e}"),
             }
         }

@@ -1,0 +1,46 @@
+//! What every ring flavour needs, once: the memory a ring lives in ([`region`]), whether
+//! its peers live ([`liveness`]), how a call waits and how its refusals become each
+//! operation's error ([`blocking`]), and how a segment is created, opened and checked
+//! ([`attach`]).
+//!
+//! A flavour (`spsc`, `mpmc`, ...) is its algorithm over a [`Region`](region::Region):
+//! its control block, its participant entries and its slots, each a `#[repr(C)]` type of
+//! its own, laid out by the region in the same way on the heap and in a segment.
+
+#[cfg(not(loom))]
+pub(crate) mod attach;
+pub(crate) mod blocking;
+pub(crate) mod liveness;
+pub(crate) mod region;
+
+use crate::error::Error;
+use crate::message::Message;
+
+/// The capacity of a ring whose builder was given none: 1024 slots.
+pub const DEFAULT_CAPACITY: u64 = 1024;
+
+/// The largest capacity, in slots: 2^32 (positions are `u64`, slot indexes fit a `u32`).
+pub const MAX_CAPACITY: u64 = 1 << 32;
+
+/// The largest participant table (MPMC handles, broadcast subscribers): one role byte of
+/// the segment header per participant.
+pub const MAX_PARTICIPANTS: u32 = 1024;
+
+#[cfg(not(loom))]
+const _: () = assert!(MAX_PARTICIPANTS == shm_alloc::MAX_ROLES);
+
+/// Checks a ring's capacity and its message type's alignment.
+///
+/// # Errors
+///
+/// [`Error::InvalidCapacity`] unless `capacity` is a power of two in `1..=MAX_CAPACITY`;
+/// [`Error::UnsupportedAlignment`] if `T` is aligned to more than a 128-byte block.
+pub(crate) fn check_shape<T: Message>(capacity: u64) -> Result<(), Error> {
+    if !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
+        return Err(Error::InvalidCapacity(capacity));
+    }
+    if align_of::<T>() > shm_sync::CACHE_PAD {
+        return Err(Error::UnsupportedAlignment(align_of::<T>()));
+    }
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! The MPMC ring's control block, participant entries and slots, their state words, and
+//! its segment layout.
+
+use shm_sync::atomic::{AtomicU32, AtomicU64};
+use shm_sync::cell::UnsafeCell;
+use shm_sync::{CachePadded, EventCount};
+
+use super::MAX_PARTICIPANTS;
+use crate::core::check_shape;
+use crate::core::region::offsets;
+use crate::error::Error;
+use crate::message::Message;
+
+/// Slot stamp states (the low two bits); the upper bits are the lap.
+pub(crate) const EMPTY: u64 = 0; // free for the producer of this lap's position
+pub(crate) const FULL: u64 = 1; // holds this lap's message
+pub(crate) const SKIPPED: u64 = 2; // holds nothing for this lap: aborted, or its producer died
+pub(crate) const STAMP_STATE: u64 = 0b11;
+
+/// Participant session words: the low two bits say who holds the entry, the upper 30
+/// count attaches (a generation).
+///
+/// | state | meaning | written by |
+/// |---|---|---|
+/// | `FREE` (0) | nobody holds the entry | creation; the holder when it leaves; whoever retires a dead holder |
+/// | `PRODUCER` (1) | a producer holds it (alive while its lock is held) | the producer, at attach |
+/// | `CONSUMER` (2) | a consumer holds it | the consumer, at attach |
+/// | 3 | - | nobody: corruption |
+pub(crate) const FREE: u32 = 0;
+pub(crate) const PRODUCER: u32 = 1;
+pub(crate) const CONSUMER: u32 = 2;
+pub(crate) const SESSION_STATE: u32 = 0b11;
+pub(crate) const GENERATION_ONE: u32 = 0b100;
+
+/// `Census::seen` bits: a side has attached at least once.
+pub(crate) const SEEN_PRODUCER: u32 = 1;
+pub(crate) const SEEN_CONSUMER: u32 = 2;
+
+/// The control block at the start of the ring's data region.
+///
+/// # Layout
+///
+/// | offset | size | field | written by |
+/// |---|---|---|---|
+/// | 0 | 128 | `tail: u64` | producers, every claim |
+/// | 128 | 128 | `head: u64` | consumers, every claim |
+/// | 256 | 128 | `census`: `limit`, `producers`, `consumers`, `seen` (`u32` each) | the creator (`limit`); participants at attach and leave |
+/// | 384 | 128 | `counters`: `skipped`, `aborted`, `reclaimed` (`u64` each) | whoever skips, aborts or reclaims a slot |
+/// | 512 | 128 | `not_empty: EventCount` | consumers when they park, producers when they find them parked |
+/// | 640 | 128 | `not_full: EventCount` | producers when they park, consumers when they find them parked |
+///
+/// The participant table follows at offset 768: `limit` entries of 128 bytes. Then the
+/// slots, at `768 + 128 * limit`: `capacity` times `size_of::<Slot<T>>()` bytes. All-zero
+/// except `limit` is the initial state: empty, nobody attached.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    pub(crate) tail: CachePadded<AtomicU64>,
+    pub(crate) head: CachePadded<AtomicU64>,
+    pub(crate) census: CachePadded<Census>,
+    pub(crate) counters: CachePadded<Counters>,
+    pub(crate) not_empty: CachePadded<EventCount>,
+    pub(crate) not_full: CachePadded<EventCount>,
+}
+
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct Census {
+    /// The participant limit, fixed by the creator before the segment is published.
+    pub(crate) limit: AtomicU32,
+    /// Attached producers, dead ones included until someone retires them.
+    pub(crate) producers: AtomicU32,
+    /// Attached consumers, likewise.
+    pub(crate) consumers: AtomicU32,
+    /// `SEEN_PRODUCER | SEEN_CONSUMER`: which sides have ever attached.
+    pub(crate) seen: AtomicU32,
+}
+
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) skipped: AtomicU64,
+    pub(crate) aborted: AtomicU64,
+    pub(crate) reclaimed: AtomicU64,
+}
+
+/// One participant's entry: who holds it, and the position it is claiming.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct Entry {
+    pub(crate) session: AtomicU32,
+    _reserved: AtomicU32,
+    /// `position + 1` of the position being claimed or held, 0 for none.
+    pub(crate) claim: AtomicU64,
+}
+
+/// A slot: its stamp, then the message.
+#[repr(C)]
+pub(crate) struct Slot<T> {
+    pub(crate) stamp: AtomicU64,
+    pub(crate) value: UnsafeCell<T>,
+}
+
+/// The size of [`Control`]: where the participant table begins, in bytes.
+#[cfg(not(loom))]
+const CONTROL_LEN: usize = 768;
+
+/// The size of one participant entry, in bytes.
+#[cfg(not(loom))]
+const ENTRY_LEN: usize = 128;
+
+#[cfg(not(loom))]
+const _: () = {
+    assert!(size_of::<Control>() == CONTROL_LEN);
+    assert!(core::mem::offset_of!(Control, head) == 128);
+    assert!(core::mem::offset_of!(Control, census) == 256);
+    assert!(core::mem::offset_of!(Control, counters) == 384);
+    assert!(core::mem::offset_of!(Control, not_empty) == 512);
+    assert!(core::mem::offset_of!(Control, not_full) == 640);
+    assert!(size_of::<CachePadded<Entry>>() == ENTRY_LEN);
+    assert!(core::mem::offset_of!(Entry, claim) == 8);
+    assert!(size_of::<Slot<u8>>() == 16);
+    assert!(core::mem::offset_of!(Slot<u64>, value) == 8);
+};
+
+/// The bytes a ring of `capacity` slots of `T` with `participants` entries needs after
+/// the segment header.
+///
+/// # Errors
+///
+/// [`Error::InvalidCapacity`] unless `capacity` is a power of two in `1..=MAX_CAPACITY`;
+/// [`Error::InvalidParticipants`] unless `participants` is in `1..=MAX_PARTICIPANTS`;
+/// [`Error::UnsupportedAlignment`] if `T` is aligned to more than 128 bytes.
+pub fn data_len<T: Message>(capacity: u64, participants: u32) -> Result<u64, Error> {
+    check_shape::<T>(capacity)?;
+    if participants == 0 || participants > MAX_PARTICIPANTS {
+        return Err(Error::InvalidParticipants(participants));
+    }
+    offsets::<Control, CachePadded<Entry>, Slot<T>>(participants, capacity)
+        .map(|o| o.len)
+        .ok_or(Error::InvalidCapacity(capacity))
+}
+
+/// Which side a participant is on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Side {
+    Producer,
+    Consumer,
+}
+
+impl Side {
+    pub(crate) fn session_state(self) -> u32 {
+        match self {
+            Side::Producer => PRODUCER,
+            Side::Consumer => CONSUMER,
+        }
+    }
+
+    pub(crate) fn seen_bit(self) -> u32 {
+        match self {
+            Side::Producer => SEEN_PRODUCER,
+            Side::Consumer => SEEN_CONSUMER,
+        }
+    }
+
+    pub(crate) fn other(self) -> Side {
+        match self {
+            Side::Producer => Side::Consumer,
+            Side::Consumer => Side::Producer,
+        }
+    }
+}
+
+/// A slot of a ring on the heap, as creation leaves it: stamp 0 (empty, lap 0).
+pub(crate) fn empty_slot<T: Message>() -> Slot<T> {
+    Slot {
+        stamp: AtomicU64::new(0),
+        value: UnsafeCell::new(T::new_zeroed()),
+    }
+}
+
+#[cfg(not(loom))]
+pub(crate) use segment::MpmcLayout;
+
+#[cfg(not(loom))]
+mod segment {
+    use core::marker::PhantomData;
+
+    use shm_alloc::Kind;
+    use shm_sync::CachePadded;
+    use shm_sync::atomic::Ordering;
+
+    use super::{Control, Entry, Slot};
+    use crate::core::attach::{Identity, Layout};
+    use crate::core::check_shape;
+    use crate::error::{Corruption, Error};
+    use crate::message::Message;
+    use crate::mpmc::MAX_PARTICIPANTS;
+
+    /// The layout of an MPMC ring segment: a control block, a participant table of
+    /// `participants` entries (the creator's choice, recorded in the control block), and
+    /// slots of `T`.
+    pub(crate) struct MpmcLayout<T> {
+        /// What a creator lays out.
+        pub(crate) participants: u32,
+        /// What an opener requires; `None`: any.
+        pub(crate) expected: Option<u32>,
+        pub(crate) _message: PhantomData<fn() -> T>,
+    }
+
+    impl<T: Message> Layout for MpmcLayout<T> {
+        type Control = Control;
+        type Entry = CachePadded<Entry>;
+        type Slot = Slot<T>;
+
+        fn identity(&self) -> Identity {
+            Identity::of::<T>(Kind::Mpmc)
+        }
+
+        fn check_capacity(&self, capacity: u64) -> Result<(), Error> {
+            check_shape::<T>(capacity)
+        }
+
+        fn entries(&self) -> Result<u32, Error> {
+            if self.participants == 0 || self.participants > MAX_PARTICIPANTS {
+                return Err(Error::InvalidParticipants(self.participants));
+            }
+            Ok(self.participants)
+        }
+
+        fn init(&self, control: &Control) {
+            // Relaxed: published by the segment's READY store (Release).
+            control
+                .census
+                .limit
+                .store(self.participants, Ordering::Relaxed);
+        }
+
+        fn opened_entries(&self, control: &Control) -> Result<u32, Error> {
+            // Acquire: the creator's store, published before READY.
+            let limit = control.census.limit.load(Ordering::Acquire);
+            if limit == 0 || limit > MAX_PARTICIPANTS {
+                return Err(Error::Corrupted(Corruption::State {
+                    word: "the participant limit",
+                    found: limit,
+                    expected: "1 to 1024",
+                }));
+            }
+            match self.expected {
+                Some(expected) if expected != limit => Err(Error::ParticipantsMismatch {
+                    expected,
+                    found: limit,
+                }),
+                _ => Ok(limit),
+            }
+        }
+    }
+}

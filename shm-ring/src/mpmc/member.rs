@@ -1,0 +1,120 @@
+//! A participant of an MPMC ring: taking an entry of the table, watching the other
+//! side's liveness, finishing what a forgotten reservation or guard left, and leaving.
+
+use shm_sync::WaitStrategy;
+use shm_sync::atomic::Ordering;
+
+use super::Stats;
+use super::layout::{GENERATION_ONE, SESSION_STATE, SKIPPED, Side};
+use super::ring::Ring;
+use super::settle::Settled;
+use crate::core::liveness::PeerWatch;
+use crate::core::region::RoleLock;
+use crate::error::{Corruption, Error};
+
+/// A participant's own state: its entry of the table, the lock that holds it, and what
+/// its calls change. The ring it belongs to is passed to each call.
+pub(crate) struct Member {
+    pub(crate) side: Side,
+    pub(crate) index: u32,
+    /// The session word this participant stored at attach.
+    session: u32,
+    /// `None` only after a simulated crash (tests).
+    pub(crate) lock: Option<RoleLock>,
+    /// A position claimed and not yet finished: a reservation or guard still out, or
+    /// forgotten with `mem::forget`.
+    pub(crate) pending: Option<u64>,
+    pub(crate) wait: WaitStrategy,
+    /// When the other side's locks were last probed, and the polls since.
+    watch: PeerWatch,
+}
+
+impl Member {
+    /// Takes the first free entry of the table, retiring a dead holder found in it.
+    pub(crate) fn attach<T>(ring: &Ring<T>, side: Side, wait: WaitStrategy) -> Result<Self, Error> {
+        ring.check_positions().map_err(Error::Corrupted)?;
+        for index in 0..ring.limit() {
+            let Some(lock) = ring.region.try_lock(index)? else {
+                continue;
+            };
+            let entry = ring.entry(index);
+            // Acquire: pairs with the Release stores of session words.
+            let session = entry.session.load(Ordering::Acquire);
+            if ring.retire(index, session).map_err(Error::Corrupted)? == Settled::NotYet {
+                continue; // leave it to a later probe; try the next entry
+            }
+            let generation = (session & !SESSION_STATE).wrapping_add(GENERATION_ONE);
+            let session = generation | side.session_state();
+            // Relaxed: the session store below publishes these.
+            entry.claim.store(0, Ordering::Relaxed);
+            ring.count(side).fetch_add(1, Ordering::Relaxed);
+            ring.control()
+                .census
+                .seen
+                .fetch_or(side.seen_bit(), Ordering::Relaxed);
+            // Release: a prober that sees this session sees the claim cleared.
+            entry.session.store(session, Ordering::Release);
+            return Ok(Member {
+                side,
+                index,
+                session,
+                lock: Some(lock),
+                pending: None,
+                wait,
+                watch: PeerWatch::default(),
+            });
+        }
+        Err(Error::ParticipantsFull {
+            limit: ring.limit(),
+        })
+    }
+
+    /// Counts an empty (or full) poll; probes the other side's locks when `probe`, or
+    /// after [`LIVENESS_POLLS`] polls once [`LIVENESS_PROBE_INTERVAL`] has passed.
+    #[cold]
+    pub(crate) fn watch<T>(&mut self, ring: &Ring<T>, probe: bool) -> Result<(), Corruption> {
+        if self.watch.tick(probe) {
+            ring.reap(self.side.other(), self.index)?;
+        }
+        Ok(())
+    }
+
+    /// Finishes a position left pending by a forgotten reservation (as aborted) or guard
+    /// (released).
+    #[cold]
+    pub(crate) fn finish_pending<T>(&mut self, ring: &Ring<T>) {
+        if let Some(position) = self.pending.take() {
+            if self.side == Side::Producer {
+                // Relaxed: a statistic.
+                ring.control()
+                    .counters
+                    .aborted
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            ring.finish(self.side, position, SKIPPED);
+        }
+    }
+
+    pub(crate) fn stats<T>(ring: &Ring<T>) -> Stats {
+        let control = ring.control();
+        // Relaxed: a snapshot of statistics.
+        Stats {
+            producers: control.census.producers.load(Ordering::Relaxed),
+            consumers: control.census.consumers.load(Ordering::Relaxed),
+            skipped: control.counters.skipped.load(Ordering::Relaxed),
+            aborted: control.counters.aborted.load(Ordering::Relaxed),
+            reclaimed: control.counters.reclaimed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Ends the session cleanly: settles what is pending, frees the entry, and then
+    /// (dropping the lock) the role.
+    pub(crate) fn leave<T>(&mut self, ring: &Ring<T>) {
+        if self.lock.is_none() {
+            return;
+        }
+        self.finish_pending(ring);
+        ring.leave(self.index, self.session, self.side);
+        self.lock = None;
+    }
+}

@@ -1,0 +1,143 @@
+//! One participant's shared view of an MPMC ring: its region, the stamps of its slots,
+//! the census of each side, and finishing a slot.
+
+use shm_sync::CachePadded;
+use shm_sync::atomic::{AtomicU32, Ordering};
+
+use super::layout::{Control, EMPTY, Entry, Side, Slot};
+use crate::core::region::Region;
+use crate::error::Corruption;
+
+/// The region of an MPMC ring, and the shift that turns a position into its lap. Shared
+/// by every handle of a process (cloning shares the memory).
+pub(crate) struct Ring<T> {
+    pub(crate) region: Region<Control, CachePadded<Entry>, Slot<T>>,
+    /// `log2(capacity)`: `position >> shift` is the lap.
+    shift: u32,
+}
+
+impl<T> Clone for Ring<T> {
+    fn clone(&self) -> Self {
+        Ring {
+            region: self.region.clone(),
+            shift: self.shift,
+        }
+    }
+}
+
+impl<T> Ring<T> {
+    pub(crate) fn new(region: Region<Control, CachePadded<Entry>, Slot<T>>) -> Self {
+        let shift = region.capacity().trailing_zeros();
+        Ring { region, shift }
+    }
+
+    #[inline(always)]
+    pub(crate) fn control(&self) -> &Control {
+        self.region.control()
+    }
+
+    /// The entry of participant `index` (`index < limit`).
+    #[inline(always)]
+    pub(crate) fn entry(&self, index: u32) -> &Entry {
+        self.region.entry(index)
+    }
+
+    /// The slot of `position`.
+    #[inline(always)]
+    pub(crate) fn slot(&self, position: u64) -> &Slot<T> {
+        self.region.slot(position)
+    }
+
+    /// The number of slots, a power of two.
+    #[inline(always)]
+    pub(crate) fn capacity(&self) -> u64 {
+        self.region.capacity()
+    }
+
+    /// The participant limit: the entries of the table.
+    #[inline(always)]
+    pub(crate) fn limit(&self) -> u32 {
+        self.region.entry_count()
+    }
+
+    /// The stamp of `position`'s slot in `state`.
+    #[inline(always)]
+    pub(crate) fn stamp(&self, position: u64, state: u64) -> u64 {
+        ((position >> self.shift) << 2) | state
+    }
+
+    /// How many laps `stamp` is ahead of `position` (negative: behind).
+    #[inline(always)]
+    pub(crate) fn laps_ahead(&self, stamp: u64, position: u64) -> i64 {
+        let lap = (position >> self.shift) & (u64::MAX >> 2);
+        ((stamp >> 2) as i64).wrapping_sub(lap as i64)
+    }
+
+    pub(crate) fn count(&self, side: Side) -> &AtomicU32 {
+        match side {
+            Side::Producer => &self.control().census.producers,
+            Side::Consumer => &self.control().census.consumers,
+        }
+    }
+
+    /// Whether every participant of `side` is gone, after at least one attached.
+    #[inline]
+    pub(crate) fn side_gone(&self, side: Side) -> bool {
+        let census = &self.control().census;
+        // SYNC(census): Acquire; pairs with the Release decrement of the last one to
+        // leave, so a poll after this sees everything it sent or released.
+        self.count(side).load(Ordering::Acquire) == 0
+            // Relaxed: set once per side, before that side's count first grows.
+            && census.seen.load(Ordering::Relaxed) & side.seen_bit() != 0
+    }
+
+    /// Checks `tail` and `head` against each other: `head <= tail <= head + capacity`.
+    pub(crate) fn check_positions(&self) -> Result<(), Corruption> {
+        let control = self.control();
+        // SYNC(positions): Acquire, tail first: then head >= tail - capacity.
+        let tail = control.tail.load(Ordering::Acquire);
+        let head = control.head.load(Ordering::Acquire);
+        let used = tail.wrapping_sub(head) as i64;
+        // A head past the tail read first is a tail that moved since: read it again.
+        let tail = if used < 0 {
+            control.tail.load(Ordering::Acquire)
+        } else {
+            tail
+        };
+        let used = tail.wrapping_sub(head) as i64;
+        if used < 0 || used > self.capacity() as i64 {
+            return Err(Corruption::Positions {
+                head,
+                tail,
+                capacity: self.capacity(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks `side`'s slot of `position` done: a producer publishes (`FULL`) or aborts
+    /// (`SKIPPED`), a consumer releases it to the next lap. Wakes the other side.
+    #[inline]
+    pub(crate) fn finish(&self, side: Side, position: u64, state: u64) {
+        let control = self.control();
+        let slot = self.slot(position);
+        match side {
+            Side::Producer => {
+                // SYNC(slot-published): Release; pairs with a consumer's Acquire load of
+                // the stamp: the message written before is visible to it.
+                slot.stamp
+                    .store(self.stamp(position, state), Ordering::Release);
+                control.not_empty.notify();
+            }
+            Side::Consumer => {
+                // SYNC(slot-released): Release; pairs with a producer's Acquire load of
+                // the stamp: this consumer's reads of the slot are done.
+                slot.stamp.store(
+                    self.stamp(position.wrapping_add(self.capacity()), EMPTY),
+                    Ordering::Release,
+                );
+                control.not_full.notify();
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Crash settlement: retiring the entry of a participant that died, and finishing the
+//! position it had claimed, exactly once (under the dead one's lock).
+//!
+//! A producer that died between claiming `p` and publishing it leaves `p`'s slot
+//! `EMPTY`: it is marked `SKIPPED` ([`Stats::skipped`](super::Stats::skipped)). A
+//! consumer that died holding `p` leaves it `FULL`: it is released to the next lap
+//! ([`Stats::reclaimed`](super::Stats::reclaimed)). When a live participant names the
+//! same position (one that lost the CAS for it and has not moved on yet), the dead one is
+//! left for the next probe rather than guessed at.
+
+use shm_sync::atomic::Ordering;
+
+use super::layout::{CONSUMER, EMPTY, FREE, FULL, PRODUCER, SESSION_STATE, SKIPPED, Side};
+use super::ring::Ring;
+use crate::error::Corruption;
+
+/// What a participant's session word may hold, for [`Corruption::State`].
+const PARTICIPANT_STATES: &str = "state 0 (free), 1 (producer) or 2 (consumer) in its low two bits";
+
+/// Whether a dead participant's claim could be settled.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Settled {
+    Yes,
+    /// A live participant names the same position: look again later.
+    NotYet,
+}
+
+impl<T> Ring<T> {
+    /// Whether a live participant of `side`, other than `except`, names `position` in
+    /// its entry.
+    pub(crate) fn claimed_by_live(&self, position: u64, side: Side, except: u32) -> bool {
+        (0..self.limit()).filter(|&j| j != except).any(|j| {
+            let entry = self.entry(j);
+            // Acquire: pairs with the Release store of the session at attach.
+            entry.session.load(Ordering::Acquire) & SESSION_STATE == side.session_state()
+                // Relaxed: ordered after the caller's Acquire load of tail or head
+                // (SYNC(claim)).
+                && entry.claim.load(Ordering::Relaxed) == position.wrapping_add(1)
+                && self.region.is_locked(j)
+        })
+    }
+
+    /// Settles a claim of `position` by the dead producer `dead`: if the position was
+    /// claimed and is still unpublished, and no live producer names it, skips it.
+    pub(crate) fn settle_write(&self, position: u64, dead: u32) -> Settled {
+        let control = self.control();
+        let slot = self.slot(position);
+        let empty = self.stamp(position, EMPTY);
+        // Acquire: see the current lap of the slot.
+        if slot.stamp.load(Ordering::Acquire) != empty {
+            return Settled::Yes; // published, skipped, or long gone
+        }
+        // SYNC(claim): Acquire; the claims of whoever took positions below tail are
+        // visible after this.
+        let tail = control.tail.load(Ordering::Acquire);
+        if tail.wrapping_sub(position) as i64 <= 0 {
+            // Never claimed: the dead producer lost its CAS or died before it.
+            return Settled::Yes;
+        }
+        if self.claimed_by_live(position, Side::Producer, dead) {
+            return Settled::NotYet;
+        }
+        // Release: as a publish (SYNC(slot-published)); the skip carries no data. Failure
+        // Relaxed: someone else published or skipped the slot, nothing to read.
+        if slot
+            .stamp
+            .compare_exchange(
+                empty,
+                self.stamp(position, SKIPPED),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            // Relaxed: a statistic.
+            control.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            control.not_empty.notify();
+        }
+        Settled::Yes
+    }
+
+    /// Settles a claim of `position` by the dead consumer `dead`: if a consumer claimed
+    /// it and never released it, and no live consumer names it, releases it.
+    pub(crate) fn settle_read(&self, position: u64, dead: u32) -> Settled {
+        let control = self.control();
+        let slot = self.slot(position);
+        // Acquire: see the current lap of the slot.
+        let stamp = slot.stamp.load(Ordering::Acquire);
+        let full = self.stamp(position, FULL);
+        if stamp != full && stamp != self.stamp(position, SKIPPED) {
+            return Settled::Yes; // released, or never published
+        }
+        // SYNC(claim): Acquire, as in `settle_write`.
+        let head = control.head.load(Ordering::Acquire);
+        if head.wrapping_sub(position) as i64 <= 0 {
+            return Settled::Yes; // not claimed: a live consumer will take it
+        }
+        if self.claimed_by_live(position, Side::Consumer, dead) {
+            return Settled::NotYet;
+        }
+        // Release: as a consumer's release (SYNC(slot-released)). Failure Relaxed: the
+        // slot moved on, nothing to read.
+        if slot
+            .stamp
+            .compare_exchange(
+                stamp,
+                self.stamp(position.wrapping_add(self.capacity()), EMPTY),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            if stamp == full {
+                // Relaxed: a statistic.
+                control.counters.reclaimed.fetch_add(1, Ordering::Relaxed);
+            }
+            control.not_full.notify();
+        }
+        Settled::Yes
+    }
+
+    /// Retires participant `index`, whose holder is dead (the caller holds its lock):
+    /// settles its claim, frees the entry, and takes it off its side's count.
+    pub(crate) fn retire(&self, index: u32, session: u32) -> Result<Settled, Corruption> {
+        let entry = self.entry(index);
+        let side = match session & SESSION_STATE {
+            FREE => return Ok(Settled::Yes),
+            PRODUCER => Side::Producer,
+            CONSUMER => Side::Consumer,
+            _ => {
+                return Err(Corruption::State {
+                    word: "a participant's session word",
+                    found: session,
+                    expected: PARTICIPANT_STATES,
+                });
+            }
+        };
+        // Acquire: the claim the dead holder stored last (its lock's release, which
+        // this caller acquired, came after it).
+        let claim = entry.claim.load(Ordering::Acquire);
+        if claim != 0 {
+            let position = claim.wrapping_sub(1);
+            let settled = match side {
+                Side::Producer => self.settle_write(position, index),
+                Side::Consumer => self.settle_read(position, index),
+            };
+            if settled == Settled::NotYet {
+                return Ok(Settled::NotYet);
+            }
+        }
+        self.leave(index, session, side);
+        Ok(Settled::Yes)
+    }
+
+    /// Frees entry `index` of a participant of `side` whose positions are all finished,
+    /// and takes it off the count.
+    pub(crate) fn leave(&self, index: u32, session: u32, side: Side) {
+        let entry = self.entry(index);
+        // Relaxed: ordered before the session store below.
+        entry.claim.store(0, Ordering::Relaxed);
+        // Release: a later holder of the entry sees the claim cleared.
+        entry
+            .session
+            .store((session & !SESSION_STATE) | FREE, Ordering::Release);
+        let count = self.count(side);
+        // SYNC(census): Release; after this participant's last publish or release.
+        // Failure Relaxed: retried with the value read. Saturating: a corrupt zero
+        // stays zero rather than wrapping to "four billion attached".
+        let mut current = count.load(Ordering::Relaxed);
+        while current != 0 {
+            match count.compare_exchange_weak(
+                current,
+                current - 1,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        let control = self.control();
+        // Wake sleepers of both sides: they may be waiting for this one to finish.
+        control.not_empty.notify();
+        control.not_full.notify();
+    }
+
+    /// Retires every dead participant of `side`, other than `own`. Costs one lock probe
+    /// (a syscall in a segment) per attached participant of that side.
+    #[cold]
+    pub(crate) fn reap(&self, side: Side, own: u32) -> Result<(), Corruption> {
+        for index in (0..self.limit()).filter(|&j| j != own) {
+            // Acquire: pairs with the Release store at attach.
+            let session = self.entry(index).session.load(Ordering::Acquire);
+            match session & SESSION_STATE {
+                state if state == side.session_state() => {}
+                FREE | PRODUCER | CONSUMER => continue,
+                _ => {
+                    return Err(Corruption::State {
+                        word: "a participant's session word",
+                        found: session,
+                        expected: PARTICIPANT_STATES,
+                    });
+                }
+            }
+            if self.region.is_locked(index) {
+                continue;
+            }
+            // An error taking the lock (out of file descriptors) is no evidence: skip.
+            let Ok(Some(_lock)) = self.region.try_lock(index) else {
+                continue;
+            };
+            // Under the lock: read the session again, a newcomer may have replaced the
+            // dead holder and left since.
+            let session = self.entry(index).session.load(Ordering::Acquire);
+            self.retire(index, session)?;
+        }
+        Ok(())
+    }
+}

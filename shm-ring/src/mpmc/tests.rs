@@ -1,0 +1,374 @@
+//! Unit tests of the MPMC ring that reach its internals, and its loom models.
+
+#[cfg(not(loom))]
+mod unit {
+    use std::time::Duration;
+
+    use shm_sync::WaitStrategy;
+    use shm_sync::atomic::Ordering;
+
+    use crate::mpmc::layout::{FULL, STAMP_STATE};
+    use crate::mpmc::*;
+    use crate::{
+        Corruption, Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+        TrySendError,
+    };
+
+    const COUNT: u64 = if cfg!(miri) { 200 } else { 100_000 };
+
+    #[test]
+    fn smoke() {
+        let (mut tx, mut rx) = channel::<u64>(4).unwrap();
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        assert_eq!(rx.try_recv(), Ok(1));
+        assert_eq!(rx.try_recv(), Ok(2));
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    }
+
+    #[test]
+    fn capacity_is_enforced_and_values_come_back() {
+        let (mut tx, mut rx) = channel::<u32>(2).unwrap();
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        match tx.try_send(3) {
+            Err(TrySendError::Full(v)) => assert_eq!(v, 3),
+            other => panic!("expected Full(3), got {other:?}"),
+        }
+        assert_eq!(rx.try_recv(), Ok(1));
+        tx.try_send(3).unwrap();
+        assert_eq!(rx.try_recv(), Ok(2));
+        assert_eq!(rx.try_recv(), Ok(3));
+    }
+
+    #[test]
+    fn invalid_parameters_are_refused() {
+        for cap in [0, 3, 6, MAX_CAPACITY * 2] {
+            assert!(matches!(channel::<u8>(cap), Err(Error::InvalidCapacity(c)) if c == cap));
+        }
+        for limit in [0, 1, MAX_PARTICIPANTS + 1] {
+            assert!(matches!(
+                channel_with::<u8>(4, limit),
+                Err(Error::InvalidParticipants(l)) if l == limit
+            ));
+        }
+    }
+
+    #[test]
+    fn wraps_many_times_in_order() {
+        let (mut tx, mut rx) = channel::<u64>(4).unwrap();
+        for i in 0..1000 {
+            tx.try_send(i).unwrap();
+            tx.try_send(i + 1_000_000).unwrap();
+            assert_eq!(rx.try_recv(), Ok(i));
+            assert_eq!(rx.try_recv(), Ok(i + 1_000_000));
+        }
+    }
+
+    #[test]
+    fn participant_limit_is_enforced_and_entries_are_reused() {
+        let (tx, rx) = channel_with::<u64>(4, 3).unwrap();
+        let tx2 = tx.try_clone().unwrap();
+        assert!(matches!(
+            rx.try_clone(),
+            Err(Error::ParticipantsFull { limit: 3 })
+        ));
+        assert_eq!(tx.stats().producers, 2);
+        drop(tx2);
+        assert_eq!(tx.stats().producers, 1);
+        let rx2 = rx.try_clone().unwrap();
+        assert_eq!(rx2.stats().consumers, 2);
+    }
+
+    #[test]
+    fn reserve_commit_and_abort() {
+        let (mut tx, mut rx) = channel::<[u32; 4]>(2).unwrap();
+        {
+            let mut slot = tx.reserve().unwrap();
+            *slot = [1, 2, 3, 4];
+            // dropped without commit: published as skipped
+        }
+        assert_eq!(tx.stats().aborted, 1);
+        let mut slot = tx.reserve().unwrap();
+        slot[0] = 9;
+        slot.commit();
+        assert_eq!(rx.try_recv().unwrap()[0], 9);
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    }
+
+    #[test]
+    fn forgotten_slot_and_guard_are_finished_by_the_next_call() {
+        let (mut tx, mut rx) = channel::<u64>(2).unwrap();
+        core::mem::forget(tx.reserve().unwrap()); // position 0
+        tx.try_send(5).unwrap(); // aborts position 0 first, then sends at 1
+        assert_eq!(tx.stats().aborted, 1);
+        assert_eq!(rx.try_recv(), Ok(5)); // passes over the skipped slot
+        tx.try_send(6).unwrap();
+        core::mem::forget(rx.try_recv_ref().unwrap()); // takes 6, never released
+        tx.try_send(7).unwrap();
+        assert!(matches!(tx.try_send(8), Err(TrySendError::Full(8))));
+        assert_eq!(rx.try_recv(), Ok(7)); // releases 6's slot first
+        tx.try_send(8).unwrap();
+        assert_eq!(rx.try_recv(), Ok(8));
+    }
+
+    #[test]
+    fn guard_releases_on_drop_only() {
+        let (mut tx, mut rx) = channel::<u64>(1).unwrap();
+        tx.try_send(5).unwrap();
+        let guard = rx.try_recv_ref().unwrap();
+        assert_eq!(*guard, 5);
+        assert!(matches!(tx.try_send(6), Err(TrySendError::Full(6))));
+        drop(guard);
+        tx.try_send(6).unwrap();
+        assert_eq!(rx.try_recv(), Ok(6));
+    }
+
+    #[test]
+    fn last_producer_gone_drains_then_disconnects() {
+        let (mut tx, mut rx) = channel::<u64>(4).unwrap();
+        let mut tx2 = tx.try_clone().unwrap();
+        tx.try_send(1).unwrap();
+        tx2.try_send(2).unwrap();
+        drop(tx);
+        assert_eq!(rx.try_recv(), Ok(1));
+        tx2.try_send(3).unwrap();
+        drop(tx2);
+        assert_eq!(rx.try_recv(), Ok(2));
+        assert_eq!(rx.try_recv(), Ok(3));
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+        assert_eq!(rx.recv(), Err(RecvError::Disconnected));
+    }
+
+    #[test]
+    fn last_consumer_gone_disconnects_producers() {
+        let (mut tx, rx) = channel::<u64>(4).unwrap();
+        let rx2 = rx.try_clone().unwrap();
+        drop(rx);
+        tx.try_send(1).unwrap();
+        drop(rx2);
+        assert!(matches!(tx.try_send(2), Err(TrySendError::Disconnected(2))));
+        assert!(matches!(tx.send(3), Err(SendError::Disconnected(3))));
+    }
+
+    #[test]
+    fn dead_producer_holding_a_slot_is_skipped() {
+        let (mut tx, mut rx) = channel_with::<u64>(4, 4).unwrap();
+        let mut dying = tx.try_clone().unwrap();
+        tx.try_send(1).unwrap();
+        core::mem::forget(dying.reserve().unwrap()); // claims position 1
+        dying.simulate_crash();
+        tx.try_send(3).unwrap();
+        assert_eq!(rx.try_recv(), Ok(1));
+        // Position 1 is claimed and never published; its claimer is found dead at a probe.
+        rx.set_wait_strategy(WaitStrategy::Yield);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(3));
+        let stats = rx.stats();
+        assert_eq!((stats.skipped, stats.producers), (1, 1));
+    }
+
+    #[test]
+    fn dead_consumer_holding_a_slot_is_reclaimed() {
+        let (mut tx, mut rx) = channel_with::<u64>(2, 4).unwrap();
+        let mut dying = rx.try_clone().unwrap();
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        core::mem::forget(dying.try_recv_ref().unwrap()); // holds message 1
+        dying.simulate_crash();
+        assert_eq!(rx.try_recv(), Ok(2));
+        tx.set_wait_strategy(WaitStrategy::Yield);
+        tx.send_timeout(3, Duration::from_secs(5)).unwrap();
+        tx.send_timeout(4, Duration::from_secs(5)).unwrap();
+        assert_eq!(rx.try_recv(), Ok(3));
+        assert_eq!(rx.try_recv(), Ok(4));
+        let stats = tx.stats();
+        assert_eq!((stats.reclaimed, stats.consumers), (1, 1));
+    }
+
+    #[test]
+    fn corrupted_stamp_and_positions_are_reported() {
+        let (mut tx, mut rx) = channel::<u64>(4).unwrap();
+        // A stamp four laps ahead of a head nobody moved.
+        rx.ring
+            .slot(0)
+            .stamp
+            .store((4 << 2) | FULL, Ordering::Relaxed);
+        assert_eq!(
+            rx.try_recv(),
+            Err(TryRecvError::Corrupted(Corruption::Slot {
+                position: 0,
+                stamp: (4 << 2) | FULL
+            }))
+        );
+        rx.ring.slot(0).stamp.store(STAMP_STATE, Ordering::Relaxed);
+        assert!(matches!(
+            tx.try_send(1),
+            Err(TrySendError::Corrupted(1, Corruption::Slot { .. }))
+        ));
+        rx.ring.slot(0).stamp.store(0, Ordering::Relaxed);
+        rx.ring.control().tail.store(100, Ordering::Relaxed);
+        assert!(matches!(
+            tx.try_clone(),
+            Err(Error::Corrupted(Corruption::Positions { tail: 100, .. }))
+        ));
+    }
+
+    #[test]
+    fn timeouts_return_the_value() {
+        let (mut tx, mut rx) = channel::<u64>(1).unwrap();
+        tx.set_wait_strategy(WaitStrategy::Yield);
+        rx.set_wait_strategy(WaitStrategy::Yield);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_millis(1)),
+            Err(RecvTimeoutError::Timeout)
+        );
+        tx.try_send(1).unwrap();
+        assert!(matches!(
+            tx.send_timeout(2, Duration::from_millis(1)),
+            Err(SendTimeoutError::Timeout(2))
+        ));
+    }
+
+    /// Two producers and two consumers on threads: every message once, each producer's
+    /// messages in order.
+    fn many(wait: WaitStrategy, capacity: u64) {
+        let (tx, rx) = channel::<u64>(capacity).unwrap();
+        let producers: Vec<_> = (0..2u64)
+            .map(|id| {
+                let mut tx = tx.try_clone().unwrap();
+                tx.set_wait_strategy(wait);
+                std::thread::spawn(move || {
+                    for i in 0..COUNT {
+                        tx.send(id << 32 | i).unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let mut rx = rx.try_clone().unwrap();
+                rx.set_wait_strategy(wait);
+                std::thread::spawn(move || {
+                    let mut next = [0u64; 2];
+                    let mut got = Vec::new();
+                    while let Ok(v) = rx.recv() {
+                        let (id, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+                        assert!(i >= next[id], "producer {id}: {i} after {}", next[id]);
+                        next[id] = i + 1;
+                        got.push(v);
+                    }
+                    got
+                })
+            })
+            .collect();
+        drop(rx);
+        for p in producers {
+            p.join().unwrap();
+        }
+        let mut all: Vec<u64> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        let expected: Vec<u64> = (0..2u64)
+            .flat_map(|id| (0..COUNT).map(move |i| id << 32 | i))
+            .collect();
+        assert_eq!(all.len(), expected.len());
+        assert!(all == expected, "messages lost or duplicated");
+    }
+
+    #[test]
+    fn two_by_two_threads_busy_spin() {
+        many(WaitStrategy::BusySpin, 4);
+    }
+
+    #[test]
+    fn two_by_two_threads_yield_large_capacity() {
+        many(WaitStrategy::Yield, 1024);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "futex sleeps make miri slow")]
+    fn two_by_two_threads_park() {
+        many(WaitStrategy::Park, 2);
+    }
+}
+
+#[cfg(loom)]
+mod loom_tests {
+    use crate::TryRecvError;
+    use crate::mpmc::*;
+
+    /// Two producers send one value each while two consumers try to receive one each;
+    /// then the main thread receives the rest. Each value is received exactly once, no
+    /// slot is raced on (loom's UnsafeCell), no interleaving makes a stamp look corrupt,
+    /// and no claim is left unfinished once everyone is done.
+    #[test]
+    fn two_producers_two_consumers() {
+        loom::model(|| {
+            let (mut tx1, mut rx1) = channel_with::<u64>(2, 4).unwrap();
+            let mut tx2 = tx1.try_clone().unwrap();
+            let mut rx2 = rx1.try_clone().unwrap();
+            let p1 = loom::thread::spawn(move || tx1.try_send(1).unwrap());
+            let p2 = loom::thread::spawn(move || tx2.try_send(2).unwrap());
+            let c2 = loom::thread::spawn(move || try_one(&mut rx2));
+            let mut got: Vec<u64> = try_one(&mut rx1).into_iter().collect();
+            p1.join().unwrap();
+            p2.join().unwrap();
+            got.extend(c2.join().unwrap());
+            got.extend(drain(&mut rx1));
+            got.sort_unstable();
+            assert_eq!(got, [1, 2]);
+        });
+    }
+
+    /// One attempt to receive: a value, or nothing if the ring looked empty.
+    fn try_one(rx: &mut Consumer<u64>) -> Option<u64> {
+        match rx.try_recv() {
+            Ok(v) => Some(v),
+            Err(TryRecvError::Empty) => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A producer claims a slot and dies before publishing it; the other producer sends
+    /// after it. The consumer receives the second value, and the dead claim is counted
+    /// as skipped exactly once.
+    #[test]
+    fn dead_claimer_is_skipped() {
+        loom::model(|| {
+            let (mut tx, mut rx) = channel_with::<u64>(2, 3).unwrap();
+            let mut dying = tx.try_clone().unwrap();
+            let p1 = loom::thread::spawn(move || {
+                core::mem::forget(dying.reserve().unwrap());
+                dying.simulate_crash();
+            });
+            let p2 = loom::thread::spawn(move || {
+                tx.try_send(2).unwrap();
+            });
+            p1.join().unwrap();
+            p2.join().unwrap();
+            let skipped = rx.stats().skipped;
+            assert_eq!(skipped, 0, "nobody probed yet");
+            let got = drain(&mut rx);
+            assert_eq!(got, [2]);
+            assert_eq!(rx.stats().skipped, 1);
+        });
+    }
+
+    /// Receives until the ring is empty and every producer gone, polling: for a model
+    /// whose producers have all finished.
+    fn drain(rx: &mut Consumer<u64>) -> Vec<u64> {
+        let mut got = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(v) => got.push(v),
+                Err(TryRecvError::Empty) => loom::thread::yield_now(),
+                Err(TryRecvError::Disconnected) => return got,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
