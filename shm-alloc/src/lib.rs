@@ -11,6 +11,8 @@
 //! - [`RoleClaim`]: a role of a segment (the producer, consumer `k`, process slot `k`),
 //!   held through an open-file-description lock that the kernel drops when the holder
 //!   dies, so that liveness checks ([`Segment::role_alive`]) are immune to pid reuse.
+//! - [`participants`]: the participant table of a segment (MPMC handles, pool users):
+//!   claim the first free entry by lock, settle a dead holder's entry exactly once, free.
 //! - [`pool`]: size classes of chunks in a segment, loaned by one process, sent as a
 //!   [`ShmOffset`] through a ring, read in place by another, and
 //!   reclaimed when their holder dies.
@@ -26,6 +28,7 @@ mod error;
 mod free_list;
 #[cfg(not(loom))]
 pub mod header;
+pub mod participants;
 #[cfg(not(loom))]
 pub mod pool;
 #[cfg(not(loom))]

@@ -49,10 +49,13 @@ use core::fmt;
 use core::ops::Deref;
 use core::ptr::NonNull;
 
-use shm_sync::atomic::Ordering;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use crate::participants::{Entry, FREE as FREE_ENTRY, STATE_MASK, Settle, Table};
 use crate::{Error, Expect, Kind, Location, RoleClaim, Segment, SegmentOptions, SegmentSpec};
+
+/// The state of a pool user's participant entry.
+const USER: u32 = 1;
 pub use raw::{CHUNK_ALIGN, MAX_CLASSES};
 use raw::{ChunkId, HELD, LOANED, LoanFailure, NOBODY, RawPool, owner};
 
@@ -382,6 +385,8 @@ fn init(segment: &Segment, config: &raw::Config) {
 pub struct Pool {
     raw: RawPool,
     participant: u32,
+    /// The session word of this participant's entry.
+    session: u32,
     claim: Option<RoleClaim>,
     segment: Segment,
 }
@@ -422,35 +427,26 @@ impl Pool {
                 what: format!("pool configuration: {what}"),
             },
         )?;
-        let mut claimed = None;
-        for participant in 0..raw.participants() {
-            match segment.claim_role(participant) {
-                Ok(claim) => {
-                    claimed = Some((participant, claim));
-                    break;
-                }
-                Err(Error::RoleTaken { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let Some((participant, claim)) = claimed else {
+        let table = Table::new(raw.entries(), &segment);
+        // A holder found in the entry died: the sweep below returns what it left.
+        let claimed = table.claim(USER, |_, _| Ok::<_, Error>(Settle::Done))?;
+        let Some(claimed) = claimed else {
             return Err(Error::ParticipantsFull {
                 path: segment.path().to_path_buf(),
                 participants: raw.participants(),
             });
         };
-        // Ours now: whatever the slot's holder before us left is returned.
+        let participant = claimed.index;
+        // Ours now: whatever the slot's holder before us left is returned (loaned or
+        // held by a dead holder, or in flight to this slot after its holder left).
         raw.sweep(|holder| u32::from(holder) == participant);
-        // Relaxed: published by the Release store of the mark below.
-        raw.channel(participant).store(0, Ordering::Relaxed);
-        // SYNC(slot-mark): Release; pairs with the Acquire probe in `reclaim_dead`, so a
-        // prober that sees the slot in use also sees the sweep that preceded the mark.
-        raw.participant(participant)
-            .store(u64::from(std::process::id()) + 1, Ordering::Release);
+        table.mark(&claimed);
+        let session = claimed.session;
         let pool = Pool {
             raw,
             participant,
-            claim: Some(claim),
+            session,
+            claim: Some(claimed.guard),
             segment,
         };
         pool.reclaim_dead()?;
@@ -471,11 +467,9 @@ impl Pool {
     /// process dies before receiving them. One channel per participant; binding another
     /// replaces it. Cleared when the participant leaves or is reclaimed.
     pub fn bind_channel(&self, channel: u64) {
-        // Relaxed: an address hint; the chunk's own Release marking and the ring's
-        // publish order the payload.
-        self.raw
-            .channel(self.participant)
-            .store(channel, Ordering::Relaxed);
+        // An address hint; the chunk's own Release marking and the ring's publish order
+        // the payload.
+        self.entry().set_word(channel);
     }
 
     /// The participant in use that is bound to `channel` ([`bind_channel`](Self::bind_channel)),
@@ -491,12 +485,19 @@ impl Pool {
     /// receiver found by [`channel_receiver`](Self::channel_receiver) before each send.
     #[must_use]
     pub fn is_bound(&self, participant: u32, channel: u64) -> bool {
-        participant < self.raw.participants()
-            // Relaxed: see `bind_channel`.
-            && self.raw.channel(participant).load(Ordering::Relaxed) == channel
-            // Relaxed: a hint, as above; a stale answer addresses a chunk to a
-            // participant whose reclaim returns it.
-            && self.raw.participant(participant).load(Ordering::Relaxed) != 0
+        // A hint, as in `bind_channel`: a stale answer addresses a chunk to a
+        // participant whose reclaim returns it.
+        self.raw
+            .entries()
+            .get(participant as usize)
+            .is_some_and(|entry| {
+                entry.word() == channel && entry.session() & STATE_MASK != FREE_ENTRY
+            })
+    }
+
+    /// This participant's entry of the table.
+    fn entry(&self) -> &Entry {
+        &self.raw.entries()[self.participant as usize]
     }
 
     /// The segment the pool lives in.
@@ -648,52 +649,24 @@ impl Pool {
     /// the chunk. Runs when a [`Pool`] joins; call it again when a peer is known to have
     /// died (a ring reports `Disconnected`), or periodically.
     ///
-    /// Costs one `fcntl` per slot in use and, if any died, one pass over every chunk
-    /// header.
+    /// Costs one `fcntl` per slot in use and, for each that died, one pass over every
+    /// chunk header.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if a lock probe fails.
+    /// None at present (the `Result` leaves room for failures to come): a lock probe
+    /// that fails counts its participant as alive, no evidence of death.
     pub fn reclaim_dead(&self) -> Result<Reclaimed, Error> {
-        let mut dead = Vec::new();
-        for participant in 0..self.raw.participants() {
-            if participant == self.participant {
-                continue;
-            }
-            // SYNC(slot-mark): Acquire; a 0 (never used, or left cleanly) skips the probe.
-            if self.raw.participant(participant).load(Ordering::Acquire) == 0 {
-                continue;
-            }
-            if self.segment.role_alive(participant)? {
-                continue;
-            }
-            match self.segment.claim_role(participant) {
-                Ok(claim) => dead.push((participant, claim)),
-                // Came alive (a newcomer joined in that slot) since the probe.
-                Err(Error::RoleTaken { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if dead.is_empty() {
-            return Ok(Reclaimed::default());
-        }
-        let chunks = self.raw.sweep(|holder| {
-            dead.iter()
-                .any(|(participant, _)| u32::from(holder) == *participant)
-        });
-        let participants = dead
-            .into_iter()
-            .map(|(participant, claim)| {
-                // Relaxed: ordered before the Release store of the mark below.
-                self.raw.channel(participant).store(0, Ordering::Relaxed);
-                // SYNC(slot-mark): Release; the slot is clean, marked so before its lock goes.
-                self.raw
-                    .participant(participant)
-                    .store(0, Ordering::Release);
-                drop(claim);
-                participant
-            })
-            .collect();
+        let mut chunks = 0;
+        let table = Table::new(self.raw.entries(), &self.segment);
+        let participants = table.reap(
+            Some(self.participant),
+            |_| Ok::<_, Error>(true),
+            |participant, _| {
+                chunks += self.raw.sweep(|holder| u32::from(holder) == participant);
+                Ok(Settle::Done)
+            },
+        )?;
         Ok(Reclaimed {
             participants,
             chunks,
@@ -743,14 +716,8 @@ impl Drop for Pool {
     fn drop(&mut self) {
         let me = self.holder();
         self.raw.sweep(|holder| holder == me);
-        // Relaxed: ordered before the Release store of the mark below.
-        self.raw
-            .channel(self.participant)
-            .store(0, Ordering::Relaxed);
-        // SYNC(slot-mark): Release; the slot is clean, and marked so before its lock goes.
-        self.raw
-            .participant(self.participant)
-            .store(0, Ordering::Release);
+        // The slot is clean, and marked free before its lock goes.
+        Table::new(self.raw.entries(), &self.segment).free(self.participant, self.session);
         drop(self.claim.take());
     }
 }

@@ -9,7 +9,7 @@
 //! |--------------------------|-------------------------------------------------------|
 //! | 0                        | [`Config`]: size classes and participant count, 640 B |
 //! | 640                      | free-list heads, one 128-byte line per class (16)     |
-//! | 2688                     | participant table, 16 B per participant               |
+//! | 2688                     | participant table, 128 B per participant (`participants`) |
 //! | next 128-byte boundary   | chunk headers of class 0, 1, ...: 16 B per chunk      |
 //! | next 4096-byte boundary  | chunks of class 0, then of class 1, ... each class's  |
 //! |                          | area page-aligned, each chunk a multiple of 128 B     |
@@ -51,6 +51,7 @@ use shm_sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::free_list::{self, BadLink, EMPTY, NIL};
+use crate::participants::{ENTRY_LEN, Entry};
 
 /// Chunks are aligned to, and sized in multiples of, this many bytes: the cache-line
 /// pad of the workspace, so that two chunks never share a line (or a prefetched pair).
@@ -71,8 +72,6 @@ const CONFIG_LEN: usize = 640;
 const HEADS_AT: usize = CONFIG_LEN;
 const PARTICIPANTS_AT: usize = HEADS_AT + MAX_CLASSES * 128;
 const PAGE: u64 = 4096;
-/// A participant entry: its mark, then the channel it receives from.
-const PARTICIPANT_LEN: u64 = 16;
 
 /// One size class as the creator recorded it.
 #[repr(C)]
@@ -187,7 +186,7 @@ pub(crate) fn layout(classes: &[(u64, u64)], participants: u32) -> Result<(Confi
             chunks_at: 0,
         }; MAX_CLASSES],
     };
-    let mut at = PARTICIPANTS_AT as u64 + PARTICIPANT_LEN * u64::from(participants);
+    let mut at = PARTICIPANTS_AT as u64 + ENTRY_LEN as u64 * u64::from(participants);
     for (i, &(chunk_size, chunks)) in classes.iter().enumerate() {
         if chunk_size == 0 || chunk_size % CHUNK_ALIGN != 0 {
             return Err(format!(
@@ -306,11 +305,6 @@ impl RawPool {
                 free_list::push(pool.head(class), index, &header.next);
             }
         }
-        for participant in 0..pool.participants {
-            // Relaxed: published with the region, as above.
-            pool.participant(participant).store(0, Ordering::Relaxed);
-            pool.channel(participant).store(0, Ordering::Relaxed);
-        }
         pool
     }
 
@@ -384,18 +378,25 @@ impl RawPool {
         self.at::<CachePadded<AtomicU64>>((HEADS_AT + class * 128) as u64)
     }
 
-    /// The participant table entry: 0 when the slot is unused or was left cleanly,
-    /// otherwise the holder's process id plus one.
-    pub(crate) fn participant(&self, participant: u32) -> &AtomicU64 {
-        debug_assert!(participant < self.participants);
-        self.at::<AtomicU64>(PARTICIPANTS_AT as u64 + PARTICIPANT_LEN * u64::from(participant))
-    }
-
-    /// The channel a participant receives chunks from (0: none): see
-    /// [`Pool::bind_channel`](super::Pool::bind_channel).
-    pub(crate) fn channel(&self, participant: u32) -> &AtomicU64 {
-        debug_assert!(participant < self.participants);
-        self.at::<AtomicU64>(PARTICIPANTS_AT as u64 + PARTICIPANT_LEN * u64::from(participant) + 8)
+    /// The participant table: one entry per participant slot, free (state 0) or held
+    /// (see [`Pool`](super::Pool)), whose word is the channel the holder receives from.
+    pub(crate) fn entries(&self) -> &[CachePadded<Entry>] {
+        debug_assert!(
+            PARTICIPANTS_AT as u64 + ENTRY_LEN as u64 * u64::from(self.participants) <= self.len
+        );
+        // SAFETY: the table of `participants` 128-byte entries lies inside the region at
+        // PARTICIPANTS_AT (the layout checked at attach), aligned to 128; an entry is
+        // atomics only, valid for any bytes, and shared references to atomics are what
+        // every process uses.
+        unsafe {
+            core::slice::from_raw_parts(
+                self.base
+                    .add(PARTICIPANTS_AT)
+                    .cast::<CachePadded<Entry>>()
+                    .as_ptr(),
+                self.participants as usize,
+            )
+        }
     }
 
     pub(crate) fn header(&self, id: ChunkId) -> &ChunkHeader {

@@ -204,6 +204,14 @@ impl<C, E, S> Region<C, E, S> {
         unsafe { self.entries.add(index as usize).as_ref() }
     }
 
+    /// The participant table: every entry.
+    pub(crate) fn entries(&self) -> &[E] {
+        // SAFETY: `entries` points to `entry_count` entries inside the memory `backing`
+        // keeps alive as long as `self`; any bytes are a valid `E` (atomics only), and
+        // shared references to them are how every participant uses them.
+        unsafe { core::slice::from_raw_parts(self.entries.as_ptr(), self.entry_count as usize) }
+    }
+
     /// How many participant entries the table has.
     #[inline(always)]
     pub(crate) fn entry_count(&self) -> u32 {
@@ -323,5 +331,19 @@ impl<C, E, S> Region<C, E, S> {
             }
         };
         hash.max(1)
+    }
+}
+
+/// Role `k` of a region guards entry `k` of its participant table.
+impl<C, E, S> shm_alloc::participants::Locks for Region<C, E, S> {
+    type Guard = RoleLock;
+    type Error = Error;
+
+    fn try_lock(&self, index: u32) -> Result<Option<RoleLock>, Error> {
+        Region::try_lock(self, index)
+    }
+
+    fn is_locked(&self, index: u32) -> bool {
+        Region::is_locked(self, index)
     }
 }

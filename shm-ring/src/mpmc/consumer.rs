@@ -37,7 +37,7 @@ impl<T: Message> Consumer<T> {
             if stamp == full || stamp == ring.stamp(head, SKIPPED) {
                 let entry = ring.entry(me.index);
                 // SYNC(claim): Relaxed; published by the Release CAS below.
-                entry.claim.store(head.wrapping_add(1), Ordering::Relaxed);
+                entry.set_word(head.wrapping_add(1));
                 // SYNC(claim): Release on success. Failure Acquire: the position read is
                 // used as a loaded head (SYNC(positions)).
                 match control.head.compare_exchange_weak(
@@ -54,7 +54,7 @@ impl<T: Message> Consumer<T> {
                     }
                     Err(actual) => {
                         // Relaxed: a loser must not name a position it did not take.
-                        entry.claim.store(0, Ordering::Relaxed);
+                        entry.set_word(0);
                         head = actual;
                     }
                 }
@@ -213,12 +213,6 @@ impl<T: Message> Consumer<T> {
         )
         .map_err(Refusal::recv_timeout)?;
         Ok(self.read_and_release(position))
-    }
-
-    /// Ends this consumer as if its process had been killed at this point (tests).
-    #[cfg(all(test, not(loom)))]
-    pub(crate) fn simulate_crash(mut self) {
-        self.me.lock = None;
     }
 }
 

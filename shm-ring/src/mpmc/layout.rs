@@ -1,6 +1,7 @@
 //! The MPMC ring's control block, participant entries and slots, their state words, and
 //! its segment layout.
 
+pub(crate) use shm_alloc::participants::Entry;
 use shm_sync::atomic::{AtomicU32, AtomicU64};
 use shm_sync::cell::UnsafeCell;
 use shm_sync::{CachePadded, EventCount};
@@ -17,8 +18,9 @@ pub(crate) const FULL: u64 = 1; // holds this lap's message
 pub(crate) const SKIPPED: u64 = 2; // holds nothing for this lap: aborted, or its producer died
 pub(crate) const STAMP_STATE: u64 = 0b11;
 
-/// Participant session words: the low two bits say who holds the entry, the upper 30
-/// count attaches (a generation).
+/// Participant session words (the entries of `shm_alloc::participants`): the low two
+/// bits say who holds the entry, the upper 30 count attaches (a generation). Each entry's
+/// word is `position + 1` of the position its holder is claiming or holds, 0 for none.
 ///
 /// | state | meaning | written by |
 /// |---|---|---|
@@ -26,11 +28,9 @@ pub(crate) const STAMP_STATE: u64 = 0b11;
 /// | `PRODUCER` (1) | a producer holds it (alive while its lock is held) | the producer, at attach |
 /// | `CONSUMER` (2) | a consumer holds it | the consumer, at attach |
 /// | 3 | - | nobody: corruption |
-pub(crate) const FREE: u32 = 0;
 pub(crate) const PRODUCER: u32 = 1;
 pub(crate) const CONSUMER: u32 = 2;
-pub(crate) const SESSION_STATE: u32 = 0b11;
-pub(crate) const GENERATION_ONE: u32 = 0b100;
+pub(crate) const SESSION_STATE: u32 = shm_alloc::participants::STATE_MASK;
 
 /// `Census::seen` bits: a side has attached at least once.
 pub(crate) const SEEN_PRODUCER: u32 = 1;
@@ -84,16 +84,6 @@ pub(crate) struct Counters {
     pub(crate) reclaimed: AtomicU64,
 }
 
-/// One participant's entry: who holds it, and the position it is claiming.
-#[repr(C)]
-#[derive(Debug, Default)]
-pub(crate) struct Entry {
-    pub(crate) session: AtomicU32,
-    _reserved: AtomicU32,
-    /// `position + 1` of the position being claimed or held, 0 for none.
-    pub(crate) claim: AtomicU64,
-}
-
 /// A slot: its stamp, then the message.
 #[repr(C)]
 pub(crate) struct Slot<T> {
@@ -105,10 +95,6 @@ pub(crate) struct Slot<T> {
 #[cfg(not(loom))]
 const CONTROL_LEN: usize = 768;
 
-/// The size of one participant entry, in bytes.
-#[cfg(not(loom))]
-const ENTRY_LEN: usize = 128;
-
 #[cfg(not(loom))]
 const _: () = {
     assert!(size_of::<Control>() == CONTROL_LEN);
@@ -117,8 +103,6 @@ const _: () = {
     assert!(core::mem::offset_of!(Control, counters) == 384);
     assert!(core::mem::offset_of!(Control, not_empty) == 512);
     assert!(core::mem::offset_of!(Control, not_full) == 640);
-    assert!(size_of::<CachePadded<Entry>>() == ENTRY_LEN);
-    assert!(core::mem::offset_of!(Entry, claim) == 8);
     assert!(size_of::<Slot<u8>>() == 16);
     assert!(core::mem::offset_of!(Slot<u64>, value) == 8);
 };

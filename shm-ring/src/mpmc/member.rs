@@ -5,9 +5,8 @@ use shm_sync::WaitStrategy;
 use shm_sync::atomic::Ordering;
 
 use super::Stats;
-use super::layout::{GENERATION_ONE, SESSION_STATE, SKIPPED, Side};
+use super::layout::{SKIPPED, Side};
 use super::ring::Ring;
-use super::settle::Settled;
 use crate::core::liveness::PeerWatch;
 use crate::core::region::RoleLock;
 use crate::error::{Corruption, Error};
@@ -33,39 +32,32 @@ impl Member {
     /// Takes the first free entry of the table, retiring a dead holder found in it.
     pub(crate) fn attach<T>(ring: &Ring<T>, side: Side, wait: WaitStrategy) -> Result<Self, Error> {
         ring.check_positions().map_err(Error::Corrupted)?;
-        for index in 0..ring.limit() {
-            let Some(lock) = ring.region.try_lock(index)? else {
-                continue;
-            };
-            let entry = ring.entry(index);
-            // Acquire: pairs with the Release stores of session words.
-            let session = entry.session.load(Ordering::Acquire);
-            if ring.retire(index, session).map_err(Error::Corrupted)? == Settled::NotYet {
-                continue; // leave it to a later probe; try the next entry
-            }
-            let generation = (session & !SESSION_STATE).wrapping_add(GENERATION_ONE);
-            let session = generation | side.session_state();
-            // Relaxed: the session store below publishes these.
-            entry.claim.store(0, Ordering::Relaxed);
-            ring.count(side).fetch_add(1, Ordering::Relaxed);
-            ring.control()
-                .census
-                .seen
-                .fetch_or(side.seen_bit(), Ordering::Relaxed);
-            // Release: a prober that sees this session sees the claim cleared.
-            entry.session.store(session, Ordering::Release);
-            return Ok(Member {
-                side,
-                index,
-                session,
-                lock: Some(lock),
-                pending: None,
-                wait,
-                watch: PeerWatch::default(),
+        let table = ring.table();
+        let claimed = table.claim(side.session_state(), |index, session| {
+            ring.settle_dead(index, session).map_err(Error::Corrupted)
+        })?;
+        let Some(claimed) = claimed else {
+            return Err(Error::ParticipantsFull {
+                limit: ring.limit(),
             });
-        }
-        Err(Error::ParticipantsFull {
-            limit: ring.limit(),
+        };
+        // Counted before the entry says so, so that whoever retires this participant
+        // (should it die right after) takes off a count it added. Relaxed: the entry's
+        // Release store (`mark`) publishes these.
+        ring.count(side).fetch_add(1, Ordering::Relaxed);
+        ring.control()
+            .census
+            .seen
+            .fetch_or(side.seen_bit(), Ordering::Relaxed);
+        table.mark(&claimed);
+        Ok(Member {
+            side,
+            index: claimed.index,
+            session: claimed.session,
+            lock: Some(claimed.guard),
+            pending: None,
+            wait,
+            watch: PeerWatch::default(),
         })
     }
 

@@ -218,7 +218,7 @@ fn claim<T>(ring: &Ring<T>, me: &mut Member, probe: bool) -> Result<u64, Refusal
         if stamp == ring.stamp(tail, EMPTY) {
             let entry = ring.entry(me.index);
             // SYNC(claim): Relaxed; published by the Release CAS below.
-            entry.claim.store(tail.wrapping_add(1), Ordering::Relaxed);
+            entry.set_word(tail.wrapping_add(1));
             // SYNC(claim): Release on success. Failure Acquire: the position read is
             // used as a loaded tail (SYNC(positions)).
             match control.tail.compare_exchange_weak(
@@ -230,7 +230,7 @@ fn claim<T>(ring: &Ring<T>, me: &mut Member, probe: bool) -> Result<u64, Refusal
                 Ok(_) => return Ok(tail),
                 Err(actual) => {
                     // Relaxed: a loser must not name a position it did not take.
-                    entry.claim.store(0, Ordering::Relaxed);
+                    entry.set_word(0);
                     tail = actual;
                     continue;
                 }
@@ -279,9 +279,19 @@ fn not_free<T>(
     }
     let used = tail.wrapping_sub(head) as i64;
     if used < 0 {
-        // Consumers passed this tail: it is stale.
+        // Consumers passed this tail: it is stale, unless it has not moved, which no
+        // run of the protocol allows (head never passes the tail it was read after).
         // SYNC(positions): Acquire.
-        return Ok(control.tail.load(Ordering::Acquire));
+        let fresh = control.tail.load(Ordering::Acquire);
+        return if fresh == tail {
+            Err(Refusal::Corrupted(Corruption::Positions {
+                head,
+                tail,
+                capacity: ring.capacity(),
+            }))
+        } else {
+            Ok(fresh)
+        };
     }
     if used > ring.capacity() as i64 {
         return Err(Refusal::Corrupted(Corruption::Positions {

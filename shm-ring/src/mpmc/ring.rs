@@ -5,6 +5,8 @@ use shm_sync::CachePadded;
 use shm_sync::atomic::{AtomicU32, Ordering};
 
 use super::layout::{Control, EMPTY, Entry, Side, Slot};
+use shm_alloc::participants::Table;
+
 use crate::core::region::Region;
 use crate::error::Corruption;
 
@@ -34,6 +36,11 @@ impl<T> Ring<T> {
     #[inline(always)]
     pub(crate) fn control(&self) -> &Control {
         self.region.control()
+    }
+
+    /// The participant table, guarded by the region's role locks.
+    pub(crate) fn table(&self) -> Table<'_, Region<Control, CachePadded<Entry>, Slot<T>>> {
+        Table::new(self.region.entries(), &self.region)
     }
 
     /// The entry of participant `index` (`index < limit`).

@@ -10,20 +10,16 @@
 
 use shm_sync::atomic::Ordering;
 
-use super::layout::{CONSUMER, EMPTY, FREE, FULL, PRODUCER, SESSION_STATE, SKIPPED, Side};
+use super::layout::{CONSUMER, EMPTY, FULL, PRODUCER, SESSION_STATE, SKIPPED, Side};
 use super::ring::Ring;
 use crate::error::Corruption;
 
 /// What a participant's session word may hold, for [`Corruption::State`].
 const PARTICIPANT_STATES: &str = "state 0 (free), 1 (producer) or 2 (consumer) in its low two bits";
 
-/// Whether a dead participant's claim could be settled.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Settled {
-    Yes,
-    /// A live participant names the same position: look again later.
-    NotYet,
-}
+/// Whether a dead participant's claim could be settled: `NotYet` when a live
+/// participant names the same position (look again later).
+pub(crate) use shm_alloc::participants::Settle as Settled;
 
 impl<T> Ring<T> {
     /// Whether a live participant of `side`, other than `except`, names `position` in
@@ -31,11 +27,9 @@ impl<T> Ring<T> {
     pub(crate) fn claimed_by_live(&self, position: u64, side: Side, except: u32) -> bool {
         (0..self.limit()).filter(|&j| j != except).any(|j| {
             let entry = self.entry(j);
-            // Acquire: pairs with the Release store of the session at attach.
-            entry.session.load(Ordering::Acquire) & SESSION_STATE == side.session_state()
-                // Relaxed: ordered after the caller's Acquire load of tail or head
-                // (SYNC(claim)).
-                && entry.claim.load(Ordering::Relaxed) == position.wrapping_add(1)
+            entry.session() & SESSION_STATE == side.session_state()
+                // Ordered after the caller's Acquire load of tail or head (SYNC(claim)).
+                && entry.word() == position.wrapping_add(1)
                 && self.region.is_locked(j)
         })
     }
@@ -48,14 +42,14 @@ impl<T> Ring<T> {
         let empty = self.stamp(position, EMPTY);
         // Acquire: see the current lap of the slot.
         if slot.stamp.load(Ordering::Acquire) != empty {
-            return Settled::Yes; // published, skipped, or long gone
+            return Settled::Done; // published, skipped, or long gone
         }
         // SYNC(claim): Acquire; the claims of whoever took positions below tail are
         // visible after this.
         let tail = control.tail.load(Ordering::Acquire);
         if tail.wrapping_sub(position) as i64 <= 0 {
             // Never claimed: the dead producer lost its CAS or died before it.
-            return Settled::Yes;
+            return Settled::Done;
         }
         if self.claimed_by_live(position, Side::Producer, dead) {
             return Settled::NotYet;
@@ -76,7 +70,7 @@ impl<T> Ring<T> {
             control.counters.skipped.fetch_add(1, Ordering::Relaxed);
             control.not_empty.notify();
         }
-        Settled::Yes
+        Settled::Done
     }
 
     /// Settles a claim of `position` by the dead consumer `dead`: if a consumer claimed
@@ -88,12 +82,12 @@ impl<T> Ring<T> {
         let stamp = slot.stamp.load(Ordering::Acquire);
         let full = self.stamp(position, FULL);
         if stamp != full && stamp != self.stamp(position, SKIPPED) {
-            return Settled::Yes; // released, or never published
+            return Settled::Done; // released, or never published
         }
         // SYNC(claim): Acquire, as in `settle_write`.
         let head = control.head.load(Ordering::Acquire);
         if head.wrapping_sub(position) as i64 <= 0 {
-            return Settled::Yes; // not claimed: a live consumer will take it
+            return Settled::Done; // not claimed: a live consumer will take it
         }
         if self.claimed_by_live(position, Side::Consumer, dead) {
             return Settled::NotYet;
@@ -116,28 +110,17 @@ impl<T> Ring<T> {
             }
             control.not_full.notify();
         }
-        Settled::Yes
+        Settled::Done
     }
 
-    /// Retires participant `index`, whose holder is dead (the caller holds its lock):
-    /// settles its claim, frees the entry, and takes it off its side's count.
-    pub(crate) fn retire(&self, index: u32, session: u32) -> Result<Settled, Corruption> {
-        let entry = self.entry(index);
-        let side = match session & SESSION_STATE {
-            FREE => return Ok(Settled::Yes),
-            PRODUCER => Side::Producer,
-            CONSUMER => Side::Consumer,
-            _ => {
-                return Err(Corruption::State {
-                    word: "a participant's session word",
-                    found: session,
-                    expected: PARTICIPANT_STATES,
-                });
-            }
-        };
-        // Acquire: the claim the dead holder stored last (its lock's release, which
-        // this caller acquired, came after it).
-        let claim = entry.claim.load(Ordering::Acquire);
+    /// Settles what the dead participant `index` left (the caller holds its lock): its
+    /// claim, and its place in its side's count. The table frees or reuses the entry
+    /// after.
+    pub(crate) fn settle_dead(&self, index: u32, session: u32) -> Result<Settled, Corruption> {
+        let side = self.side_of(session)?;
+        // The claim the dead holder stored last: its lock's release, which this caller
+        // acquired, came after it.
+        let claim = self.entry(index).word();
         if claim != 0 {
             let position = claim.wrapping_sub(1);
             let settled = match side {
@@ -148,20 +131,33 @@ impl<T> Ring<T> {
                 return Ok(Settled::NotYet);
             }
         }
-        self.leave(index, session, side);
-        Ok(Settled::Yes)
+        self.depart(side);
+        Ok(Settled::Done)
+    }
+
+    /// The side a session word says its holder is on.
+    fn side_of(&self, session: u32) -> Result<Side, Corruption> {
+        match session & SESSION_STATE {
+            PRODUCER => Ok(Side::Producer),
+            CONSUMER => Ok(Side::Consumer),
+            _ => Err(Corruption::State {
+                word: "a participant's session word",
+                found: session,
+                expected: PARTICIPANT_STATES,
+            }),
+        }
     }
 
     /// Frees entry `index` of a participant of `side` whose positions are all finished,
     /// and takes it off the count.
     pub(crate) fn leave(&self, index: u32, session: u32, side: Side) {
-        let entry = self.entry(index);
-        // Relaxed: ordered before the session store below.
-        entry.claim.store(0, Ordering::Relaxed);
-        // Release: a later holder of the entry sees the claim cleared.
-        entry
-            .session
-            .store((session & !SESSION_STATE) | FREE, Ordering::Release);
+        self.table().free(index, session);
+        self.depart(side);
+    }
+
+    /// Takes a participant of `side` whose positions are all finished off the count, and
+    /// wakes sleepers of both sides: they may be waiting for it to finish.
+    fn depart(&self, side: Side) {
         let count = self.count(side);
         // SYNC(census): Release; after this participant's last publish or release.
         // Failure Relaxed: retried with the value read. Saturating: a corrupt zero
@@ -179,7 +175,6 @@ impl<T> Ring<T> {
             }
         }
         let control = self.control();
-        // Wake sleepers of both sides: they may be waiting for this one to finish.
         control.not_empty.notify();
         control.not_full.notify();
     }
@@ -188,32 +183,14 @@ impl<T> Ring<T> {
     /// (a syscall in a segment) per attached participant of that side.
     #[cold]
     pub(crate) fn reap(&self, side: Side, own: u32) -> Result<(), Corruption> {
-        for index in (0..self.limit()).filter(|&j| j != own) {
-            // Acquire: pairs with the Release store at attach.
-            let session = self.entry(index).session.load(Ordering::Acquire);
-            match session & SESSION_STATE {
-                state if state == side.session_state() => {}
-                FREE | PRODUCER | CONSUMER => continue,
-                _ => {
-                    return Err(Corruption::State {
-                        word: "a participant's session word",
-                        found: session,
-                        expected: PARTICIPANT_STATES,
-                    });
-                }
-            }
-            if self.region.is_locked(index) {
-                continue;
-            }
-            // An error taking the lock (out of file descriptors) is no evidence: skip.
-            let Ok(Some(_lock)) = self.region.try_lock(index) else {
-                continue;
-            };
-            // Under the lock: read the session again, a newcomer may have replaced the
-            // dead holder and left since.
-            let session = self.entry(index).session.load(Ordering::Acquire);
-            self.retire(index, session)?;
-        }
+        let wanted = |session: u32| match session & SESSION_STATE {
+            state if state == side.session_state() => Ok(true),
+            PRODUCER | CONSUMER => Ok(false),
+            _ => self.side_of(session).map(|_| false),
+        };
+        self.table().reap(Some(own), wanted, |index, session| {
+            self.settle_dead(index, session)
+        })?;
         Ok(())
     }
 }

@@ -1,0 +1,472 @@
+//! One participant table for every structure in a segment whose users come and go:
+//! MPMC ring handles, pool users, and later broadcast subscribers and request/response
+//! clients.
+//!
+//! Entry `k` is held by whoever holds lock `k` (in a segment, the OFD lock on role byte
+//! `k` of the file, which the kernel drops when its holder dies however it dies; on the
+//! heap, a flag). The protocol:
+//!
+//! - **claim** ([`Table::claim`]): take the first entry whose lock is free. If the entry
+//!   says it is in use, its holder died: settle what it left (the structure's callback,
+//!   run under the lock, so exactly once), then mark the entry with this holder's state
+//!   and the next generation.
+//! - **probe** ([`Table::reap`]): for each entry in use whose lock is free, take the lock,
+//!   read the entry again (a newcomer may have replaced the dead holder and left since),
+//!   settle it through the callback, and free it.
+//! - **free** ([`Table::free`]): a holder that leaves clears its word and marks the
+//!   entry free, then drops its lock.
+//!
+//! The callback may answer [`Settle::NotYet`] (MPMC: a live participant names the same
+//! position as the dead one): the entry stays as it is, for a later probe.
+//!
+//! # Entry
+//!
+//! | offset | size | field | meaning |
+//! |---|---|---|---|
+//! | 0 | 4 | `session` | `generation << 2 \| state`: state [`FREE`] (0), or the holder's (1 to 3, the structure's meaning) |
+//! | 4 | 4 | reserved | 0 |
+//! | 8 | 8 | `word` | the holder's: the position an MPMC handle is claiming, the ring a pool user receives from |
+//! | 16 | 112 | padding | to a 128-byte block: two holders never share a line |
+//!
+//! # Memory ordering
+//!
+//! - **SYNC(entry)**: a claimer writes `word`, then stores `session` with `Release`; a
+//!   prober loads `session` with `Acquire`, then reads `word`.
+//! - The lock orders the rest: a dead holder's last stores happen before its lock is
+//!   released (a process's exit, or the heap flag's Release), and the prober or claimer
+//!   that takes the lock then sees them.
+
+use shm_sync::CachePadded;
+use shm_sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// The session state of a free entry.
+pub const FREE: u32 = 0;
+/// The mask of the state in a session word; the upper 30 bits count claims.
+pub const STATE_MASK: u32 = 0b11;
+const GENERATION_ONE: u32 = 0b100;
+
+/// One entry of a participant table: 128 bytes.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Entry {
+    session: AtomicU32,
+    _reserved: AtomicU32,
+    word: AtomicU64,
+}
+
+/// The size of a padded entry, in bytes.
+pub const ENTRY_LEN: usize = 128;
+
+#[cfg(not(loom))]
+const _: () = {
+    assert!(size_of::<CachePadded<Entry>>() == ENTRY_LEN);
+    assert!(core::mem::offset_of!(Entry, word) == 8);
+};
+
+impl Entry {
+    /// The session word: `generation << 2 | state`.
+    pub fn session(&self) -> u32 {
+        // SYNC(entry): Acquire; pairs with the Release store of a claim or a free, so the
+        // word read next is the holder's.
+        self.session.load(Ordering::Acquire)
+    }
+
+    /// The holder's word.
+    pub fn word(&self) -> u64 {
+        // Relaxed: ordered after the Acquire load of the session (SYNC(entry)), or
+        // written by this holder.
+        self.word.load(Ordering::Relaxed)
+    }
+
+    /// Sets the holder's word (the holder only).
+    pub fn set_word(&self, word: u64) {
+        // Relaxed: the holder's own; published by its next Release (a session store, or
+        // the structure's own release, as an MPMC claim's CAS).
+        self.word.store(word, Ordering::Relaxed);
+    }
+}
+
+/// The locks of a table: lock `k` guards entry `k`.
+pub trait Locks {
+    /// A lock held; released when dropped.
+    type Guard;
+    /// Why a lock could not be asked for.
+    type Error;
+
+    /// Takes lock `index` if nobody holds it.
+    ///
+    /// # Errors
+    ///
+    /// When the lock cannot be asked for (out of file descriptors, say): no evidence
+    /// either way.
+    fn try_lock(&self, index: u32) -> Result<Option<Self::Guard>, Self::Error>;
+
+    /// Whether lock `index` is held: its holder lives. A probe that fails answers true
+    /// (no evidence of death).
+    fn is_locked(&self, index: u32) -> bool;
+}
+
+/// What a structure's settle callback did with a dead holder's entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Settled: the entry can be freed or reused.
+    Done,
+    /// Not settled yet (another live participant is involved): leave it for later.
+    NotYet,
+}
+
+/// An entry claimed by [`Table::claim`].
+#[derive(Debug)]
+pub struct Claimed<G> {
+    /// The entry's index (and lock's).
+    pub index: u32,
+    /// The session word stored: the holder's state and this claim's generation.
+    pub session: u32,
+    /// The lock: hold it as long as the entry.
+    pub guard: G,
+}
+
+/// A participant table: `entries` guarded by `locks`.
+#[derive(Debug)]
+pub struct Table<'a, L> {
+    entries: &'a [CachePadded<Entry>],
+    locks: &'a L,
+}
+
+impl<'a, L: Locks> Table<'a, L> {
+    /// The table of `entries`, entry `k` guarded by lock `k`.
+    pub fn new(entries: &'a [CachePadded<Entry>], locks: &'a L) -> Self {
+        Table { entries, locks }
+    }
+
+    /// How many entries the table has.
+    #[must_use]
+    pub fn len(&self) -> u32 {
+        self.entries.len() as u32
+    }
+
+    /// Whether the table has no entry.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entry `index`.
+    ///
+    /// # Panics
+    ///
+    /// If `index` is out of range.
+    #[must_use]
+    pub fn entry(&self, index: u32) -> &'a Entry {
+        &self.entries[index as usize]
+    }
+
+    /// Claims the first entry whose lock is free, for a holder in `state` (1 to 3).
+    /// A previous holder's session found there is passed to `settle(index, session)`
+    /// under the lock (it died: a holder that left freed its entry); an entry it answers
+    /// [`Settle::NotYet`] for is passed over. Returns `None` when every entry is held.
+    ///
+    /// The entry is not marked yet: the caller does what must precede its being seen
+    /// (counts), then calls [`mark`](Self::mark).
+    ///
+    /// # Errors
+    ///
+    /// The lock's error, or the callback's.
+    ///
+    /// # Panics
+    ///
+    /// If `state` is [`FREE`] or does not fit [`STATE_MASK`].
+    pub fn claim<E: From<L::Error>>(
+        &self,
+        state: u32,
+        mut settle: impl FnMut(u32, u32) -> Result<Settle, E>,
+    ) -> Result<Option<Claimed<L::Guard>>, E> {
+        assert!(state != FREE && state & !STATE_MASK == 0, "state {state}");
+        for index in 0..self.len() {
+            let Some(guard) = self.locks.try_lock(index)? else {
+                continue;
+            };
+            let entry = self.entry(index);
+            let old = entry.session();
+            if old & STATE_MASK != FREE && settle(index, old)? == Settle::NotYet {
+                continue; // leave it to a later probe; try the next entry
+            }
+            let session = (old & !STATE_MASK).wrapping_add(GENERATION_ONE) | state;
+            return Ok(Some(Claimed {
+                index,
+                session,
+                guard,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Marks a claimed entry held: clears its word and stores its session.
+    pub fn mark<G>(&self, claimed: &Claimed<G>) {
+        let entry = self.entry(claimed.index);
+        entry.set_word(0);
+        // SYNC(entry): Release; a prober that sees this session sees the word cleared,
+        // and what the claimer did before.
+        entry.session.store(claimed.session, Ordering::Release);
+    }
+
+    /// Retires every dead holder other than `except`: each entry in use for which
+    /// `wanted(session)` says yes and whose lock is free is taken under its lock, read
+    /// again, passed to `settle(index, session)`, and freed unless the callback answers
+    /// [`Settle::NotYet`]. Returns the indexes freed. Costs one lock probe (a syscall in
+    /// a segment) per entry in use that is wanted.
+    ///
+    /// # Errors
+    ///
+    /// The callbacks' errors (a lock that cannot be asked for is passed over: no evidence
+    /// of death).
+    pub fn reap<E>(
+        &self,
+        except: Option<u32>,
+        mut wanted: impl FnMut(u32) -> Result<bool, E>,
+        mut settle: impl FnMut(u32, u32) -> Result<Settle, E>,
+    ) -> Result<Vec<u32>, E> {
+        let mut freed = Vec::new();
+        for index in (0..self.len()).filter(|&i| Some(i) != except) {
+            let session = self.entry(index).session();
+            if session & STATE_MASK == FREE || !wanted(session)? || self.locks.is_locked(index) {
+                continue;
+            }
+            let Ok(Some(_guard)) = self.locks.try_lock(index) else {
+                continue;
+            };
+            // Under the lock: read the session again, a newcomer may have replaced the
+            // dead holder and left since.
+            let session = self.entry(index).session();
+            if session & STATE_MASK == FREE {
+                continue;
+            }
+            if settle(index, session)? == Settle::Done {
+                self.free(index, session);
+                freed.push(index);
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Frees entry `index`, held (or retired) with `session`: clears its word and marks
+    /// it free, keeping the generation. The caller holds its lock, and drops it after.
+    pub fn free(&self, index: u32, session: u32) {
+        let entry = self.entry(index);
+        entry.set_word(0);
+        // SYNC(entry): Release; a later holder or prober sees the word cleared.
+        entry
+            .session
+            .store((session & !STATE_MASK) | FREE, Ordering::Release);
+    }
+}
+
+#[cfg(not(loom))]
+impl Locks for crate::Segment {
+    type Guard = crate::RoleClaim;
+    type Error = crate::Error;
+
+    /// [`claim_role`](crate::Segment::claim_role), with `RoleTaken` as `None`.
+    fn try_lock(&self, index: u32) -> Result<Option<crate::RoleClaim>, crate::Error> {
+        match self.claim_role(index) {
+            Ok(claim) => Ok(Some(claim)),
+            Err(crate::Error::RoleTaken { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`role_alive`](crate::Segment::role_alive); a failed probe counts as alive.
+    fn is_locked(&self, index: u32) -> bool {
+        self.role_alive(index).unwrap_or(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use shm_sync::CachePadded;
+    use shm_sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// Locks as flags, as a heap ring has them.
+    struct Flags(Arc<[AtomicBool]>);
+
+    /// A flag held; cleared when dropped.
+    struct Held(Arc<[AtomicBool]>, usize);
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            // Release: a later taker sees what the holder did (the test's SYNC(lock)).
+            self.0[self.1].store(false, Ordering::Release);
+        }
+    }
+
+    impl Locks for Flags {
+        type Guard = Held;
+        type Error = ();
+
+        fn try_lock(&self, index: u32) -> Result<Option<Held>, ()> {
+            // Acquire: pairs with `Held::drop`.
+            let taken = self.0[index as usize].swap(true, Ordering::Acquire);
+            Ok((!taken).then(|| Held(self.0.clone(), index as usize)))
+        }
+
+        fn is_locked(&self, index: u32) -> bool {
+            // Acquire: as in `try_lock`.
+            self.0[index as usize].load(Ordering::Acquire)
+        }
+    }
+
+    fn table(n: usize) -> (Arc<[CachePadded<Entry>]>, Flags) {
+        let entries = (0..n).map(|_| CachePadded::default()).collect();
+        let locks = Flags((0..n).map(|_| AtomicBool::new(false)).collect());
+        (entries, locks)
+    }
+
+    #[cfg(not(loom))]
+    #[test]
+    fn claim_settles_a_dead_holder_once_and_reap_frees_it() {
+        let (entries, locks) = table(2);
+        let t = Table::new(&entries, &locks);
+        let a = t
+            .claim(1, |_, _| Ok::<_, ()>(Settle::Done))
+            .unwrap()
+            .unwrap();
+        t.mark(&a);
+        t.entry(a.index).set_word(42);
+        let b = t
+            .claim(2, |_, _| Ok::<_, ()>(Settle::Done))
+            .unwrap()
+            .unwrap();
+        t.mark(&b);
+        assert_eq!((a.index, b.index), (0, 1));
+        assert!(
+            t.claim(1, |_, _| Ok::<_, ()>(Settle::Done))
+                .unwrap()
+                .is_none()
+        );
+        // `a` dies (its lock goes, its entry stays): a probe settles it once, frees it.
+        let session = a.session;
+        drop(a);
+        let mut settled = Vec::new();
+        let freed = t
+            .reap(
+                Some(1),
+                |_| Ok::<_, ()>(true),
+                |i, s| {
+                    settled.push((i, s, t.entry(i).word()));
+                    Ok(Settle::Done)
+                },
+            )
+            .unwrap();
+        assert_eq!((freed, settled), (vec![0], vec![(0, session, 42)]));
+        assert_eq!(t.entry(0).session() & STATE_MASK, FREE);
+        assert!(
+            t.reap(None, |_| Ok::<_, ()>(true), |_, _| Ok(Settle::Done))
+                .unwrap()
+                .is_empty()
+        );
+        // The next claim of entry 0 is a new generation.
+        let c = t
+            .claim(3, |_, _| Ok::<_, ()>(Settle::Done))
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.index, c.session), (0, (session & !STATE_MASK) + 4 + 3));
+    }
+
+    #[cfg(not(loom))]
+    #[test]
+    fn not_yet_leaves_the_entry_for_later() {
+        let (entries, locks) = table(1);
+        let t = Table::new(&entries, &locks);
+        let a = t
+            .claim(1, |_, _| Ok::<_, ()>(Settle::Done))
+            .unwrap()
+            .unwrap();
+        t.mark(&a);
+        drop(a);
+        let freed = t
+            .reap(None, |_| Ok::<_, ()>(true), |_, _| Ok(Settle::NotYet))
+            .unwrap();
+        assert!(freed.is_empty());
+        assert!(
+            t.claim(1, |_, _| Ok::<_, ()>(Settle::NotYet))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(t.entry(0).session() & STATE_MASK, 1);
+    }
+
+    /// A prober and a newcomer race to retire the same dead holder: it is settled
+    /// exactly once, whoever wins, and the newcomer that gets the entry marks it.
+    #[cfg(loom)]
+    #[test]
+    fn prober_and_newcomer_settle_a_dead_holder_once() {
+        use shm_sync::atomic::AtomicU32;
+
+        loom::model(|| {
+            let (entries, locks) = table(1);
+            {
+                let t = Table::new(&entries, &locks);
+                let dead = t
+                    .claim(1, |_, _| Ok::<_, ()>(Settle::Done))
+                    .unwrap()
+                    .unwrap();
+                t.mark(&dead);
+            } // its lock goes: the holder died
+            let shared = Arc::new((entries, locks, AtomicU32::new(0)));
+            let s = shared.clone();
+            let newcomer = loom::thread::spawn(move || {
+                let t = Table::new(&s.0, &s.1);
+                t.claim(2, |_, _| {
+                    s.2.fetch_add(1, Ordering::Relaxed);
+                    Ok::<_, ()>(Settle::Done)
+                })
+                .unwrap()
+                .inspect(|c| t.mark(c))
+            });
+            let t = Table::new(&shared.0, &shared.1);
+            t.reap(
+                None,
+                |_| Ok::<_, ()>(true),
+                |_, _| {
+                    shared.2.fetch_add(1, Ordering::Relaxed);
+                    Ok(Settle::Done)
+                },
+            )
+            .unwrap();
+            let claimed = newcomer.join().unwrap();
+            assert_eq!(shared.2.load(Ordering::Relaxed), 1, "settled once");
+            let state = t.entry(0).session() & STATE_MASK;
+            match claimed {
+                Some(_) => assert_eq!(state, 2),
+                None => assert_eq!(state, FREE),
+            }
+        });
+    }
+
+    /// Two newcomers race for one free entry: exactly one gets it.
+    #[cfg(loom)]
+    #[test]
+    fn one_entry_one_claimer() {
+        loom::model(|| {
+            let shared = Arc::new(table(1));
+            let s = shared.clone();
+            let other = loom::thread::spawn(move || {
+                let t = Table::new(&s.0, &s.1);
+                t.claim(1, |_, _| Ok::<_, ()>(Settle::Done))
+                    .unwrap()
+                    .inspect(|c| t.mark(c))
+            });
+            let t = Table::new(&shared.0, &shared.1);
+            let mine = t.claim(2, |_, _| Ok::<_, ()>(Settle::Done)).unwrap();
+            if let Some(c) = &mine {
+                t.mark(c);
+            }
+            let theirs = other.join().unwrap();
+            assert!(mine.is_some() != theirs.is_some(), "exactly one claim");
+        });
+    }
+}
