@@ -15,3 +15,7 @@ run_tests "miri" cargo +nightly miri test --locked --target-dir target/miri \
 # The SPSC ring over a heap region against its model (same code as the mapped ring).
 run_tests "miri-ring-model" cargo +nightly miri test --locked --target-dir target/miri \
     -p shm-ring --test spsc_model
+# The conformance suite's heap rings: the same checks as in segments, over the heap
+# region (segments need mmap and files, which miri does not run).
+run_tests "miri-conformance" cargo +nightly miri test --locked --target-dir target/miri \
+    -p shm-ring --test conformance -- _heap::

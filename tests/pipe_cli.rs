@@ -7,13 +7,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use shm_testkit::{ShmName, wait_child};
 
 fn shm() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shm"))
-}
-
-fn unique(tag: &str) -> String {
-    format!("shm-pipe-test-{tag}-{}", std::process::id())
 }
 
 /// xorshift64*: a fast, seeded byte source.
@@ -64,22 +61,20 @@ fn pipe_through(
     (writer.join().unwrap(), (hash.finalize().to_vec(), n))
 }
 
-fn wait_ok(child: &mut Child, what: &str) {
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{what} failed: {status}");
-}
+/// How long `shm send` or `shm recv` may take to finish once its input has ended.
+const EXIT_LIMIT: Duration = Duration::from_secs(120);
 
 #[test]
 fn two_hundred_fifty_six_mib_of_random_bytes_arrive_intact() {
-    let name = unique("random");
+    let name = ShmName::new("pipe-random");
     // The receiver starts first and creates the ring; the sender attaches.
     let mut receiver = shm()
-        .args(["recv", &name])
+        .args(["recv", name.as_str()])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut sender = shm()
-        .args(["send", &name])
+        .args(["send", name.as_str()])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
@@ -98,8 +93,8 @@ fn two_hundred_fifty_six_mib_of_random_bytes_arrive_intact() {
         sent += len;
         Some(chunk)
     });
-    wait_ok(&mut sender, "shm send");
-    wait_ok(&mut receiver, "shm recv");
+    wait_child(&mut sender, EXIT_LIMIT);
+    wait_child(&mut receiver, EXIT_LIMIT);
     assert_eq!(input.1, TOTAL as u64);
     assert_eq!(output.1, input.1, "byte count");
     assert_eq!(
@@ -110,16 +105,16 @@ fn two_hundred_fifty_six_mib_of_random_bytes_arrive_intact() {
 
 #[test]
 fn a_text_file_by_lines_arrives_intact_sender_first() {
-    let name = unique("lines");
+    let name = ShmName::new("pipe-lines");
     // The sender starts first and creates the ring; the receiver comes later.
     let mut sender = shm()
-        .args(["send", "--lines", &name])
+        .args(["send", "--lines", name.as_str()])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
     thread::sleep(Duration::from_millis(100));
     let mut receiver = shm()
-        .args(["recv", &name])
+        .args(["recv", name.as_str()])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -143,8 +138,8 @@ fn a_text_file_by_lines_arrives_intact_sender_first() {
         }
         Some(text.into_bytes())
     });
-    wait_ok(&mut sender, "shm send --lines");
-    wait_ok(&mut receiver, "shm recv");
+    wait_child(&mut sender, EXIT_LIMIT);
+    wait_child(&mut receiver, EXIT_LIMIT);
     assert_eq!(output.1, input.1, "byte count");
     assert_eq!(
         output.0, input.0,
@@ -154,34 +149,34 @@ fn a_text_file_by_lines_arrives_intact_sender_first() {
 
 #[test]
 fn a_receiver_without_sender_gives_up_after_its_timeout() {
-    let name = unique("nobody");
+    let name = ShmName::new("pipe-nobody");
     let start = Instant::now();
     let out = shm()
-        .args(["recv", "--timeout", "0.3", &name])
+        .args(["recv", "--timeout", "0.3", name.as_str()])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("no sender attached") && stderr.contains(&name),
+        stderr.contains("no sender attached") && stderr.contains(name.as_str()),
         "{stderr}"
     );
     assert!(start.elapsed() >= Duration::from_millis(300));
-    assert!(!std::path::Path::new("/dev/shm").join(&name).exists());
+    assert!(!name.path().exists());
 }
 
 #[test]
 fn a_sender_that_dies_makes_the_receiver_fail() {
-    let name = unique("dies");
+    let name = ShmName::new("pipe-dies");
     let mut sender = shm()
-        .args(["send", &name])
+        .args(["send", name.as_str()])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdin = sender.stdin.take().unwrap();
     stdin.write_all(&[7u8; 100_000]).unwrap();
     let receiver = shm()
-        .args(["recv", &name])
+        .args(["recv", name.as_str()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -206,14 +201,20 @@ fn a_sender_that_dies_makes_the_receiver_fail() {
 
 #[test]
 fn a_block_larger_than_the_ring_is_refused_with_the_limit() {
-    let name = unique("large");
+    let name = ShmName::new("pipe-large");
     let out = shm()
-        .args(["send", "--capacity", "4096", "--block-size", "4096", &name])
+        .args([
+            "send",
+            "--capacity",
+            "4096",
+            "--block-size",
+            "4096",
+            name.as_str(),
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("at most 2040"), "{stderr}");
-    let _ = std::fs::remove_file(std::path::Path::new("/dev/shm").join(&name));
 }

@@ -8,8 +8,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +17,7 @@ use proptest::prelude::*;
 use shm_alloc::{
     Error, Expect, Kind, LAYOUT_VERSION, Location, MAX_ROLES, Segment, SegmentOptions, SegmentSpec,
 };
+use shm_testkit::{Reap, ShmName, TempPath, hold_until_killed, wait_for};
 
 const OFF_MAGIC: u64 = 0;
 const OFF_VERSION: u64 = 8;
@@ -28,32 +29,20 @@ const OFF_DATA_LEN: u64 = 56;
 /// segment whose role 0 the child holds.
 const CHILD_ENV: &str = "SHM_ALLOC_TEST_ROLE_CHILD_SEGMENT";
 
-/// A path in the temporary directory, unique to this process and `tag`, removed (file,
-/// symlink or directory) when dropped.
-struct TempPath(PathBuf);
+/// A temporary path as these tests use it: a segment location, and the text an error
+/// shows for it.
+trait SegmentPath {
+    fn loc(&self) -> Location;
+    fn shown(&self) -> String;
+}
 
-impl TempPath {
-    fn new(tag: &str) -> TempPath {
-        let path =
-            std::env::temp_dir().join(format!("shm-alloc-test-{}-{tag}", std::process::id()));
-        let _ = fs::remove_file(&path);
-        TempPath(path)
-    }
-
+impl SegmentPath for TempPath {
     fn loc(&self) -> Location {
-        Location::from(self.0.as_path())
+        Location::from(self.path())
     }
 
     fn shown(&self) -> String {
-        self.0.display().to_string()
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        if fs::remove_file(&self.0).is_err() {
-            let _ = fs::remove_dir(&self.0);
-        }
+        self.path().display().to_string()
     }
 }
 
@@ -134,12 +123,12 @@ fn create_then_open_round_trips_every_header_field() {
         h.data_len
     );
     assert_eq!(opener.data_len() as u64, h.data_len);
-    assert_eq!(opener.path(), tmp.0.as_path());
+    assert_eq!(opener.path(), tmp.path());
 
-    let file_len = fs::metadata(&tmp.0).unwrap().len();
+    let file_len = fs::metadata(tmp.path()).unwrap().len();
     assert_eq!(file_len, Segment::HEADER_LEN as u64 + h.data_len);
     let mut magic = [0u8; 8];
-    File::open(&tmp.0)
+    File::open(tmp.path())
         .unwrap()
         .read_exact_at(&mut magic, 0)
         .unwrap();
@@ -184,7 +173,7 @@ fn data_len_is_rounded_to_whole_pages() {
         if asked == 0 {
             assert_eq!(got, 0, "no data asked for, on 4 KiB pages");
         }
-        let file_len = fs::metadata(&tmp.0).unwrap().len();
+        let file_len = fs::metadata(tmp.path()).unwrap().len();
         assert_eq!(file_len, 4096 + got);
     }
 }
@@ -261,12 +250,12 @@ fn mode_is_exact_whatever_the_umask() {
     rustix::process::umask(saved);
 
     let (_a, _b, _c) = (lax_seg.unwrap(), custom_seg.unwrap(), strict_seg.unwrap());
-    let mode = |t: &TempPath| fs::metadata(&t.0).unwrap().permissions().mode() & 0o7777;
+    let mode = |t: &TempPath| fs::metadata(t.path()).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode(&lax), 0o600, "default mode under umask 000");
     assert_eq!(mode(&custom), 0o640, "0640 under umask 000");
     assert_eq!(mode(&strict), 0o644, "0644 under umask 077");
     assert_eq!(
-        fs::metadata(&lax.0).unwrap().uid(),
+        fs::metadata(lax.path()).unwrap().uid(),
         rustix::process::geteuid().as_raw()
     );
 }
@@ -275,15 +264,15 @@ fn mode_is_exact_whatever_the_umask() {
 #[cfg_attr(miri, ignore)]
 fn create_over_an_existing_file_is_already_exists() {
     let tmp = TempPath::new("exists");
-    fs::write(&tmp.0, b"precious").unwrap();
+    fs::write(tmp.path(), b"precious").unwrap();
     let err = Segment::create(&tmp.loc(), &spec(), &opts()).unwrap_err();
     assert!(
-        matches!(&err, Error::AlreadyExists { path } if path == &tmp.0),
+        matches!(&err, Error::AlreadyExists { path } if path == tmp.path()),
         "{err}"
     );
     assert_names_path(&err, &tmp);
     assert_eq!(
-        fs::read(&tmp.0).unwrap(),
+        fs::read(tmp.path()).unwrap(),
         b"precious",
         "existing file untouched"
     );
@@ -301,10 +290,10 @@ fn create_over_an_existing_file_is_already_exists() {
 fn create_refuses_a_symlink_at_the_path() {
     let target = TempPath::new("create-link-target");
     let link = TempPath::new("create-link");
-    std::os::unix::fs::symlink(&target.0, &link.0).unwrap();
+    std::os::unix::fs::symlink(target.path(), link.path()).unwrap();
     let err = Segment::create(&link.loc(), &spec(), &opts()).unwrap_err();
     assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
-    assert!(!target.0.exists(), "nothing created through the link");
+    assert!(!target.path().exists(), "nothing created through the link");
 }
 
 #[test]
@@ -313,7 +302,7 @@ fn open_of_a_missing_file_is_not_found() {
     let tmp = TempPath::new("missing");
     let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
     assert!(
-        matches!(&err, Error::NotFound { path } if path == &tmp.0),
+        matches!(&err, Error::NotFound { path } if path == tmp.path()),
         "{err}"
     );
     assert_names_path(&err, &tmp);
@@ -341,7 +330,7 @@ fn remove_then_open_is_not_found() {
 #[cfg_attr(miri, ignore)]
 fn a_file_shorter_than_the_header_page_is_truncated() {
     let tmp = TempPath::new("short");
-    fs::write(&tmp.0, [0u8; 100]).unwrap();
+    fs::write(tmp.path(), [0u8; 100]).unwrap();
     let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
     assert!(
         matches!(
@@ -364,7 +353,7 @@ fn a_file_shorter_than_its_header_says_is_truncated() {
     let data_len = created(&tmp).header().data_len;
     OpenOptions::new()
         .write(true)
-        .open(&tmp.0)
+        .open(tmp.path())
         .unwrap()
         .set_len(4096)
         .unwrap();
@@ -380,7 +369,7 @@ fn a_file_shorter_than_its_header_says_is_truncated() {
 
     let tmp = TempPath::new("long-data-len");
     let data_len = created(&tmp).header().data_len;
-    poke(&tmp.0, OFF_DATA_LEN, &(data_len + 4096).to_ne_bytes());
+    poke(tmp.path(), OFF_DATA_LEN, &(data_len + 4096).to_ne_bytes());
     let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
     match err {
         Error::Truncated {
@@ -390,7 +379,7 @@ fn a_file_shorter_than_its_header_says_is_truncated() {
         }
         other => panic!("{other}"),
     }
-    poke(&tmp.0, OFF_DATA_LEN, &12345u64.to_ne_bytes());
+    poke(tmp.path(), OFF_DATA_LEN, &12345u64.to_ne_bytes());
     let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
     assert!(
         matches!(&err, Error::Corrupted { what, .. } if what.contains("data_len")),
@@ -402,7 +391,7 @@ fn a_file_shorter_than_its_header_says_is_truncated() {
 #[cfg_attr(miri, ignore)]
 fn an_empty_file_never_sized_is_not_initialized() {
     let tmp = TempPath::new("empty");
-    File::create(&tmp.0).unwrap();
+    File::create(tmp.path()).unwrap();
     let start = Instant::now();
     let err = Segment::open(&tmp.loc(), &expect(), &quick()).unwrap_err();
     assert!(matches!(err, Error::NotInitialized { .. }), "{err}");
@@ -414,7 +403,7 @@ fn an_empty_file_never_sized_is_not_initialized() {
 fn a_header_never_published_is_not_initialized_after_the_timeout() {
     let tmp = TempPath::new("never-ready");
     drop(created(&tmp));
-    poke(&tmp.0, OFF_STATE, &0u32.to_ne_bytes());
+    poke(tmp.path(), OFF_STATE, &0u32.to_ne_bytes());
     let start = Instant::now();
     let err = Segment::open(&tmp.loc(), &expect(), &quick()).unwrap_err();
     let elapsed = start.elapsed();
@@ -437,8 +426,8 @@ fn a_header_never_published_is_not_initialized_after_the_timeout() {
 fn a_late_creator_is_waited_for() {
     let tmp = TempPath::new("late");
     drop(created(&tmp));
-    poke(&tmp.0, OFF_STATE, &0u32.to_ne_bytes());
-    let path = tmp.0.clone();
+    poke(tmp.path(), OFF_STATE, &0u32.to_ne_bytes());
+    let path = tmp.path().to_path_buf();
     let publisher = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(30));
         poke(&path, OFF_STATE, b"RDY!");
@@ -453,7 +442,7 @@ fn a_late_creator_is_waited_for() {
 fn a_garbage_state_word_is_corrupted() {
     let tmp = TempPath::new("bad-state");
     drop(created(&tmp));
-    poke(&tmp.0, OFF_STATE, &7u32.to_ne_bytes());
+    poke(tmp.path(), OFF_STATE, &7u32.to_ne_bytes());
     let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
     assert!(
         matches!(&err, Error::Corrupted { what, .. } if what.contains("state")),
@@ -466,7 +455,7 @@ fn a_garbage_state_word_is_corrupted() {
 fn wrong_magic_is_bad_magic() {
     let tmp = TempPath::new("magic");
     drop(created(&tmp));
-    poke(&tmp.0, OFF_MAGIC, b"NOTASEG!");
+    poke(tmp.path(), OFF_MAGIC, b"NOTASEG!");
     let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
     assert!(
         matches!(err, Error::BadMagic { found, .. } if &found == b"NOTASEG!"),
@@ -481,14 +470,14 @@ fn wrong_magic_is_bad_magic() {
 fn a_newer_layout_version_is_too_new() {
     let tmp = TempPath::new("version");
     drop(created(&tmp));
-    poke(&tmp.0, OFF_VERSION, &(LAYOUT_VERSION + 1).to_ne_bytes());
+    poke(tmp.path(), OFF_VERSION, &(LAYOUT_VERSION + 1).to_ne_bytes());
     let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
     assert!(
         matches!(err, Error::VersionTooNew { found, supported, .. }
             if found == LAYOUT_VERSION + 1 && supported == LAYOUT_VERSION),
         "{err}"
     );
-    poke(&tmp.0, OFF_VERSION, &0u32.to_ne_bytes());
+    poke(tmp.path(), OFF_VERSION, &0u32.to_ne_bytes());
     let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
     assert!(
         matches!(err, Error::VersionMismatch { found: 0, .. }),
@@ -563,7 +552,7 @@ fn each_field_mismatch_is_named() {
     .unwrap();
 
     // An unknown kind number in the file.
-    poke(&tmp.0, OFF_KIND, &99u32.to_ne_bytes());
+    poke(tmp.path(), OFF_KIND, &99u32.to_ne_bytes());
     let err = open(expect());
     assert!(err.to_string().contains("unknown kind 99"), "{err}");
 }
@@ -574,10 +563,10 @@ fn a_symlink_is_refused() {
     let target = TempPath::new("link-target");
     let _seg = created(&target);
     let link = TempPath::new("link");
-    std::os::unix::fs::symlink(&target.0, &link.0).unwrap();
+    std::os::unix::fs::symlink(target.path(), link.path()).unwrap();
     let err = Segment::open(&link.loc(), &expect(), &opts()).unwrap_err();
     assert!(
-        matches!(&err, Error::Symlink { path } if path == &link.0),
+        matches!(&err, Error::Symlink { path } if path == link.path()),
         "{err}"
     );
     assert_names_path(&err, &link);
@@ -587,7 +576,7 @@ fn a_symlink_is_refused() {
 #[cfg_attr(miri, ignore)]
 fn a_directory_is_not_a_regular_file() {
     let tmp = TempPath::new("dir");
-    fs::create_dir(&tmp.0).unwrap();
+    fs::create_dir(tmp.path()).unwrap();
     let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
     assert!(
         matches!(
@@ -633,7 +622,7 @@ fn a_file_of_another_owner_is_refused_unless_allowed() {
     }
     let tmp = TempPath::new("foreign");
     drop(created(&tmp));
-    std::os::unix::fs::chown(&tmp.0, Some(65534), None).unwrap();
+    std::os::unix::fs::chown(tmp.path(), Some(65534), None).unwrap();
     let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
     assert!(
         matches!(
@@ -653,9 +642,9 @@ fn a_file_of_another_owner_is_refused_unless_allowed() {
 #[test]
 #[cfg_attr(miri, ignore)]
 fn huge_pages_off_hugetlbfs_are_unavailable_and_leave_no_file() {
-    let name = format!("shm-alloc-test-{}-huge", std::process::id());
+    let name = ShmName::new("huge");
     let loc = Location::from(name.as_str());
-    assert_eq!(loc.path(), Path::new("/dev/shm").join(&name));
+    assert_eq!(loc.path(), Path::new("/dev/shm").join(name.as_str()));
     let err = Segment::create(&loc, &spec(), &opts().huge_pages(true)).unwrap_err();
     match &err {
         Error::HugePagesUnavailable { path, reason } => {
@@ -679,11 +668,11 @@ fn huge_pages_off_hugetlbfs_are_unavailable_and_leave_no_file() {
 #[test]
 #[cfg_attr(miri, ignore)]
 fn names_live_under_dev_shm() {
-    let name = format!("shm-alloc-test-{}-named", std::process::id());
-    let loc = Location::from(name.clone());
+    let name = ShmName::new("named");
+    let loc = Location::from(name.as_str());
     let seg = Segment::create(&loc, &spec(), &opts()).unwrap();
-    assert_eq!(seg.path(), Path::new("/dev/shm").join(&name));
-    assert!(Path::new("/dev/shm").join(&name).exists());
+    assert_eq!(seg.path(), Path::new("/dev/shm").join(name.as_str()));
+    assert!(Path::new("/dev/shm").join(name.as_str()).exists());
     Segment::open(&loc, &expect(), &opts()).unwrap();
     Segment::remove(&loc).unwrap();
 
@@ -715,7 +704,7 @@ fn an_impossible_data_len_is_an_invalid_spec_and_leaves_no_file() {
     let err = Segment::create(&tmp.loc(), &spec, &opts()).unwrap_err();
     assert!(matches!(err, Error::InvalidSpec { .. }), "{err}");
     assert_names_path(&err, &tmp);
-    assert!(!tmp.0.exists());
+    assert!(!tmp.path().exists());
 }
 
 #[test]
@@ -745,7 +734,7 @@ fn roles_conflict_within_one_process_and_drop_releases() {
 
     let zero = seg.claim_role(0).unwrap();
     assert_eq!(zero.role(), 0);
-    assert_eq!(zero.path(), tmp.0.as_path());
+    assert_eq!(zero.path(), tmp.path());
     let err = seg.claim_role(0).unwrap_err();
     assert!(matches!(err, Error::RoleTaken { role: 0, .. }), "{err}");
     assert_names_path(&err, &tmp);
@@ -791,52 +780,37 @@ fn role_alive_while_held_and_not_after_drop() {
     assert!(!other.role_alive(3).unwrap());
 }
 
-/// Kills and reaps the child if the test fails before it does.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 #[cfg_attr(miri, ignore)]
 fn role_is_released_when_its_holder_process_is_killed() {
     let tmp = TempPath::new("cross-process");
     let seg = created(&tmp);
-    let mut child = KillOnDrop(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_holds_role_zero",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &tmp.0)
+    let mut child = Reap(
+        shm_testkit::child("child_holds_role_zero")
+            .env(CHILD_ENV, tmp.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
     );
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !seg.role_alive(0).unwrap() {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            panic!("the child exited ({status}) without holding role 0");
-        }
-        assert!(Instant::now() < deadline, "the child never claimed role 0");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for(
+        Duration::from_secs(20),
+        "role 0, claimed by the child",
+        || {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                panic!("the child exited ({status}) without holding role 0");
+            }
+            seg.role_alive(0).unwrap().then_some(())
+        },
+    );
     assert!(matches!(
         seg.claim_role(0),
         Err(Error::RoleTaken { role: 0, .. })
     ));
     assert!(!seg.role_alive(1).unwrap());
 
-    child.0.kill().unwrap(); // SIGKILL: no destructor runs in the child.
-    let status = child.0.wait().unwrap();
+    let status = child.kill(); // SIGKILL: no destructor runs in the child.
     assert!(!status.success());
 
     assert!(
@@ -859,7 +833,7 @@ fn child_holds_role_zero() {
     };
     let seg = Segment::open(&Location::Path(path.into()), &expect(), &opts()).unwrap();
     let _claim = seg.claim_role(0).unwrap();
-    std::thread::sleep(Duration::from_secs(60));
+    hold_until_killed();
 }
 
 proptest! {
@@ -880,12 +854,12 @@ proptest! {
         let tmp = TempPath::new("fuzz");
         drop(created(&tmp));
         for (offset, byte) in &writes {
-            poke(&tmp.0, *offset, &[*byte]);
+            poke(tmp.path(), *offset, &[*byte]);
         }
         if let Some(len) = cut {
-            OpenOptions::new().write(true).open(&tmp.0).unwrap().set_len(len).unwrap();
+            OpenOptions::new().write(true).open(tmp.path()).unwrap().set_len(len).unwrap();
         }
-        let file_len = fs::metadata(&tmp.0).unwrap().len();
+        let file_len = fs::metadata(tmp.path()).unwrap().len();
         let opts = SegmentOptions::default().open_timeout(Duration::ZERO);
         match Segment::open(&tmp.loc(), &expect(), &opts) {
             Ok(seg) => {

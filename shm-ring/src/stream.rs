@@ -722,23 +722,6 @@ mod tests {
     }
 
     #[test]
-    fn a_header_past_what_was_published_is_corruption() {
-        let (mut tx, mut rx) = channel(64).unwrap();
-        // A producer that publishes a 16-byte record whose header claims 40 bytes.
-        let mut chunk = tx.inner.write_chunk(16).unwrap();
-        chunk.as_mut_slices().0[..HEADER_LEN].copy_from_slice(&header(40, 0));
-        chunk.commit_all();
-        assert_eq!(
-            rx.try_recv().map(|f| f.len()),
-            Err(TryRecvError::Corrupted(Corruption::Frame {
-                position: 0,
-                length: 40,
-                room: 16
-            }))
-        );
-    }
-
-    #[test]
     fn two_threads_stream_every_size() {
         let (mut tx, mut rx) = channel(1024).unwrap();
         let count: usize = if cfg!(miri) { 100 } else { 20_000 };

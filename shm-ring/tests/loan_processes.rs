@@ -7,16 +7,14 @@
 //! `SHM_LOAN_COUNT`). A child that holds chunks on purpose says so on its standard
 //! output (`holding <n>`) and then sleeps until it is killed.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::{Reap, holding, say_holding, wait_child};
 use shm_alloc::pool::Pool;
-use shm_alloc::{Error as AllocError, Location, Segment, ShmOffset};
+use shm_alloc::{Error as AllocError, ShmOffset};
 use shm_ring::loan;
 use shm_ring::spsc::Builder;
+use shm_testkit::{Reap, ShmName, hold_until_killed, holding, say_holding, wait_child, wait_for};
 use zerocopy::FromBytes;
 
 const FRAME: usize = 1 << 20;
@@ -24,24 +22,16 @@ const FRAMES: u64 = 10_000;
 
 /// Unique segment names for a pool and its ring, removed when dropped.
 struct Names {
-    pool: String,
-    ring: String,
+    pool: ShmName,
+    ring: ShmName,
 }
 
 impl Names {
     fn new(tag: &str) -> Self {
-        let base = format!("shm-loan-test-{tag}-{}", std::process::id());
         Self {
-            pool: format!("{base}-pool"),
-            ring: format!("{base}-ring"),
+            pool: ShmName::new(&format!("loan-{tag}-pool")),
+            ring: ShmName::new(&format!("loan-{tag}-ring")),
         }
-    }
-}
-
-impl Drop for Names {
-    fn drop(&mut self) {
-        let _ = Segment::remove(&Location::Name(self.pool.clone()));
-        let _ = Segment::remove(&Location::Name(self.ring.clone()));
     }
 }
 
@@ -80,17 +70,10 @@ fn verify(frame: &[u8], seq: u64) {
 }
 
 fn spawn(part: &str, names: &Names, count: u64) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    shm_testkit::child("child")
         .env("SHM_LOAN_CHILD", part)
-        .env("SHM_LOAN_POOL", &names.pool)
-        .env("SHM_LOAN_RING", &names.ring)
+        .env("SHM_LOAN_POOL", names.pool.as_str())
+        .env("SHM_LOAN_RING", names.ring.as_str())
         .env("SHM_LOAN_COUNT", count.to_string())
         .stdout(Stdio::piped())
         .spawn()
@@ -125,9 +108,8 @@ fn child() {
             }
             let loaned = pool.loan(100).unwrap();
             say_holding(held.len() as u64 + 1);
-            std::thread::sleep(Duration::from_secs(60));
-            drop((held, loaned));
-            panic!("not killed within a minute");
+            let _kept = (held, loaned);
+            hold_until_killed();
         }
         other => panic!("unknown part {other}"),
     }
@@ -187,23 +169,20 @@ fn killed_reader_holding_samples_gets_every_chunk_back_once() {
             .unwrap(),
     );
     let mut holder = Reap(spawn("holder", &names, 3));
-    let holder = &mut holder.0;
     // Wait for the child to bind its pool participant, then send 5: it takes 3.
-    let bound = Instant::now() + Duration::from_secs(30);
     for seq in 0..5 {
         let mut frame = pool.loan(FRAME).unwrap();
         fill(frame.as_mut_slice(), seq);
         if seq == 0 {
             // Chunks sent before the child binds are in flight to no one; wait until the
             // ring's consumer has attached and bound (it binds before receiving).
-            while !tx.receiver_bound(&pool) {
-                assert!(Instant::now() < bound, "child never bound its pool");
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            wait_for(Duration::from_secs(30), "the child's pool, bound", || {
+                tx.receiver_bound(&pool).then_some(())
+            });
         }
         tx.try_send(frame).unwrap();
     }
-    assert_eq!(holding(holder.stdout.as_mut().unwrap()), 4);
+    assert_eq!(holding(holder.0.stdout.as_mut().unwrap()), 4);
     let before = pool.stats();
     let frames = before.classes[1];
     assert_eq!(
@@ -212,8 +191,7 @@ fn killed_reader_holding_samples_gets_every_chunk_back_once() {
         "{before:?}"
     );
 
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    holder.kill();
 
     // A newcomer joins: its join reclaims the dead participant.
     let newcomer = Pool::builder(names.pool.as_str()).open().unwrap();

@@ -6,16 +6,14 @@
 //! `SHM_MPMC_COUNT`, `SHM_MPMC_OUT`). A child that holds a slot on purpose says so on
 //! its standard output (`holding <position>`) and then sleeps until it is killed.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-mod common;
-
-use common::{Reap, holding, say_holding, wait_child};
-use shm_alloc::{Location, Segment};
+use shm_alloc::Segment;
 use shm_ring::mpmc::Builder;
 use shm_ring::{Error, Message, OpenMode, RecvTimeoutError, TryRecvError};
 use shm_sync::WaitStrategy;
+use shm_testkit::{Reap, ShmName, TempPath, hold_until_killed, holding, say_holding, wait_child};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// A message tagged with its producer and its number in that producer's sequence, with
@@ -61,40 +59,16 @@ fn verify(msg: &Tagged) {
 const PRODUCERS: u64 = 3;
 const PER_PRODUCER: u64 = 1_000_000;
 
-/// A unique segment name, removed when dropped.
-struct Name(String);
-
-impl Name {
-    fn new(tag: &str) -> Self {
-        static NEXT: shm_sync::atomic::AtomicU32 = shm_sync::atomic::AtomicU32::new(0);
-        // Relaxed: a unique number, no ordering needed.
-        let n = NEXT.fetch_add(1, shm_sync::atomic::Ordering::Relaxed);
-        Self(format!("shm-mpmc-test-{tag}-{}-{n}", std::process::id()))
-    }
-
-    fn builder(&self) -> Builder<Tagged> {
-        Builder::new(self.0.as_str())
-    }
-}
-
-impl Drop for Name {
-    fn drop(&mut self) {
-        let _ = Segment::remove(&Location::Name(self.0.clone()));
-    }
+/// The builder of the ring named `name`.
+fn ring(name: &ShmName) -> Builder<Tagged> {
+    Builder::new(name.as_str())
 }
 
 /// Starts `part` as a child process, its standard output piped to the parent.
-fn spawn(part: &str, name: &Name, id: u64, count: u64, out: &str) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+fn spawn(part: &str, name: &ShmName, id: u64, count: u64, out: &str) -> Child {
+    shm_testkit::child("child")
         .env("SHM_MPMC_CHILD", part)
-        .env("SHM_MPMC_NAME", &name.0)
+        .env("SHM_MPMC_NAME", name.as_str())
         .env("SHM_MPMC_ID", id.to_string())
         .env("SHM_MPMC_COUNT", count.to_string())
         .env("SHM_MPMC_OUT", out)
@@ -102,9 +76,6 @@ fn spawn(part: &str, name: &Name, id: u64, count: u64, out: &str) -> Child {
         .spawn()
         .unwrap()
 }
-
-/// How long a holding child waits to be killed before it gives up and exits.
-const HOLD_AT_MOST: Duration = Duration::from_secs(60);
 
 /// Not a test: the body of a child process, selected by `SHM_MPMC_CHILD`.
 #[test]
@@ -166,8 +137,7 @@ fn child() {
             }
             let slot = tx.reserve().unwrap();
             say_holding(slot.position());
-            std::thread::sleep(HOLD_AT_MOST);
-            panic!("not killed");
+            hold_until_killed();
         }
         "hold-sample" => {
             // Receives `count` messages, then holds the next one in place for ever.
@@ -183,8 +153,7 @@ fn child() {
                 }
             };
             say_holding(guard.position());
-            std::thread::sleep(HOLD_AT_MOST);
-            panic!("not killed");
+            hold_until_killed();
         }
         other => panic!("unknown part {other}"),
     }
@@ -192,27 +161,24 @@ fn child() {
 
 #[test]
 fn three_producers_three_consumers_each_message_exactly_once() {
-    let name = Name::new("3x3");
-    let dir = std::env::temp_dir();
+    let name = ShmName::new("3x3");
     // The parent's producer keeps the ring connected until every child has attached.
-    let keeper = name
-        .builder()
+    let keeper = ring(&name)
         .capacity(1024)
         .participants(8)
         .mode(OpenMode::Create)
         .producer()
         .unwrap();
-    let outs: Vec<String> = (0..3)
-        .map(|k| {
-            dir.join(format!("{}-consumer-{k}.bits", name.0))
-                .display()
-                .to_string()
-        })
+    let outs: Vec<TempPath> = (0..3)
+        .map(|k| TempPath::new(&format!("3x3-consumer-{k}-bits")))
         .collect();
     let mut consumers: Vec<Child> = outs
         .iter()
         .enumerate()
-        .map(|(k, out)| spawn("consume", &name, k as u64, 0, out))
+        .map(|(k, out)| {
+            let out = out.path().to_str().expect("a UTF-8 temporary directory");
+            spawn("consume", &name, k as u64, 0, out)
+        })
         .collect();
     let mut producers: Vec<Child> = (0..PRODUCERS)
         .map(|id| spawn("produce", &name, id, PER_PRODUCER, ""))
@@ -226,11 +192,7 @@ fn three_producers_three_consumers_each_message_exactly_once() {
     }
     let bitmaps: Vec<Vec<u8>> = outs
         .iter()
-        .map(|out| {
-            let bits = std::fs::read(out).unwrap();
-            let _ = std::fs::remove_file(out);
-            bits
-        })
+        .map(|out| std::fs::read(out.path()).unwrap())
         .collect();
     let mut received = 0u64;
     for byte in 0..bitmaps[0].len() {
@@ -251,9 +213,8 @@ fn three_producers_three_consumers_each_message_exactly_once() {
 
 #[test]
 fn killed_producer_holding_a_slot_is_skipped_and_nothing_else_lost() {
-    let name = Name::new("killp");
-    let mut rx = name
-        .builder()
+    let name = ShmName::new("killp");
+    let mut rx = ring(&name)
         .capacity(64)
         .mode(OpenMode::Create)
         .wait_strategy(WaitStrategy::Park)
@@ -265,8 +226,7 @@ fn killed_producer_holding_a_slot_is_skipped_and_nothing_else_lost() {
     // A second producer sends behind the held position, and leaves.
     let mut sender = spawn("produce", &name, 1, 30, "");
     wait_child(&mut sender, Duration::from_secs(10));
-    holder.0.kill().unwrap();
-    holder.0.wait().unwrap();
+    holder.kill();
     let mut next = [0u64; 2];
     loop {
         match rx.recv_timeout(Duration::from_secs(10)) {
@@ -291,9 +251,8 @@ fn killed_producer_holding_a_slot_is_skipped_and_nothing_else_lost() {
 
 #[test]
 fn killed_consumer_holding_a_message_is_reclaimed() {
-    let name = Name::new("killc");
-    let ring = name
-        .builder()
+    let name = ShmName::new("killc");
+    let ring = ring(&name)
         .capacity(16)
         .mode(OpenMode::Create)
         .wait_strategy(WaitStrategy::Park);
@@ -306,8 +265,7 @@ fn killed_consumer_holding_a_message_is_reclaimed() {
     let held = holding(holder.0.stdout.as_mut().unwrap());
     assert_eq!(held, 10);
     let mut rx = ring.consumer().unwrap();
-    holder.0.kill().unwrap();
-    holder.0.wait().unwrap();
+    holder.kill();
     // The held slot is needed again at position 26: the producer, blocked, must find
     // its holder dead and reclaim it.
     for seq in 11..100 {
@@ -324,9 +282,8 @@ fn killed_consumer_holding_a_message_is_reclaimed() {
 
 #[test]
 fn participant_table_full_until_a_holder_dies() {
-    let name = Name::new("full");
-    let ring = name
-        .builder()
+    let name = ShmName::new("full");
+    let ring = ring(&name)
         .participants(2)
         .mode(OpenMode::Create)
         .wait_strategy(WaitStrategy::Park);
@@ -339,8 +296,7 @@ fn participant_table_full_until_a_holder_dies() {
         ring.consumer(),
         Err(Error::ParticipantsFull { limit: 2 })
     ));
-    holder.0.kill().unwrap();
-    holder.0.wait().unwrap();
+    holder.kill();
     // The newcomer takes the dead consumer's entry and settles its claim first.
     let mut rx = ring.consumer().unwrap();
     assert_eq!(rx.stats().reclaimed, 1);
@@ -351,27 +307,26 @@ fn participant_table_full_until_a_holder_dies() {
 
 #[test]
 fn mismatched_rings_are_refused() {
-    let name = Name::new("mismatch");
-    let _tx = name
-        .builder()
+    let name = ShmName::new("mismatch");
+    let _tx = ring(&name)
         .capacity(8)
         .participants(4)
         .mode(OpenMode::Create)
         .producer()
         .unwrap();
     assert!(matches!(
-        name.builder().participants(5).consumer(),
+        ring(&name).participants(5).consumer(),
         Err(Error::ParticipantsMismatch {
             expected: 5,
             found: 4
         })
     ));
     assert!(matches!(
-        Builder::<u64>::new(name.0.as_str()).consumer(),
+        Builder::<u64>::new(name.as_str()).consumer(),
         Err(Error::Segment(shm_alloc::Error::Mismatch { .. }))
     ));
     assert!(matches!(
-        shm_ring::spsc::Builder::<Tagged>::new(name.0.as_str()).consumer(),
+        shm_ring::spsc::Builder::<Tagged>::new(name.as_str()).consumer(),
         Err(shm_ring::Error::Segment(shm_alloc::Error::Mismatch { .. }))
     ));
 }
@@ -380,9 +335,8 @@ fn mismatched_rings_are_refused() {
 fn corrupted_limit_and_stamps_in_the_file_are_reported() {
     use std::os::unix::fs::FileExt;
 
-    let name = Name::new("corrupt");
-    let tx = name
-        .builder()
+    let name = ShmName::new("corrupt");
+    let tx = ring(&name)
         .capacity(8)
         .participants(4)
         .mode(OpenMode::Create)
@@ -390,7 +344,7 @@ fn corrupted_limit_and_stamps_in_the_file_are_reported() {
         .unwrap();
     let file = std::fs::OpenOptions::new()
         .write(true)
-        .open(Location::Name(name.0.clone()).path())
+        .open(name.path())
         .unwrap();
     let data = Segment::HEADER_LEN as u64;
     // The first slot's stamp (after the 768-byte control block and 4 entries of 128
@@ -398,7 +352,7 @@ fn corrupted_limit_and_stamps_in_the_file_are_reported() {
     let slot0 = data + 768 + 4 * 128;
     file.write_all_at(&((40u64 << 2) | 1).to_ne_bytes(), slot0)
         .unwrap();
-    let mut rx = name.builder().consumer().unwrap();
+    let mut rx = ring(&name).consumer().unwrap();
     assert!(matches!(
         rx.try_recv(),
         Err(TryRecvError::Corrupted(shm_ring::Corruption::Slot {
@@ -411,7 +365,7 @@ fn corrupted_limit_and_stamps_in_the_file_are_reported() {
     file.write_all_at(&5000u32.to_ne_bytes(), data + 256)
         .unwrap();
     assert!(matches!(
-        name.builder().consumer(),
+        ring(&name).consumer(),
         Err(Error::Corrupted(shm_ring::Corruption::State {
             found: 5000,
             ..

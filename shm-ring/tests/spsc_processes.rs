@@ -8,13 +8,11 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::wait_child;
-use shm_alloc::{Location, Segment};
+use shm_alloc::Segment;
 use shm_ring::spsc::{Builder, Consumer, Producer};
 use shm_ring::{Message, RecvError, SendError, TryRecvError};
 use shm_sync::WaitStrategy;
+use shm_testkit::{ShmName, TempPath, wait_child, wait_for};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// A sequence-numbered message with a checksum of its number.
@@ -64,50 +62,26 @@ fn strategy(name: &str) -> WaitStrategy {
     }
 }
 
-/// A unique segment name, removed when dropped.
-struct Name(String);
-
-impl Name {
-    fn new(tag: &str) -> Self {
-        static NEXT: shm_sync::atomic::AtomicU32 = shm_sync::atomic::AtomicU32::new(0);
-        // Relaxed: a unique number, no ordering needed.
-        let n = NEXT.fetch_add(1, shm_sync::atomic::Ordering::Relaxed);
-        Self(format!("shm-ring-test-{tag}-{}-{n}", std::process::id()))
-    }
-
-    fn builder(&self, capacity: u64, wait: WaitStrategy) -> Builder<Numbered> {
-        Builder::new(self.0.as_str())
-            .capacity(capacity)
-            .wait_strategy(wait)
-    }
-}
-
-impl Drop for Name {
-    fn drop(&mut self) {
-        let _ = Segment::remove(&Location::Name(self.0.clone()));
-    }
+/// The builder of the ring named `name`.
+fn ring(name: &ShmName, capacity: u64, wait: WaitStrategy) -> Builder<Numbered> {
+    Builder::new(name.as_str())
+        .capacity(capacity)
+        .wait_strategy(wait)
 }
 
 /// The command that starts `part` as a child process.
-fn command(part: &str, name: &Name, count: u64, capacity: u64, wait: &str) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "--exact",
-        "child",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env("SHM_SPSC_CHILD", part)
-    .env("SHM_SPSC_NAME", &name.0)
-    .env("SHM_SPSC_COUNT", count.to_string())
-    .env("SHM_SPSC_CAPACITY", capacity.to_string())
-    .env("SHM_SPSC_WAIT", wait)
-    .stdout(Stdio::null());
+fn command(part: &str, name: &ShmName, count: u64, capacity: u64, wait: &str) -> Command {
+    let mut cmd = shm_testkit::child("child");
+    cmd.env("SHM_SPSC_CHILD", part)
+        .env("SHM_SPSC_NAME", name.as_str())
+        .env("SHM_SPSC_COUNT", count.to_string())
+        .env("SHM_SPSC_CAPACITY", capacity.to_string())
+        .env("SHM_SPSC_WAIT", wait)
+        .stdout(Stdio::null());
     cmd
 }
 
-fn spawn(part: &str, name: &Name, count: u64, capacity: u64, wait: &str) -> Child {
+fn spawn(part: &str, name: &ShmName, count: u64, capacity: u64, wait: &str) -> Child {
     command(part, name, count, capacity, wait).spawn().unwrap()
 }
 
@@ -194,9 +168,9 @@ fn child() {
 
 /// Child producer -> parent consumer, and parent producer -> child consumer.
 fn both_directions(count: u64, capacity: u64, wait: &str, bursty: bool) {
-    let name = Name::new("fwd");
+    let name = ShmName::new("fwd");
     // The parent attaches first: it creates the ring.
-    let mut rx = name.builder(capacity, strategy(wait)).consumer().unwrap();
+    let mut rx = ring(&name, capacity, strategy(wait)).consumer().unwrap();
     let part = if bursty {
         "bursty-producer"
     } else {
@@ -206,11 +180,10 @@ fn both_directions(count: u64, capacity: u64, wait: &str, bursty: bool) {
     consume(&mut rx, count);
     wait_child(&mut child, Duration::from_secs(120));
 
-    let name = Name::new("rev");
+    let name = ShmName::new("rev");
     // The child attaches first here: it creates, the parent opens whichever comes first.
     let mut child = spawn("consumer", &name, count, capacity, wait);
-    let mut tx = name
-        .builder(capacity, WaitStrategy::BusySpin)
+    let mut tx = ring(&name, capacity, WaitStrategy::BusySpin)
         .producer()
         .unwrap();
     produce(&mut tx, count, if bursty { 10_000 } else { 0 });
@@ -243,8 +216,8 @@ fn one_million_parking_receiver_large_capacity() {
 
 #[test]
 fn killed_producer_is_drained_then_disconnected() {
-    let name = Name::new("killp");
-    let mut rx = name.builder(1024, WaitStrategy::Park).consumer().unwrap();
+    let name = ShmName::new("killp");
+    let mut rx = ring(&name, 1024, WaitStrategy::Park).consumer().unwrap();
     let mut child = spawn("endless-producer", &name, 0, 1024, "spin");
     let mut seq = 0;
     while seq < 100_000 {
@@ -276,31 +249,30 @@ fn killed_producer_is_drained_then_disconnected() {
 #[test]
 fn killed_consumer_restarts_without_loss() {
     const COUNT: u64 = 1_000_000;
-    let name = Name::new("killc");
-    let progress = std::env::temp_dir().join(format!("{}-progress", name.0));
-    let _ = std::fs::remove_file(&progress);
+    let name = ShmName::new("killc");
+    let progress = TempPath::new("killc-progress");
     let mut producer = spawn("patient-producer", &name, COUNT, 64, "spin");
     let mut first = command("recording-consumer", &name, COUNT, 64, "spin")
-        .env("SHM_SPSC_PROGRESS", &progress)
+        .env("SHM_SPSC_PROGRESS", progress.path())
         .spawn()
         .unwrap();
-    let give_up = Instant::now() + Duration::from_secs(60);
     let read_progress = || -> u64 {
-        std::fs::read_to_string(&progress)
+        std::fs::read_to_string(progress.path())
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0)
     };
-    while read_progress() < 200_000 {
-        assert!(Instant::now() < give_up, "first consumer made no progress");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_for(
+        Duration::from_secs(60),
+        "progress of the first consumer",
+        || (read_progress() >= 200_000).then_some(()),
+    );
     first.kill().unwrap();
     first.wait().unwrap();
     let recorded = read_progress();
 
     // The restarted consumer (this process) continues at the first unreleased message.
-    let mut rx = name.builder(64, WaitStrategy::BusySpin).consumer().unwrap();
+    let mut rx = ring(&name, 64, WaitStrategy::BusySpin).consumer().unwrap();
     let msg = rx.recv().unwrap();
     // The first consumer recorded every 1000th message before releasing it, so it had
     // released at least `recorded - 1` messages (the last recorded one may be in its
@@ -315,7 +287,6 @@ fn killed_consumer_restarts_without_loss() {
     seq += 1;
     consume_from(&mut rx, seq, COUNT);
     wait_child(&mut producer, Duration::from_secs(60));
-    let _ = std::fs::remove_file(&progress);
 }
 
 fn consume_from(rx: &mut Consumer<Numbered>, from: u64, to: u64) {
@@ -327,8 +298,8 @@ fn consume_from(rx: &mut Consumer<Numbered>, from: u64, to: u64) {
 
 #[test]
 fn a_second_producer_or_consumer_is_refused() {
-    let name = Name::new("roles");
-    let builder = name.builder(8, WaitStrategy::BusySpin);
+    let name = ShmName::new("roles");
+    let builder = ring(&name, 8, WaitStrategy::BusySpin);
     let _tx = builder.producer().unwrap();
     let _rx = builder.consumer().unwrap();
     for result in [builder.producer().map(drop), builder.consumer().map(drop)] {
@@ -341,10 +312,10 @@ fn a_second_producer_or_consumer_is_refused() {
 
 #[test]
 fn a_consumer_of_another_message_type_is_refused() {
-    let name = Name::new("types");
-    let _tx = name.builder(8, WaitStrategy::BusySpin).producer().unwrap();
+    let name = ShmName::new("types");
+    let _tx = ring(&name, 8, WaitStrategy::BusySpin).producer().unwrap();
     // Same size and alignment as `Numbered`, another type.
-    let other = Builder::<[u64; 2]>::new(name.0.as_str()).consumer();
+    let other = Builder::<[u64; 2]>::new(name.as_str()).consumer();
     match other {
         Err(shm_ring::Error::Segment(shm_alloc::Error::Mismatch { field, .. })) => {
             assert_eq!(field, "type_fingerprint");
@@ -356,16 +327,16 @@ fn a_consumer_of_another_message_type_is_refused() {
 #[test]
 fn corrupted_positions_in_the_file_are_reported() {
     use std::os::unix::fs::FileExt;
-    let name = Name::new("corrupt");
-    let mut tx = name.builder(8, WaitStrategy::BusySpin).producer().unwrap();
-    let mut rx = name.builder(8, WaitStrategy::BusySpin).consumer().unwrap();
+    let name = ShmName::new("corrupt");
+    let mut tx = ring(&name, 8, WaitStrategy::BusySpin).producer().unwrap();
+    let mut rx = ring(&name, 8, WaitStrategy::BusySpin).consumer().unwrap();
     tx.try_send(numbered(0)).unwrap();
     verify(rx.try_recv().unwrap(), 0);
     // Another process scribbles a tail far past head + capacity (the producer's
     // position is the first u64 of the data region, after the 4096-byte header).
     let file = std::fs::OpenOptions::new()
         .write(true)
-        .open(Location::Name(name.0.clone()).path())
+        .open(name.path())
         .unwrap();
     file.write_at(&(1u64 << 40).to_ne_bytes(), Segment::HEADER_LEN as u64)
         .unwrap();
@@ -383,17 +354,14 @@ fn corrupted_positions_in_the_file_are_reported() {
     drop(rx);
     // The role is free once no process holds the lock's file description. A child that
     // another test's thread forks right now shares it until it execs: retry meanwhile.
-    let give_up = Instant::now() + Duration::from_secs(5);
-    let again = loop {
-        match name.builder(8, WaitStrategy::BusySpin).consumer() {
-            Err(shm_ring::Error::Segment(shm_alloc::Error::RoleTaken { .. }))
-                if Instant::now() < give_up =>
-            {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            other => break other,
-        }
-    };
+    let again = wait_for(
+        Duration::from_secs(5),
+        "the consumer role, free",
+        || match ring(&name, 8, WaitStrategy::BusySpin).consumer() {
+            Err(shm_ring::Error::Segment(shm_alloc::Error::RoleTaken { .. })) => None,
+            other => Some(other),
+        },
+    );
     assert!(
         matches!(again, Err(shm_ring::Error::Corrupted(_))),
         "expected Corrupted, got {again:?}"

@@ -5,14 +5,15 @@
 //! file's path in `SHM_FUTEX_CHILD`.
 
 use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use memmap2::MmapMut;
 use shm_sync::CachePadded;
 use shm_sync::atomic::{AtomicU32, Ordering};
 use shm_sync::futex::{self, WaitOutcome};
+use shm_testkit::{Reap, TempPath, wait_for};
 
 const CHILD_ENV: &str = "SHM_FUTEX_CHILD";
 
@@ -56,17 +57,17 @@ impl Mapped {
     }
 }
 
-fn temp_file(tag: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("shm-sync-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+/// A new zero-filled page-long file, removed when the returned guard drops.
+fn temp_file(tag: &str) -> TempPath {
+    let tmp = TempPath::new(tag);
     let file: File = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
-        .open(&path)
+        .open(tmp.path())
         .unwrap();
     file.set_len(4096).unwrap();
-    path
+    tmp
 }
 
 /// Is thread `tid` of process `pid` asleep in the kernel's futex wait?
@@ -106,33 +107,27 @@ fn child() {
 
 #[test]
 fn child_parked_on_futex_is_woken_by_parent() {
-    let path = temp_file("wake");
-    let mapped = Mapped::open(&path);
+    let tmp = temp_file("futex-wake");
+    let mapped = Mapped::open(tmp.path());
     let page = mapped.page();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &path)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Reap(
+        shm_testkit::child("child")
+            .env(CHILD_ENV, tmp.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
 
     // Wait until the child sleeps in FUTEX_WAIT on the word (it cannot have changed:
     // only this process writes it).
-    let give_up = Instant::now() + Duration::from_secs(20);
-    loop {
-        let tid = page.waiter.load(Ordering::Acquire);
-        if tid != 0 && sleeps_on_futex(child.id(), tid) {
-            break;
-        }
-        assert!(Instant::now() < give_up, "child never parked on the futex");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_for(
+        Duration::from_secs(20),
+        "the child, parked on the futex",
+        || {
+            let tid = page.waiter.load(Ordering::Acquire);
+            (tid != 0 && sleeps_on_futex(child.0.id(), tid)).then_some(())
+        },
+    );
     assert_eq!(
         page.outcome.load(Ordering::Acquire),
         0,
@@ -141,8 +136,7 @@ fn child_parked_on_futex_is_woken_by_parent() {
 
     page.word.store(42, Ordering::Release);
     let woken = futex::wake(&page.word, 1);
-    let status = child.wait().unwrap();
-    let _ = std::fs::remove_file(&path);
+    let status = child.0.wait().unwrap();
 
     assert!(status.success(), "child failed: {status}");
     assert_eq!(woken, 1, "the wake found no sleeper in the other process");

@@ -434,11 +434,3 @@ impl<T: Message> core::fmt::Debug for Consumer<T> {
             .finish_non_exhaustive()
     }
 }
-
-#[cfg(test)]
-impl<T: Message> Consumer<T> {
-    /// The ring's control block, for tests that corrupt it.
-    pub(crate) fn control(&self) -> &super::layout::Control {
-        self.ring.control()
-    }
-}

@@ -507,16 +507,3 @@ impl<T: Message> core::fmt::Debug for Producer<T> {
             .finish_non_exhaustive()
     }
 }
-
-#[cfg(test)]
-impl<T: Message> Producer<T> {
-    /// The ring's control block, for tests that corrupt it.
-    pub(crate) fn control(&self) -> &super::layout::Control {
-        self.ring.control()
-    }
-
-    /// Moves this producer's position, for tests that corrupt it.
-    pub(crate) fn set_tail(&mut self, tail: u64) {
-        self.cur.tail = tail;
-    }
-}
