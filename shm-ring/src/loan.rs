@@ -143,6 +143,8 @@ carrier!(mpmc, false);
 /// chunk knows its pool; the sender holds only the ring.
 pub struct Sender<P: Carrier> {
     ring: P,
+    /// The ring's id (a hash of its segment's path and creation), computed once.
+    ring_id: u64,
     /// The receiver's participant, as last looked up.
     receiver: Option<u32>,
 }
@@ -151,6 +153,7 @@ impl<P: Carrier> Sender<P> {
     /// Sends chunks through `ring`.
     pub fn new(ring: P) -> Self {
         Sender {
+            ring_id: ring.ring_id(),
             ring,
             receiver: None,
         }
@@ -166,7 +169,7 @@ impl<P: Carrier> Sender<P> {
     /// The receiver's participant: the cached one while it still holds the binding, or
     /// a fresh lookup.
     fn receiver(&mut self, pool: &Pool) -> Option<u32> {
-        let ring = self.ring.ring_id();
+        let ring = self.ring_id;
         match self.receiver {
             Some(p) if pool.is_bound(p, ring) => Some(p),
             _ => {

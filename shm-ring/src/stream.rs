@@ -342,11 +342,13 @@ impl Claim<'_> {
             len <= claimed,
             "committing {len} of {claimed} claimed bytes"
         );
-        let type_id = self.type_id;
-        self.record()[..HEADER_LEN].copy_from_slice(&header(len as u64, type_id));
-        if self.pad != 0 {
-            let padding = header((self.pad - HEADER_LEN) as u64, PADDING_TYPE);
-            self.chunk.as_mut_slices().0[..HEADER_LEN].copy_from_slice(&padding);
+        let (pad, type_id) = (self.pad, self.type_id);
+        let (first, second) = self.chunk.as_mut_slices();
+        if pad == 0 {
+            first[..HEADER_LEN].copy_from_slice(&header(len as u64, type_id));
+        } else {
+            first[..HEADER_LEN].copy_from_slice(&header((pad - HEADER_LEN) as u64, PADDING_TYPE));
+            second[..HEADER_LEN].copy_from_slice(&header(len as u64, type_id));
         }
         let publish = self.pad + record_len(len as u64) as usize;
         self.chunk.commit(publish);
@@ -370,6 +372,31 @@ impl core::ops::DerefMut for Claim<'_> {
     }
 }
 
+/// A non-blocking receive's error in the form of a blocking one's (`Empty` as
+/// `Timeout`), so that both paths of [`Consumer::find`] return one type.
+fn timeout_form(e: TryRecvError) -> RecvTimeoutError {
+    match e {
+        TryRecvError::Empty => RecvTimeoutError::Timeout,
+        TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+        TryRecvError::Corrupted(c) => RecvTimeoutError::Corrupted(c),
+    }
+}
+
+/// The header at the start of `chunk` (the consumer's `position`): payload length and
+/// type id.
+fn header_of(
+    chunk: &spsc::ReadChunk<'_, u8>,
+    position: u64,
+) -> Result<(u64, u32), RecvTimeoutError> {
+    let (first, _) = chunk.as_slices();
+    if position % ALIGN != 0 || first.len() < HEADER_LEN {
+        return Err(corrupt_frame(chunk, position, 0));
+    }
+    let len = u32::from_ne_bytes([first[0], first[1], first[2], first[3]]);
+    let type_id = u32::from_ne_bytes([first[4], first[5], first[6], first[7]]);
+    Ok((u64::from(len), type_id))
+}
+
 /// A frame found at the consumer's position.
 #[derive(Clone, Copy, Debug)]
 struct Found {
@@ -377,6 +404,33 @@ struct Found {
     type_id: u32,
     /// Bytes to release: the record.
     record: usize,
+}
+
+/// The frame of `len` payload bytes at the start of `chunk`, if it is whole there.
+fn whole(
+    chunk: &spsc::ReadChunk<'_, u8>,
+    position: u64,
+    len: u64,
+    type_id: u32,
+) -> Result<Found, RecvTimeoutError> {
+    let record = record_len(len);
+    if record > chunk.as_slices().0.len() as u64 {
+        return Err(corrupt_frame(chunk, position, len));
+    }
+    Ok(Found {
+        len: len as usize,
+        type_id,
+        record: record as usize,
+    })
+}
+
+/// The corruption of a header at `position` that claims `length` payload bytes.
+fn corrupt_frame(chunk: &spsc::ReadChunk<'_, u8>, position: u64, length: u64) -> RecvTimeoutError {
+    RecvTimeoutError::Corrupted(Corruption::Frame {
+        position,
+        length,
+        room: chunk.as_slices().0.len() as u64,
+    })
 }
 
 impl Consumer {
@@ -391,61 +445,49 @@ impl Consumer {
         self.inner.set_wait_strategy(wait);
     }
 
-    /// Finds the next frame, releasing padding on the way: `deadline` `None` does not
+    /// Takes what is published at the consumer's position: `deadline` `None` does not
     /// wait, `Some(d)` waits until `d` (`Some(None)`: forever).
-    fn find(&mut self, deadline: Option<Option<Instant>>) -> Result<Found, RecvTimeoutError> {
-        loop {
-            let position = self.inner.position();
-            let contiguous = self.capacity() - (position & (self.capacity() - 1));
-            let chunk = match deadline {
-                None => self.inner.read_chunk(usize::MAX).map_err(|e| match e {
-                    TryRecvError::Empty => RecvTimeoutError::Timeout,
-                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-                    TryRecvError::Corrupted(c) => RecvTimeoutError::Corrupted(c),
-                })?,
-                Some(deadline) => self.inner.read_chunk_deadline(usize::MAX, deadline)?,
-            };
-            let available = chunk.len() as u64;
-            let (first, _) = chunk.as_slices();
-            let room = first.len() as u64;
-            let corrupt = |length| {
-                RecvTimeoutError::Corrupted(Corruption::Frame {
-                    position,
-                    length,
-                    room,
-                })
-            };
-            if position % ALIGN != 0 || room < HEADER_LEN as u64 {
-                return Err(corrupt(0));
+    fn published(
+        &mut self,
+        deadline: Option<Option<Instant>>,
+    ) -> Result<spsc::ReadChunk<'_, u8>, RecvTimeoutError> {
+        match deadline {
+            // What is published already (the cached tail, or one fresh load).
+            None => {
+                let available = self.inner.slots().map_err(timeout_form)?;
+                self.inner.read_chunk(available).map_err(timeout_form)
             }
-            let len = u64::from(u32::from_ne_bytes(first[..4].try_into().unwrap()));
-            let type_id = u32::from_ne_bytes(first[4..HEADER_LEN].try_into().unwrap());
-            if type_id == PADDING_TYPE {
-                if len + HEADER_LEN as u64 != contiguous || contiguous > available {
-                    return Err(corrupt(len));
-                }
-                chunk.commit(contiguous as usize);
-                continue;
-            }
-            let record = record_len(len);
-            if record > room {
-                return Err(corrupt(len));
-            }
-            return Ok(Found {
-                len: len as usize,
-                type_id,
-                record: record as usize,
-            });
+            Some(deadline) => self.inner.read_chunk_deadline(usize::MAX, deadline),
         }
     }
 
-    /// The frame `find` found, in place.
+    /// Finds the next frame, releasing the padding before it if the buffer wrapped: at
+    /// most one padding record precedes a frame (the next record starts at offset 0,
+    /// where a padding record would fill the whole buffer, which no producer writes).
+    fn find(&mut self, deadline: Option<Option<Instant>>) -> Result<Found, RecvTimeoutError> {
+        let position = self.inner.position();
+        let contiguous = self.capacity() - (position & (self.capacity() - 1));
+        let chunk = self.published(deadline)?;
+        let (len, type_id) = header_of(&chunk, position)?;
+        if type_id != PADDING_TYPE {
+            return whole(&chunk, position, len, type_id);
+        }
+        if len + HEADER_LEN as u64 != contiguous || contiguous > chunk.len() as u64 {
+            return Err(corrupt_frame(&chunk, position, len));
+        }
+        chunk.commit(contiguous as usize);
+        let position = self.inner.position();
+        let chunk = self.published(deadline)?;
+        match header_of(&chunk, position)? {
+            (len, PADDING_TYPE) => Err(corrupt_frame(&chunk, position, len)),
+            (len, type_id) => whole(&chunk, position, len, type_id),
+        }
+    }
+
+    /// The frame `find` found, in place: its record is published, at the start of what
+    /// the cached tail says is there.
     fn frame(&mut self, found: Found) -> Result<Frame<'_>, RecvTimeoutError> {
-        // The record is published (`find` saw it): the chunk holds it, from the start.
-        let chunk = self.inner.read_chunk(found.record).map_err(|e| match e {
-            TryRecvError::Corrupted(c) => RecvTimeoutError::Corrupted(c),
-            _ => RecvTimeoutError::Disconnected,
-        })?;
+        let chunk = self.inner.read_chunk(found.record).map_err(timeout_form)?;
         Ok(Frame {
             chunk: Some(chunk),
             found,

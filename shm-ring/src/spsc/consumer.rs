@@ -192,6 +192,22 @@ impl<T: Message> Consumer<T> {
         Ok(n)
     }
 
+    /// How many published messages there are to read: the cached count if it is not 0,
+    /// otherwise a fresh load of `tail` (rtrb's `slots`). A lower bound: more may be
+    /// published right after.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv`](Self::try_recv), when there is none (`Empty`, `Disconnected`) or
+    /// the positions are corrupt.
+    #[inline]
+    pub fn slots(&mut self) -> Result<usize, TryRecvError> {
+        self.cur
+            .available(&self.ring, false)
+            .map(|n| n as usize)
+            .map_err(Refusal::try_recv)
+    }
+
     /// Takes up to `max` published messages (at least one) to read in place (rtrb's
     /// `read_chunk`, but taking what there is): [`ReadChunk::as_slices`] gives them as at
     /// most two slices, [`ReadChunk::commit`] releases the first `k` of them at once.
@@ -213,6 +229,7 @@ impl<T: Message> Consumer<T> {
     /// assert_eq!(rx.try_recv(), Ok(2));
     /// # Ok::<(), shm_ring::Error>(())
     /// ```
+    #[inline]
     pub fn read_chunk(&mut self, max: usize) -> Result<ReadChunk<'_, T>, TryRecvError> {
         if max == 0 {
             return Err(TryRecvError::Empty);

@@ -41,11 +41,29 @@ struct Cursor {
 unsafe impl<T: Message + Send> Send for Producer<T> {}
 
 impl Cursor {
-    /// Finds at least one free slot; returns how many are free.
-    #[inline]
+    /// Finds at least one free slot; returns how many are free. The fast path (the
+    /// consumer attached or absent, the cached head says there is room) is a load and a
+    /// subtraction, inlined; the rest is [`claim_slow`](Self::claim_slow).
+    #[inline(always)]
     fn claim<T>(&mut self, ring: &Ring<T>, probe: bool) -> Result<u64, Refusal> {
         // Relaxed: the session line is written only at attach and close, and a close is
         // acted on at the next call; the Acquire load in `peer_state` orders the rest.
+        let peer = ring.peer_session().load(Ordering::Relaxed) & STATE_MASK;
+        let free = ring.capacity() - self.tail.wrapping_sub(self.head_cache);
+        let quiet =
+            (peer == ATTACHED || peer == ABSENT) && !probe && self.watch.dead_word.is_none();
+        if quiet && free != 0 {
+            return Ok(free);
+        }
+        self.claim_slow(ring, probe)
+    }
+
+    /// [`claim`](Self::claim) when the consumer's session needs a look, a probe is asked
+    /// for, or the cached head says the ring is full.
+    #[cold]
+    #[inline(never)]
+    fn claim_slow<T>(&mut self, ring: &Ring<T>, probe: bool) -> Result<u64, Refusal> {
+        // Relaxed: as in `claim`.
         let peer = ring.peer_session().load(Ordering::Relaxed) & STATE_MASK;
         if peer != ATTACHED && peer != ABSENT || probe || self.watch.dead_word.is_some() {
             if let PeerState::Gone = ring.peer_state(&mut self.watch, probe)? {
@@ -233,6 +251,7 @@ impl<T: Message> Producer<T> {
     /// assert!(rx.try_recv().is_err());
     /// # Ok::<(), shm_ring::Error>(())
     /// ```
+    #[inline]
     pub fn write_chunk(&mut self, n: usize) -> Result<WriteChunk<'_, T>, TrySendError<()>> {
         if n as u64 > self.capacity() {
             return Err(TrySendError::Full(()));
