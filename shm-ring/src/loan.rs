@@ -119,6 +119,7 @@ macro_rules! carrier {
                 $flavour::Consumer::ring_id(self)
             }
 
+            #[inline(always)]
             fn take(&mut self) -> Result<ShmOffset, TryRecvError> {
                 self.try_recv()
             }
@@ -266,9 +267,11 @@ impl<C: Source> Receiver<C> {
     ///
     /// [`RecvError::Ring`] with the ring's error; [`RecvError::Chunk`] with
     /// [`Pool::receive`]'s (a stale offset: its chunk was reclaimed).
+    #[inline]
     pub fn try_recv<'p>(&mut self, pool: &'p Pool) -> Result<Sample<'p>, RecvError<TryRecvError>> {
         let offset = self.ring.take().map_err(RecvError::Ring)?;
-        pool.receive(offset).map_err(RecvError::Chunk)
+        pool.receive(offset)
+            .map_err(|e| RecvError::Chunk(Box::new(e)))
     }
 
     /// Receives the next chunk of `pool`, waiting with the ring's wait strategy until
@@ -283,7 +286,8 @@ impl<C: Source> Receiver<C> {
         deadline: Option<Instant>,
     ) -> Result<Sample<'p>, RecvError<RecvTimeoutError>> {
         let offset = self.ring.take_deadline(deadline).map_err(RecvError::Ring)?;
-        pool.receive(offset).map_err(RecvError::Chunk)
+        pool.receive(offset)
+            .map_err(|e| RecvError::Chunk(Box::new(e)))
     }
 
     /// The ring.
@@ -298,9 +302,10 @@ pub enum RecvError<E> {
     /// The ring had no offset: empty, disconnected, timed out or corrupted.
     #[error(transparent)]
     Ring(E),
-    /// The offset named no chunk in flight: stale (reclaimed) or corrupt.
+    /// The offset named no chunk in flight: stale (reclaimed) or corrupt. Boxed: it is
+    /// rare, and keeps the error of every empty poll small.
     #[error(transparent)]
-    Chunk(shm_alloc::Error),
+    Chunk(Box<shm_alloc::Error>),
 }
 
 impl<P: Carrier> fmt::Debug for Sender<P> {

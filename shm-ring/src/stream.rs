@@ -382,19 +382,30 @@ fn timeout_form(e: TryRecvError) -> RecvTimeoutError {
     }
 }
 
-/// The header at the start of `chunk` (the consumer's `position`): payload length and
-/// type id.
+/// The header at the start of `chunk` (the consumer's `position`): payload length, type
+/// id, and the bytes published from there before the end of the buffer.
 fn header_of(
     chunk: &spsc::ReadChunk<'_, u8>,
     position: u64,
-) -> Result<(u64, u32), RecvTimeoutError> {
+) -> Result<(u64, u32, u64), RecvTimeoutError> {
     let (first, _) = chunk.as_slices();
+    let room = first.len() as u64;
     if position % ALIGN != 0 || first.len() < HEADER_LEN {
-        return Err(corrupt_frame(chunk, position, 0));
+        return Err(corrupt_frame(position, 0, room));
     }
     let len = u32::from_ne_bytes([first[0], first[1], first[2], first[3]]);
     let type_id = u32::from_ne_bytes([first[4], first[5], first[6], first[7]]);
-    Ok((u64::from(len), type_id))
+    Ok((u64::from(len), type_id, room))
+}
+
+/// The corruption of a header at `position` that claims `length` payload bytes where
+/// `room` are published.
+fn corrupt_frame(position: u64, length: u64, room: u64) -> RecvTimeoutError {
+    RecvTimeoutError::Corrupted(Corruption::Frame {
+        position,
+        length,
+        room,
+    })
 }
 
 /// A frame found at the consumer's position.
@@ -404,33 +415,6 @@ struct Found {
     type_id: u32,
     /// Bytes to release: the record.
     record: usize,
-}
-
-/// The frame of `len` payload bytes at the start of `chunk`, if it is whole there.
-fn whole(
-    chunk: &spsc::ReadChunk<'_, u8>,
-    position: u64,
-    len: u64,
-    type_id: u32,
-) -> Result<Found, RecvTimeoutError> {
-    let record = record_len(len);
-    if record > chunk.as_slices().0.len() as u64 {
-        return Err(corrupt_frame(chunk, position, len));
-    }
-    Ok(Found {
-        len: len as usize,
-        type_id,
-        record: record as usize,
-    })
-}
-
-/// The corruption of a header at `position` that claims `length` payload bytes.
-fn corrupt_frame(chunk: &spsc::ReadChunk<'_, u8>, position: u64, length: u64) -> RecvTimeoutError {
-    RecvTimeoutError::Corrupted(Corruption::Frame {
-        position,
-        length,
-        room: chunk.as_slices().0.len() as u64,
-    })
 }
 
 impl Consumer {
@@ -461,37 +445,53 @@ impl Consumer {
         }
     }
 
-    /// Finds the next frame, releasing the padding before it if the buffer wrapped: at
-    /// most one padding record precedes a frame (the next record starts at offset 0,
-    /// where a padding record would fill the whole buffer, which no producer writes).
-    fn find(&mut self, deadline: Option<Option<Instant>>) -> Result<Found, RecvTimeoutError> {
-        let position = self.inner.position();
-        let contiguous = self.capacity() - (position & (self.capacity() - 1));
-        let chunk = self.published(deadline)?;
-        let (len, type_id) = header_of(&chunk, position)?;
-        if type_id != PADDING_TYPE {
-            return whole(&chunk, position, len, type_id);
+    /// Finds the next frame in place, releasing the padding before it if the buffer
+    /// wrapped. A producer pads only when a record does not fit before the end of the
+    /// buffer, and no record is longer than half of it, so padding can only stand in the
+    /// second half: in the first, the frame is taken at once.
+    fn find(&mut self, deadline: Option<Option<Instant>>) -> Result<Frame<'_>, RecvTimeoutError> {
+        let capacity = self.capacity();
+        let contiguous = capacity - (self.inner.position() & (capacity - 1));
+        if contiguous < capacity / 2 {
+            self.skip_padding(contiguous, deadline)?;
         }
-        if len + HEADER_LEN as u64 != contiguous || contiguous > chunk.len() as u64 {
-            return Err(corrupt_frame(&chunk, position, len));
-        }
-        chunk.commit(contiguous as usize);
         let position = self.inner.position();
         let chunk = self.published(deadline)?;
-        match header_of(&chunk, position)? {
-            (len, PADDING_TYPE) => Err(corrupt_frame(&chunk, position, len)),
-            (len, type_id) => whole(&chunk, position, len, type_id),
+        let (len, type_id, room) = header_of(&chunk, position)?;
+        let record = record_len(len);
+        if type_id == PADDING_TYPE || record > room {
+            return Err(corrupt_frame(position, len, room));
         }
-    }
-
-    /// The frame `find` found, in place: its record is published, at the start of what
-    /// the cached tail says is there.
-    fn frame(&mut self, found: Found) -> Result<Frame<'_>, RecvTimeoutError> {
-        let chunk = self.inner.read_chunk(found.record).map_err(timeout_form)?;
         Ok(Frame {
             chunk: Some(chunk),
-            found,
+            found: Found {
+                len: len as usize,
+                type_id,
+                record: record as usize,
+            },
         })
+    }
+
+    /// Releases the padding record at the consumer's position, if there is one; at most
+    /// one precedes a frame (the next record starts at offset 0, where padding would fill
+    /// the whole buffer, which no producer writes). `contiguous`: the bytes from the
+    /// position to the end of the buffer.
+    fn skip_padding(
+        &mut self,
+        contiguous: u64,
+        deadline: Option<Option<Instant>>,
+    ) -> Result<(), RecvTimeoutError> {
+        let position = self.inner.position();
+        let chunk = self.published(deadline)?;
+        let (len, type_id, room) = header_of(&chunk, position)?;
+        if type_id != PADDING_TYPE {
+            return Ok(());
+        }
+        if len + HEADER_LEN as u64 != contiguous || contiguous > chunk.len() as u64 {
+            return Err(corrupt_frame(position, len, room));
+        }
+        chunk.commit(contiguous as usize);
+        Ok(())
     }
 
     /// Receives the next frame in place, without blocking: the [`Frame`] derefs to its
@@ -503,14 +503,13 @@ impl Consumer {
     /// [`TryRecvError::Empty`]; [`TryRecvError::Disconnected`] when the ring is empty and
     /// the producer closed it or died; [`TryRecvError::Corrupted`].
     pub fn try_recv(&mut self) -> Result<Frame<'_>, TryRecvError> {
-        let found = self.find(None);
-        found
-            .and_then(|found| self.frame(found))
-            .map_err(|e| match e {
-                RecvTimeoutError::Timeout => TryRecvError::Empty,
-                RecvTimeoutError::Disconnected => TryRecvError::Disconnected,
-                RecvTimeoutError::Corrupted(c) => TryRecvError::Corrupted(c),
-            })
+        // The polling loop's common case, an empty ring, straight from the ring.
+        self.inner.slots()?;
+        self.find(None).map_err(|e| match e {
+            RecvTimeoutError::Timeout => TryRecvError::Empty,
+            RecvTimeoutError::Disconnected => TryRecvError::Disconnected,
+            RecvTimeoutError::Corrupted(c) => TryRecvError::Corrupted(c),
+        })
     }
 
     /// Receives the next frame in place, waiting with the wait strategy while the ring is
@@ -543,8 +542,7 @@ impl Consumer {
         &mut self,
         deadline: Option<Instant>,
     ) -> Result<Frame<'_>, RecvTimeoutError> {
-        let found = self.find(Some(deadline))?;
-        self.frame(found)
+        self.find(Some(deadline))
     }
 
     /// Whether the producer closed the ring cleanly (dropped its handle) rather than
