@@ -382,20 +382,15 @@ fn timeout_form(e: TryRecvError) -> RecvTimeoutError {
     }
 }
 
-/// The header at the start of `chunk` (the consumer's `position`): payload length, type
-/// id, and the bytes published from there before the end of the buffer.
-fn header_of(
-    chunk: &spsc::ReadChunk<'_, u8>,
-    position: u64,
-) -> Result<(u64, u32, u64), RecvTimeoutError> {
-    let (first, _) = chunk.as_slices();
-    let room = first.len() as u64;
-    if position % ALIGN != 0 || first.len() < HEADER_LEN {
-        return Err(corrupt_frame(position, 0, room));
+/// The header at the start of `bytes` (at `position` in the ring): payload length and
+/// type id.
+fn header_at(bytes: &[u8], position: u64) -> Result<(u64, u32), RecvTimeoutError> {
+    if position % ALIGN != 0 || bytes.len() < HEADER_LEN {
+        return Err(corrupt_frame(position, 0, bytes.len() as u64));
     }
-    let len = u32::from_ne_bytes([first[0], first[1], first[2], first[3]]);
-    let type_id = u32::from_ne_bytes([first[4], first[5], first[6], first[7]]);
-    Ok((u64::from(len), type_id, room))
+    let len = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let type_id = u32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    Ok((u64::from(len), type_id))
 }
 
 /// The corruption of a header at `position` that claims `length` payload bytes where
@@ -411,9 +406,12 @@ fn corrupt_frame(position: u64, length: u64, room: u64) -> RecvTimeoutError {
 /// A frame found at the consumer's position.
 #[derive(Clone, Copy, Debug)]
 struct Found {
+    /// Bytes of padding before the record: 0, or the rest of the buffer (the record is
+    /// then at its start, the chunk's second slice).
+    pad: usize,
     len: usize,
     type_id: u32,
-    /// Bytes to release: the record.
+    /// The record's bytes: released with the padding.
     record: usize,
 }
 
@@ -445,53 +443,48 @@ impl Consumer {
         }
     }
 
-    /// Finds the next frame in place, releasing the padding before it if the buffer
-    /// wrapped. A producer pads only when a record does not fit before the end of the
-    /// buffer, and no record is longer than half of it, so padding can only stand in the
-    /// second half: in the first, the frame is taken at once.
+    /// Finds the next frame in place, in one chunk of what is published: at the
+    /// consumer's position, or (after a padding record, which fills the rest of the
+    /// buffer) at the start of the buffer. At most one padding record precedes a frame: a
+    /// second, at offset 0, would fill the whole buffer, which no producer writes.
     fn find(&mut self, deadline: Option<Option<Instant>>) -> Result<Frame<'_>, RecvTimeoutError> {
         let capacity = self.capacity();
-        let contiguous = capacity - (self.inner.position() & (capacity - 1));
-        if contiguous < capacity / 2 {
-            self.skip_padding(contiguous, deadline)?;
-        }
         let position = self.inner.position();
+        let contiguous = capacity - (position & (capacity - 1));
         let chunk = self.published(deadline)?;
-        let (len, type_id, room) = header_of(&chunk, position)?;
+        let (first, second) = chunk.as_slices();
+        let (len, type_id) = header_at(first, position)?;
+        let (pad, len, type_id, room, at) = if type_id != PADDING_TYPE {
+            (0, len, type_id, first.len(), position)
+        } else {
+            if len + HEADER_LEN as u64 != contiguous || first.len() as u64 != contiguous {
+                return Err(corrupt_frame(position, len, first.len() as u64));
+            }
+            let at = position.wrapping_add(contiguous);
+            if second.is_empty() {
+                // Padding published alone (a producer publishes it with its record):
+                // release it; the record comes later.
+                chunk.commit(contiguous as usize);
+                return Err(RecvTimeoutError::Timeout);
+            }
+            match header_at(second, at)? {
+                (len, PADDING_TYPE) => return Err(corrupt_frame(at, len, second.len() as u64)),
+                (len, type_id) => (contiguous as usize, len, type_id, second.len(), at),
+            }
+        };
         let record = record_len(len);
-        if type_id == PADDING_TYPE || record > room {
-            return Err(corrupt_frame(position, len, room));
+        if record > room as u64 {
+            return Err(corrupt_frame(at, len, room as u64));
         }
         Ok(Frame {
             chunk: Some(chunk),
             found: Found {
+                pad,
                 len: len as usize,
                 type_id,
                 record: record as usize,
             },
         })
-    }
-
-    /// Releases the padding record at the consumer's position, if there is one; at most
-    /// one precedes a frame (the next record starts at offset 0, where padding would fill
-    /// the whole buffer, which no producer writes). `contiguous`: the bytes from the
-    /// position to the end of the buffer.
-    fn skip_padding(
-        &mut self,
-        contiguous: u64,
-        deadline: Option<Option<Instant>>,
-    ) -> Result<(), RecvTimeoutError> {
-        let position = self.inner.position();
-        let chunk = self.published(deadline)?;
-        let (len, type_id, room) = header_of(&chunk, position)?;
-        if type_id != PADDING_TYPE {
-            return Ok(());
-        }
-        if len + HEADER_LEN as u64 != contiguous || contiguous > chunk.len() as u64 {
-            return Err(corrupt_frame(position, len, room));
-        }
-        chunk.commit(contiguous as usize);
-        Ok(())
     }
 
     /// Receives the next frame in place, without blocking: the [`Frame`] derefs to its
@@ -594,14 +587,16 @@ impl core::ops::Deref for Frame<'_> {
 
     fn deref(&self) -> &[u8] {
         let chunk = self.chunk.as_ref().expect("released only in drop");
-        &chunk.as_slices().0[HEADER_LEN..HEADER_LEN + self.found.len]
+        let (first, second) = chunk.as_slices();
+        let record = if self.found.pad == 0 { first } else { second };
+        &record[HEADER_LEN..HEADER_LEN + self.found.len]
     }
 }
 
 impl Drop for Frame<'_> {
     fn drop(&mut self) {
         if let Some(chunk) = self.chunk.take() {
-            chunk.commit(self.found.record);
+            chunk.commit(self.found.pad + self.found.record);
         }
     }
 }
