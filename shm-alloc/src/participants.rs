@@ -78,6 +78,14 @@ impl Entry {
         self.word.load(Ordering::Relaxed)
     }
 
+    /// Marks the entry free, generation 0, word 0: for a creator laying the table out
+    /// (nobody else maps it yet).
+    pub fn reset(&self) {
+        // Relaxed: published with the region (the segment's READY store).
+        self.session.store(FREE, Ordering::Relaxed);
+        self.word.store(0, Ordering::Relaxed);
+    }
+
     /// Sets the holder's word (the holder only).
     pub fn set_word(&self, word: u64) {
         // Relaxed: the holder's own; published by its next Release (a session store, or
@@ -188,8 +196,13 @@ impl<'a, L: Locks> Table<'a, L> {
             };
             let entry = self.entry(index);
             let old = entry.session();
-            if old & STATE_MASK != FREE && settle(index, old)? == Settle::NotYet {
-                continue; // leave it to a later probe; try the next entry
+            if old & STATE_MASK != FREE {
+                if settle(index, old)? == Settle::NotYet {
+                    continue; // leave it to a later probe; try the next entry
+                }
+                // Settled: free it now, so that if this claimer dies before `mark`, the
+                // dead predecessor is not settled a second time.
+                self.free(index, old);
             }
             let session = (old & !STATE_MASK).wrapping_add(GENERATION_ONE) | state;
             return Ok(Some(Claimed {
@@ -397,6 +410,36 @@ mod tests {
                 .is_none()
         );
         assert_eq!(t.entry(0).session() & STATE_MASK, 1);
+    }
+
+    /// A newcomer that settles a dead holder and dies before marking the entry leaves it
+    /// free: the dead holder is not settled again by the next claimer or prober.
+    #[cfg(not(loom))]
+    #[test]
+    fn a_settled_predecessor_is_settled_once_even_if_the_claimer_dies() {
+        let (entries, locks) = table(1);
+        let t = Table::new(&entries, &locks);
+        let dead = t
+            .claim(1, |_, _| Ok::<_, ()>(Settle::Done))
+            .unwrap()
+            .unwrap();
+        t.mark(&dead);
+        drop(dead);
+        let mut settled = 0;
+        let mut count = |_: u32, _: u32| {
+            settled += 1;
+            Ok::<_, ()>(Settle::Done)
+        };
+        let newcomer = t.claim(2, &mut count).unwrap().unwrap();
+        drop(newcomer); // dies before `mark`
+        assert!(
+            t.reap(None, |_| Ok::<_, ()>(true), &mut count)
+                .unwrap()
+                .is_empty()
+        );
+        let next = t.claim(2, &mut count).unwrap().unwrap();
+        t.mark(&next);
+        assert_eq!(settled, 1);
     }
 
     /// A prober and a newcomer race to retire the same dead holder: it is settled

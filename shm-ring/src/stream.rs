@@ -463,7 +463,8 @@ impl Consumer {
             let at = position.wrapping_add(contiguous);
             if second.is_empty() {
                 // Padding published alone (a producer publishes it with its record):
-                // release it; the record comes later.
+                // release it; the record comes later (a blocking receive releases such
+                // padding before it calls this, in `release_lone_padding`).
                 chunk.commit(contiguous as usize);
                 return Err(RecvTimeoutError::Timeout);
             }
@@ -535,7 +536,35 @@ impl Consumer {
         &mut self,
         deadline: Option<Instant>,
     ) -> Result<Frame<'_>, RecvTimeoutError> {
+        while self.release_lone_padding(deadline)? {}
         self.find(Some(deadline))
+    }
+
+    /// Waits until something is published, and releases a padding record published
+    /// without the record after it (which no producer of this crate does; a peer that
+    /// does must not make a blocking receive return early). Returns whether it released
+    /// one.
+    fn release_lone_padding(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<bool, RecvTimeoutError> {
+        let capacity = self.capacity();
+        let position = self.inner.position();
+        let contiguous = capacity - (position & (capacity - 1));
+        if contiguous >= capacity / 2 {
+            return Ok(false); // no padding in the first half: `find` waits itself
+        }
+        let chunk = self.published(Some(deadline))?;
+        let (first, second) = chunk.as_slices();
+        let lone = second.is_empty()
+            && first.len() as u64 == contiguous
+            && header_at(first, position).is_ok_and(|(len, kind)| {
+                kind == PADDING_TYPE && len + HEADER_LEN as u64 == contiguous
+            });
+        if lone {
+            chunk.commit(contiguous as usize);
+        }
+        Ok(lone)
     }
 
     /// Whether the producer closed the ring cleanly (dropped its handle) rather than
@@ -754,6 +783,30 @@ mod tests {
         assert_eq!(rx.recv_into(&mut buf), Ok(8));
         assert_eq!(buf, [3; 8]);
         assert!(matches!(rx.try_recv(), Err(TryRecvError::Disconnected)));
+    }
+
+    /// A padding record published without its record (no producer of this crate does
+    /// that) is released, and a blocking receive waits for the record instead of
+    /// returning early.
+    #[test]
+    fn a_lone_padding_record_does_not_end_a_blocking_receive() {
+        let (mut tx, mut rx) = channel(128).unwrap();
+        for _ in 0..2 {
+            tx.try_send(&[1; 40]).unwrap(); // records of 48 bytes: 32 left before the end
+            drop(rx.try_recv().unwrap());
+        }
+        let mut chunk = tx.inner.write_chunk(32).unwrap();
+        chunk.as_mut_slices().0[..HEADER_LEN].copy_from_slice(&header(24, PADDING_TYPE));
+        chunk.commit_all();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.send(b"late").unwrap();
+            tx
+        });
+        let frame = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(&*frame, b"late");
+        drop(frame);
+        drop(sender.join().unwrap());
     }
 
     #[test]

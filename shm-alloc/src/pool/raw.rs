@@ -305,6 +305,9 @@ impl RawPool {
                 free_list::push(pool.head(class), index, &header.next);
             }
         }
+        for entry in pool.entries() {
+            entry.reset();
+        }
         pool
     }
 
