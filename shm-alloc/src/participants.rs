@@ -332,6 +332,11 @@ mod tests {
         }
     }
 
+    /// Claims an entry for `state`, settling whatever dead holder is found.
+    fn claim_settling(t: &Table<'_, Flags>, state: u32) -> Result<Option<Claimed<Held>>, ()> {
+        t.claim(state, |_, _| Ok(Settle::Done))
+    }
+
     fn table(n: usize) -> (Arc<[CachePadded<Entry>]>, Flags) {
         let entries = (0..n).map(|_| CachePadded::default()).collect();
         let locks = Flags((0..n).map(|_| AtomicBool::new(false)).collect());
@@ -343,23 +348,13 @@ mod tests {
     fn claim_settles_a_dead_holder_once_and_reap_frees_it() {
         let (entries, locks) = table(2);
         let t = Table::new(&entries, &locks);
-        let a = t
-            .claim(1, |_, _| Ok::<_, ()>(Settle::Done))
-            .unwrap()
-            .unwrap();
+        let a = claim_settling(&t, 1).unwrap().unwrap();
         t.mark(&a);
         t.entry(a.index).set_word(42);
-        let b = t
-            .claim(2, |_, _| Ok::<_, ()>(Settle::Done))
-            .unwrap()
-            .unwrap();
+        let b = claim_settling(&t, 2).unwrap().unwrap();
         t.mark(&b);
         assert_eq!((a.index, b.index), (0, 1));
-        assert!(
-            t.claim(1, |_, _| Ok::<_, ()>(Settle::Done))
-                .unwrap()
-                .is_none()
-        );
+        assert!(claim_settling(&t, 1).unwrap().is_none());
         // `a` dies (its lock goes, its entry stays): a probe settles it once, frees it.
         let session = a.session;
         drop(a);
@@ -382,10 +377,7 @@ mod tests {
                 .is_empty()
         );
         // The next claim of entry 0 is a new generation.
-        let c = t
-            .claim(3, |_, _| Ok::<_, ()>(Settle::Done))
-            .unwrap()
-            .unwrap();
+        let c = claim_settling(&t, 3).unwrap().unwrap();
         assert_eq!((c.index, c.session), (0, (session & !STATE_MASK) + 4 + 3));
     }
 
@@ -394,10 +386,7 @@ mod tests {
     fn not_yet_leaves_the_entry_for_later() {
         let (entries, locks) = table(1);
         let t = Table::new(&entries, &locks);
-        let a = t
-            .claim(1, |_, _| Ok::<_, ()>(Settle::Done))
-            .unwrap()
-            .unwrap();
+        let a = claim_settling(&t, 1).unwrap().unwrap();
         t.mark(&a);
         drop(a);
         let freed = t
@@ -419,10 +408,7 @@ mod tests {
     fn a_settled_predecessor_is_settled_once_even_if_the_claimer_dies() {
         let (entries, locks) = table(1);
         let t = Table::new(&entries, &locks);
-        let dead = t
-            .claim(1, |_, _| Ok::<_, ()>(Settle::Done))
-            .unwrap()
-            .unwrap();
+        let dead = claim_settling(&t, 1).unwrap().unwrap();
         t.mark(&dead);
         drop(dead);
         let mut settled = 0;
@@ -453,10 +439,7 @@ mod tests {
             let (entries, locks) = table(1);
             {
                 let t = Table::new(&entries, &locks);
-                let dead = t
-                    .claim(1, |_, _| Ok::<_, ()>(Settle::Done))
-                    .unwrap()
-                    .unwrap();
+                let dead = claim_settling(&t, 1).unwrap().unwrap();
                 t.mark(&dead);
             } // its lock goes: the holder died
             let shared = Arc::new((entries, locks, AtomicU32::new(0)));
@@ -499,12 +482,10 @@ mod tests {
             let s = shared.clone();
             let other = loom::thread::spawn(move || {
                 let t = Table::new(&s.0, &s.1);
-                t.claim(1, |_, _| Ok::<_, ()>(Settle::Done))
-                    .unwrap()
-                    .inspect(|c| t.mark(c))
+                claim_settling(&t, 1).unwrap().inspect(|c| t.mark(c))
             });
             let t = Table::new(&shared.0, &shared.1);
-            let mine = t.claim(2, |_, _| Ok::<_, ()>(Settle::Done)).unwrap();
+            let mine = claim_settling(&t, 2).unwrap();
             if let Some(c) = &mine {
                 t.mark(c);
             }

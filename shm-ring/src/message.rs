@@ -42,24 +42,22 @@ pub trait Message: FromBytes + IntoBytes + Immutable + KnownLayout + Sized {
 /// FNV-1a, 64-bit (Fowler, Noll, Vo), over `name`, then `size` and `align` as
 /// little-endian `u64`s. Stable: it is written into segment headers.
 pub const fn fingerprint(name: &str, size: usize, align: usize) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    let hash = fnv1a(FNV_OFFSET, name.as_bytes());
+    let hash = fnv1a(hash, &(size as u64).to_le_bytes());
+    fnv1a(hash, &(align as u64).to_le_bytes())
+}
+
+/// The FNV-1a offset basis, 64-bit: the hash of no bytes.
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a, 64-bit (Fowler, Noll, Vo): `hash` carried on over `bytes`. Start from
+/// [`FNV_OFFSET`]; chain calls to hash several fields.
+pub(crate) const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = OFFSET;
-    let bytes = name.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
         hash = (hash ^ bytes[i] as u64).wrapping_mul(PRIME);
         i += 1;
-    }
-    let tail = [(size as u64).to_le_bytes(), (align as u64).to_le_bytes()];
-    let mut k = 0;
-    while k < 2 {
-        let mut j = 0;
-        while j < 8 {
-            hash = (hash ^ tail[k][j] as u64).wrapping_mul(PRIME);
-            j += 1;
-        }
-        k += 1;
     }
     hash
 }

@@ -372,6 +372,15 @@ impl core::ops::DerefMut for Claim<'_> {
     }
 }
 
+/// How [`Consumer::find`] takes what is published.
+#[derive(Clone, Copy, Debug)]
+enum Take {
+    /// The bytes `slots` just counted, without waiting.
+    Now(usize),
+    /// Whatever is published, waiting until the deadline (`None`: forever).
+    Until(Option<Instant>),
+}
+
 /// A non-blocking receive's error in the form of a blocking one's (`Empty` as
 /// `Timeout`), so that both paths of [`Consumer::find`] return one type.
 fn timeout_form(e: TryRecvError) -> RecvTimeoutError {
@@ -427,19 +436,14 @@ impl Consumer {
         self.inner.set_wait_strategy(wait);
     }
 
-    /// Takes what is published at the consumer's position: `deadline` `None` does not
-    /// wait, `Some(d)` waits until `d` (`Some(None)`: forever).
-    fn published(
-        &mut self,
-        deadline: Option<Option<Instant>>,
-    ) -> Result<spsc::ReadChunk<'_, u8>, RecvTimeoutError> {
-        match deadline {
-            // What is published already (the cached tail, or one fresh load).
-            None => {
-                let available = self.inner.slots().map_err(timeout_form)?;
-                self.inner.read_chunk(available).map_err(timeout_form)
-            }
-            Some(deadline) => self.inner.read_chunk_deadline(usize::MAX, deadline),
+    /// Takes what is published at the consumer's position: `Take::Now(n)` the `n`
+    /// bytes a call of `slots` just counted, without waiting; `Take::Until(d)` waiting
+    /// until `d` (`None`: forever).
+    #[inline]
+    fn published(&mut self, take: Take) -> Result<spsc::ReadChunk<'_, u8>, RecvTimeoutError> {
+        match take {
+            Take::Now(available) => self.inner.read_chunk(available).map_err(timeout_form),
+            Take::Until(deadline) => self.inner.read_chunk_deadline(usize::MAX, deadline),
         }
     }
 
@@ -447,11 +451,11 @@ impl Consumer {
     /// consumer's position, or (after a padding record, which fills the rest of the
     /// buffer) at the start of the buffer. At most one padding record precedes a frame: a
     /// second, at offset 0, would fill the whole buffer, which no producer writes.
-    fn find(&mut self, deadline: Option<Option<Instant>>) -> Result<Frame<'_>, RecvTimeoutError> {
+    fn find(&mut self, take: Take) -> Result<Frame<'_>, RecvTimeoutError> {
         let capacity = self.capacity();
         let position = self.inner.position();
         let contiguous = capacity - (position & (capacity - 1));
-        let chunk = self.published(deadline)?;
+        let chunk = self.published(take)?;
         let (first, second) = chunk.as_slices();
         let (len, type_id) = header_at(first, position)?;
         let (pad, len, type_id, room, at) = if type_id != PADDING_TYPE {
@@ -498,8 +502,8 @@ impl Consumer {
     /// the producer closed it or died; [`TryRecvError::Corrupted`].
     pub fn try_recv(&mut self) -> Result<Frame<'_>, TryRecvError> {
         // The polling loop's common case, an empty ring, straight from the ring.
-        self.inner.slots()?;
-        self.find(None).map_err(|e| match e {
+        let available = self.inner.slots()?;
+        self.find(Take::Now(available)).map_err(|e| match e {
             RecvTimeoutError::Timeout => TryRecvError::Empty,
             RecvTimeoutError::Disconnected => TryRecvError::Disconnected,
             RecvTimeoutError::Corrupted(c) => TryRecvError::Corrupted(c),
@@ -537,7 +541,7 @@ impl Consumer {
         deadline: Option<Instant>,
     ) -> Result<Frame<'_>, RecvTimeoutError> {
         while self.release_lone_padding(deadline)? {}
-        self.find(Some(deadline))
+        self.find(Take::Until(deadline))
     }
 
     /// Waits until something is published, and releases a padding record published
@@ -554,7 +558,7 @@ impl Consumer {
         if contiguous >= capacity / 2 {
             return Ok(false); // no padding in the first half: `find` waits itself
         }
-        let chunk = self.published(Some(deadline))?;
+        let chunk = self.published(Take::Until(deadline))?;
         let (first, second) = chunk.as_slices();
         let lone = second.is_empty()
             && first.len() as u64 == contiguous

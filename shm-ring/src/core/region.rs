@@ -310,23 +310,18 @@ impl<C, E, S> Region<C, E, S> {
     /// ([`Pool::bind_channel`](shm_alloc::Pool::bind_channel)).
     #[cfg(not(loom))]
     pub(crate) fn id(&self) -> u64 {
-        // FNV-1a (Fowler, Noll, Vo), 64 bits.
-        let fnv = |hash: u64, bytes: &[u8]| {
-            bytes.iter().fold(hash, |h, &b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            })
-        };
-        let basis = 0xcbf2_9ce4_8422_2325;
+        use crate::message::{FNV_OFFSET, fnv1a as fnv};
+
         let hash = match &self.backing {
             #[cfg(not(loom))]
             Backing::Segment(segment) => {
                 let header = segment.header();
-                let hash = fnv(basis, segment.path().as_os_str().as_encoded_bytes());
+                let hash = fnv(FNV_OFFSET, segment.path().as_os_str().as_encoded_bytes());
                 let hash = fnv(hash, &header.creator_pid.to_le_bytes());
                 fnv(hash, &header.created_unix_ns.to_le_bytes())
             }
             Backing::Heap(_) => {
-                let hash = fnv(basis, &u64::from(std::process::id()).to_le_bytes());
+                let hash = fnv(FNV_OFFSET, &u64::from(std::process::id()).to_le_bytes());
                 fnv(hash, &(self.control.as_ptr() as usize as u64).to_le_bytes())
             }
         };

@@ -83,15 +83,22 @@ impl Cursor {
         Ok(free)
     }
 
-    /// Finds `n` free slots (`n >= 1`); returns how many are free.
+    /// Finds at least one free slot, and up to `n` if a fresh `head` gives them (one
+    /// load, only when the cached copy says fewer); returns how many are free.
     #[inline]
-    fn claim_n<T>(&mut self, ring: &Ring<T>, n: u64, probe: bool) -> Result<u64, Refusal> {
+    fn claim_up_to<T>(&mut self, ring: &Ring<T>, n: u64, probe: bool) -> Result<u64, Refusal> {
         let free = self.claim(ring, probe)?;
         if free >= n {
             return Ok(free);
         }
-        // The cached head may be stale: one load may find the room.
-        match self.load_free(ring)? {
+        // The cached head may be stale: one load may find more room.
+        Ok(self.load_free(ring)?)
+    }
+
+    /// Finds `n` free slots (`n >= 1`); returns how many are free.
+    #[inline]
+    fn claim_n<T>(&mut self, ring: &Ring<T>, n: u64, probe: bool) -> Result<u64, Refusal> {
+        match self.claim_up_to(ring, n, probe)? {
             free if free >= n => Ok(free),
             _ => Err(Refusal::Busy),
         }
@@ -204,16 +211,10 @@ impl<T: Message> Producer<T> {
         if values.is_empty() {
             return Ok(0);
         }
-        let wanted = values.len().min(self.capacity() as usize) as u64;
-        let free = match self.cur.claim_n(&self.ring, wanted, false) {
-            Ok(free) => free,
-            // Fewer than wanted: as many as there are.
-            Err(Refusal::Busy) => self
-                .cur
-                .claim(&self.ring, false)
-                .map_err(|r| r.try_send(()))?,
-            Err(refusal) => return Err(refusal.try_send(())),
-        };
+        let free = self
+            .cur
+            .claim_up_to(&self.ring, values.len() as u64, false)
+            .map_err(|r| r.try_send(()))?;
         let n = values.len().min(free as usize);
         let mut chunk = WriteChunk {
             producer: self,
