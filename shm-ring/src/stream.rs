@@ -24,6 +24,7 @@
 //! The largest payload is `capacity / 2 - 8` bytes: a record of at most half the buffer
 //! fits, padding included, whenever the ring is empty, wherever the positions are.
 
+use core::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use shm_alloc::{Kind, Location};
@@ -180,12 +181,18 @@ impl Producer {
         let index = (self.inner.position() & (self.capacity() - 1)) as usize;
         let contiguous = self.capacity() as usize - index;
         let pad = if record <= contiguous { 0 } else { contiguous };
-        let chunk = match deadline {
+        let mut chunk = match deadline {
             None => self.inner.write_chunk(pad + record)?,
             Some(deadline) => self.inner.write_chunk_deadline(pad + record, deadline)?,
         };
+        let (first, second) = chunk.as_mut_slices();
+        // Without padding the record is at the start of the first slice; with it, the
+        // padding fills the first slice and the record starts the second.
+        let record = if pad == 0 { first } else { second };
+        let record = NonNull::from(&mut record[..HEADER_LEN + len]).cast();
         Ok(Claim {
             chunk,
+            record,
             pad,
             len,
             type_id: 0,
@@ -237,9 +244,8 @@ impl Producer {
     ///
     /// As [`claim`](Self::claim).
     pub fn try_send(&mut self, payload: &[u8]) -> Result<(), SendError> {
-        let mut claim = self.claim(payload.len())?;
-        claim.copy_from_slice(payload);
-        claim.commit();
+        self.claim(payload.len())?
+            .publish(payload.len(), Some(payload));
         Ok(())
     }
 
@@ -273,9 +279,8 @@ impl Producer {
         payload: &[u8],
         deadline: Option<Instant>,
     ) -> Result<(), SendError> {
-        let mut claim = self.claim_deadline(payload.len(), deadline)?;
-        claim.copy_from_slice(payload);
-        claim.commit();
+        self.claim_deadline(payload.len(), deadline)?
+            .publish(payload.len(), Some(payload));
         Ok(())
     }
 }
@@ -294,11 +299,21 @@ fn header(len: u64, type_id: u32) -> [u8; HEADER_LEN] {
 pub struct Claim<'a> {
     /// The padding (if any), then the record.
     chunk: spsc::WriteChunk<'a, u8>,
+    /// The record's first byte (its header, then `len` payload bytes), inside `chunk`'s
+    /// bytes (found once, by `place`).
+    record: NonNull<u8>,
     /// Bytes of padding before the record: 0, or all the bytes to the buffer's end.
     pad: usize,
     len: usize,
     type_id: u32,
 }
+
+// SAFETY: a claim is its chunk (a `&mut Producer`, which is `Send`) and a pointer into
+// the chunk's bytes, which only it touches until it publishes them: moving it to another
+// thread, or sharing `&Claim` (which gives only `&[u8]`), is as safe as for the chunk.
+unsafe impl Send for Claim<'_> {}
+// SAFETY: as for `Send`: `&Claim` gives only shared reads.
+unsafe impl Sync for Claim<'_> {}
 
 impl Claim<'_> {
     /// Sets the frame's type id (0 unless set), for the receiver's
@@ -315,19 +330,10 @@ impl Claim<'_> {
         self.type_id = type_id;
     }
 
-    /// The record's bytes: its header, then its payload.
-    fn record(&mut self) -> &mut [u8] {
-        let pad = self.pad;
-        let (first, second) = self.chunk.as_mut_slices();
-        // Without padding the record is at the start of the first slice; with it, the
-        // padding fills the first slice and the record starts the second.
-        if pad == 0 { first } else { second }
-    }
-
     /// Publishes the frame.
     pub fn commit(self) {
         let len = self.len;
-        self.commit_prefix(len);
+        self.publish(len, None);
     }
 
     /// Publishes only the first `len` bytes of the frame (for a read that filled less
@@ -336,64 +342,84 @@ impl Claim<'_> {
     /// # Panics
     ///
     /// If `len` is more than the claimed length.
-    pub fn commit_prefix(mut self, len: usize) {
+    pub fn commit_prefix(self, len: usize) {
         let claimed = self.len;
         assert!(
             len <= claimed,
             "committing {len} of {claimed} claimed bytes"
         );
+        self.publish(len, None);
+    }
+
+    /// The record: its header, then the claimed payload bytes.
+    #[inline(always)]
+    fn record_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, and `&mut self` makes the slice unique.
+        unsafe { core::slice::from_raw_parts_mut(self.record.as_ptr(), HEADER_LEN + self.len) }
+    }
+
+    /// Writes the headers (the padding's, if any, and the record's for `len` payload
+    /// bytes), copies `payload` (`len` bytes) into the record if given, and publishes
+    /// both.
+    #[inline(always)]
+    fn publish(mut self, len: usize, payload: Option<&[u8]>) {
         let (pad, type_id) = (self.pad, self.type_id);
-        let (first, second) = self.chunk.as_mut_slices();
-        if pad == 0 {
-            first[..HEADER_LEN].copy_from_slice(&header(len as u64, type_id));
-        } else {
-            first[..HEADER_LEN].copy_from_slice(&header((pad - HEADER_LEN) as u64, PADDING_TYPE));
-            second[..HEADER_LEN].copy_from_slice(&header(len as u64, type_id));
+        let record = self.record_mut();
+        record[..HEADER_LEN].copy_from_slice(&header(len as u64, type_id));
+        if let Some(payload) = payload {
+            record[HEADER_LEN..HEADER_LEN + len].copy_from_slice(payload);
         }
-        let publish = self.pad + record_len(len as u64) as usize;
-        self.chunk.commit(publish);
+        if pad != 0 {
+            // After the last use of `record`: the chunk's slices cover it too.
+            let (padding, _) = self.chunk.as_mut_slices();
+            let padding_header = header((pad - HEADER_LEN) as u64, PADDING_TYPE);
+            padding[..HEADER_LEN].copy_from_slice(&padding_header);
+        }
+        self.chunk.commit(pad + record_len(len as u64) as usize);
     }
 }
 
 impl core::ops::Deref for Claim<'_> {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
-        let (first, second) = self.chunk.as_slices();
-        let record = if self.pad == 0 { first } else { second };
-        &record[HEADER_LEN..HEADER_LEN + self.len]
+        // SAFETY: `record` and `HEADER_LEN + len` were taken from a slice of `chunk`'s
+        // claimed bytes, which only this producer touches until the chunk commits (in
+        // `publish`, which consumes the claim); `&self` bounds the slice by the claim's
+        // life.
+        let record =
+            unsafe { core::slice::from_raw_parts(self.record.as_ptr(), HEADER_LEN + self.len) };
+        &record[HEADER_LEN..]
     }
 }
 
 impl core::ops::DerefMut for Claim<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         let len = self.len;
-        &mut self.record()[HEADER_LEN..HEADER_LEN + len]
+        &mut self.record_mut()[HEADER_LEN..HEADER_LEN + len]
     }
 }
 
-/// How [`Consumer::find`] takes what is published.
-#[derive(Clone, Copy, Debug)]
-enum Take {
-    /// The bytes `slots` just counted, without waiting.
-    Now(usize),
-    /// Whatever is published, waiting until the deadline (`None`: forever).
-    Until(Option<Instant>),
+/// Why no frame came out of what is published.
+enum Unframed {
+    /// Only a padding record was published (no producer of this crate does that): it is
+    /// released, and the record after it comes later.
+    LonePadding,
+    Corrupt(Corruption),
 }
 
-/// A non-blocking receive's error in the form of a blocking one's (`Empty` as
-/// `Timeout`), so that both paths of [`Consumer::find`] return one type.
-fn timeout_form(e: TryRecvError) -> RecvTimeoutError {
-    match e {
-        TryRecvError::Empty => RecvTimeoutError::Timeout,
-        TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-        TryRecvError::Corrupted(c) => RecvTimeoutError::Corrupted(c),
+impl From<Corruption> for Unframed {
+    fn from(c: Corruption) -> Self {
+        Unframed::Corrupt(c)
     }
 }
 
 /// The header at the start of `bytes` (at `position` in the ring): payload length and
 /// type id.
-fn header_at(bytes: &[u8], position: u64) -> Result<(u64, u32), RecvTimeoutError> {
+#[inline(always)]
+fn header_at(bytes: &[u8], position: u64) -> Result<(u64, u32), Corruption> {
     if position % ALIGN != 0 || bytes.len() < HEADER_LEN {
         return Err(corrupt_frame(position, 0, bytes.len() as u64));
     }
@@ -404,24 +430,55 @@ fn header_at(bytes: &[u8], position: u64) -> Result<(u64, u32), RecvTimeoutError
 
 /// The corruption of a header at `position` that claims `length` payload bytes where
 /// `room` are published.
-fn corrupt_frame(position: u64, length: u64, room: u64) -> RecvTimeoutError {
-    RecvTimeoutError::Corrupted(Corruption::Frame {
+fn corrupt_frame(position: u64, length: u64, room: u64) -> Corruption {
+    Corruption::Frame {
         position,
         length,
         room,
-    })
+    }
 }
 
-/// A frame found at the consumer's position.
-#[derive(Clone, Copy, Debug)]
-struct Found {
-    /// Bytes of padding before the record: 0, or the rest of the buffer (the record is
-    /// then at its start, the chunk's second slice).
-    pad: usize,
-    len: usize,
-    type_id: u32,
-    /// The record's bytes: released with the padding.
-    record: usize,
+/// The next frame in `chunk`, what is published from `position` in a buffer of
+/// `capacity` bytes: at `position`, or (after a padding record, which fills the rest of
+/// the buffer) at the start of the buffer. At most one padding record precedes a frame:
+/// a second, at offset 0, would fill the whole buffer, which no producer writes.
+#[inline(always)]
+fn frame(
+    chunk: spsc::ReadChunk<'_, u8>,
+    position: u64,
+    capacity: u64,
+) -> Result<Frame<'_>, Unframed> {
+    let contiguous = capacity - (position & (capacity - 1));
+    let (first, second) = chunk.as_slices();
+    let (len, type_id) = header_at(first, position)?;
+    let (pad, len, type_id, bytes, at) = if type_id != PADDING_TYPE {
+        (0, len, type_id, first, position)
+    } else {
+        if len + HEADER_LEN as u64 != contiguous || first.len() as u64 != contiguous {
+            return Err(corrupt_frame(position, len, first.len() as u64).into());
+        }
+        let at = position.wrapping_add(contiguous);
+        if second.is_empty() {
+            chunk.commit(contiguous as usize);
+            return Err(Unframed::LonePadding);
+        }
+        match header_at(second, at)? {
+            (len, PADDING_TYPE) => return Err(corrupt_frame(at, len, second.len() as u64).into()),
+            (len, type_id) => (contiguous as usize, len, type_id, second, at),
+        }
+    };
+    let record = record_len(len);
+    if record > bytes.len() as u64 {
+        return Err(corrupt_frame(at, len, bytes.len() as u64).into());
+    }
+    let payload = &bytes[HEADER_LEN..HEADER_LEN + len as usize];
+    Ok(Frame {
+        payload: NonNull::from(payload).cast(),
+        len: payload.len(),
+        type_id,
+        release: pad + record as usize,
+        chunk: Some(chunk),
+    })
 }
 
 impl Consumer {
@@ -436,62 +493,6 @@ impl Consumer {
         self.inner.set_wait_strategy(wait);
     }
 
-    /// Takes what is published at the consumer's position: `Take::Now(n)` the `n`
-    /// bytes a call of `slots` just counted, without waiting; `Take::Until(d)` waiting
-    /// until `d` (`None`: forever).
-    #[inline]
-    fn published(&mut self, take: Take) -> Result<spsc::ReadChunk<'_, u8>, RecvTimeoutError> {
-        match take {
-            Take::Now(available) => self.inner.read_chunk(available).map_err(timeout_form),
-            Take::Until(deadline) => self.inner.read_chunk_deadline(usize::MAX, deadline),
-        }
-    }
-
-    /// Finds the next frame in place, in one chunk of what is published: at the
-    /// consumer's position, or (after a padding record, which fills the rest of the
-    /// buffer) at the start of the buffer. At most one padding record precedes a frame: a
-    /// second, at offset 0, would fill the whole buffer, which no producer writes.
-    fn find(&mut self, take: Take) -> Result<Frame<'_>, RecvTimeoutError> {
-        let capacity = self.capacity();
-        let position = self.inner.position();
-        let contiguous = capacity - (position & (capacity - 1));
-        let chunk = self.published(take)?;
-        let (first, second) = chunk.as_slices();
-        let (len, type_id) = header_at(first, position)?;
-        let (pad, len, type_id, room, at) = if type_id != PADDING_TYPE {
-            (0, len, type_id, first.len(), position)
-        } else {
-            if len + HEADER_LEN as u64 != contiguous || first.len() as u64 != contiguous {
-                return Err(corrupt_frame(position, len, first.len() as u64));
-            }
-            let at = position.wrapping_add(contiguous);
-            if second.is_empty() {
-                // Padding published alone (a producer publishes it with its record):
-                // release it; the record comes later (a blocking receive releases such
-                // padding before it calls this, in `release_lone_padding`).
-                chunk.commit(contiguous as usize);
-                return Err(RecvTimeoutError::Timeout);
-            }
-            match header_at(second, at)? {
-                (len, PADDING_TYPE) => return Err(corrupt_frame(at, len, second.len() as u64)),
-                (len, type_id) => (contiguous as usize, len, type_id, second.len(), at),
-            }
-        };
-        let record = record_len(len);
-        if record > room as u64 {
-            return Err(corrupt_frame(at, len, room as u64));
-        }
-        Ok(Frame {
-            chunk: Some(chunk),
-            found: Found {
-                pad,
-                len: len as usize,
-                type_id,
-                record: record as usize,
-            },
-        })
-    }
-
     /// Receives the next frame in place, without blocking: the [`Frame`] derefs to its
     /// payload in the ring and releases it when dropped. If this process dies while
     /// holding it, a restarted consumer receives it again.
@@ -500,13 +501,15 @@ impl Consumer {
     ///
     /// [`TryRecvError::Empty`]; [`TryRecvError::Disconnected`] when the ring is empty and
     /// the producer closed it or died; [`TryRecvError::Corrupted`].
+    #[inline]
     pub fn try_recv(&mut self) -> Result<Frame<'_>, TryRecvError> {
+        let (position, capacity) = (self.inner.position(), self.capacity());
         // The polling loop's common case, an empty ring, straight from the ring.
         let available = self.inner.slots()?;
-        self.find(Take::Now(available)).map_err(|e| match e {
-            RecvTimeoutError::Timeout => TryRecvError::Empty,
-            RecvTimeoutError::Disconnected => TryRecvError::Disconnected,
-            RecvTimeoutError::Corrupted(c) => TryRecvError::Corrupted(c),
+        let chunk = self.inner.read_chunk(available)?;
+        frame(chunk, position, capacity).map_err(|e| match e {
+            Unframed::LonePadding => TryRecvError::Empty,
+            Unframed::Corrupt(c) => TryRecvError::Corrupted(c),
         })
     }
 
@@ -541,7 +544,12 @@ impl Consumer {
         deadline: Option<Instant>,
     ) -> Result<Frame<'_>, RecvTimeoutError> {
         while self.release_lone_padding(deadline)? {}
-        self.find(Take::Until(deadline))
+        let (position, capacity) = (self.inner.position(), self.capacity());
+        let chunk = self.inner.read_chunk_deadline(usize::MAX, deadline)?;
+        frame(chunk, position, capacity).map_err(|e| match e {
+            Unframed::LonePadding => RecvTimeoutError::Timeout,
+            Unframed::Corrupt(c) => RecvTimeoutError::Corrupted(c),
+        })
     }
 
     /// Waits until something is published, and releases a padding record published
@@ -556,9 +564,9 @@ impl Consumer {
         let position = self.inner.position();
         let contiguous = capacity - (position & (capacity - 1));
         if contiguous >= capacity / 2 {
-            return Ok(false); // no padding in the first half: `find` waits itself
+            return Ok(false); // no padding in the first half: `frame` needs no wait
         }
-        let chunk = self.published(Take::Until(deadline))?;
+        let chunk = self.inner.read_chunk_deadline(usize::MAX, deadline)?;
         let (first, second) = chunk.as_slices();
         let lone = second.is_empty()
             && first.len() as u64 == contiguous
@@ -602,34 +610,47 @@ impl Consumer {
 #[must_use = "dropping the frame releases it at once"]
 #[derive(Debug)]
 pub struct Frame<'a> {
-    /// The record, from its start; `None` once released.
+    /// The padding (if any) and the record; `None` once released.
     chunk: Option<spsc::ReadChunk<'a, u8>>,
-    found: Found,
+    /// The payload's first byte, inside `chunk`'s bytes (found once, by `frame`).
+    payload: NonNull<u8>,
+    len: usize,
+    type_id: u32,
+    /// Bytes to release: the padding and the record.
+    release: usize,
 }
+
+// SAFETY: a frame is its chunk (a `&mut Consumer`, which is `Send`) and a pointer into
+// the chunk's bytes, which only it reads until it releases them: moving it to another
+// thread, or sharing `&Frame` (which gives only `&[u8]`), is as safe as for the chunk.
+unsafe impl Send for Frame<'_> {}
+// SAFETY: as for `Send`: `&Frame` gives only shared reads of bytes no one writes.
+unsafe impl Sync for Frame<'_> {}
 
 impl Frame<'_> {
     /// The type id its sender gave it (0 unless set).
     #[must_use]
     pub fn type_id(&self) -> u32 {
-        self.found.type_id
+        self.type_id
     }
 }
 
 impl core::ops::Deref for Frame<'_> {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
-        let chunk = self.chunk.as_ref().expect("released only in drop");
-        let (first, second) = chunk.as_slices();
-        let record = if self.found.pad == 0 { first } else { second };
-        &record[HEADER_LEN..HEADER_LEN + self.found.len]
+        // SAFETY: `payload` and `len` were taken from a slice of `chunk`'s bytes, which
+        // stay published and unreleased (so the producer does not write them) until the
+        // chunk commits in `drop`; `&self` bounds the returned slice by the frame's life.
+        unsafe { core::slice::from_raw_parts(self.payload.as_ptr(), self.len) }
     }
 }
 
 impl Drop for Frame<'_> {
     fn drop(&mut self) {
         if let Some(chunk) = self.chunk.take() {
-            chunk.commit(self.found.pad + self.found.record);
+            chunk.commit(self.release);
         }
     }
 }

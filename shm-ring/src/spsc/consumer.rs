@@ -231,14 +231,16 @@ impl<T: Message> Consumer<T> {
     /// ```
     #[inline]
     pub fn read_chunk(&mut self, max: usize) -> Result<ReadChunk<'_, T>, TryRecvError> {
+        let cached = self.cur.tail_cache.wrapping_sub(self.cur.head);
+        if cached as usize >= max && max != 0 {
+            // What the cached tail says is enough (and was checked when loaded).
+            return Ok(self.chunk(max, cached));
+        }
         if max == 0 {
             return Err(TryRecvError::Empty);
         }
-        let cached = self.cur.tail_cache.wrapping_sub(self.cur.head);
-        if (cached as usize) < max {
-            // The cached tail may be stale: one load can make the chunk larger.
-            self.cur.load_tail(&self.ring).map_err(Refusal::try_recv)?;
-        }
+        // The cached tail may be stale: one load can make the chunk larger.
+        self.cur.load_tail(&self.ring).map_err(Refusal::try_recv)?;
         let available = self
             .cur
             .available(&self.ring, false)
