@@ -10,6 +10,7 @@ use super::layout::{EMPTY, FULL, SKIPPED, STAMP_STATE, Side};
 use super::member::Member;
 use super::ring::Ring;
 use crate::core::blocking::{Refusal, block};
+use crate::core::retry::Retries;
 use crate::error::{Corruption, RecvTimeoutError, TryRecvError};
 use crate::message::Message;
 
@@ -27,7 +28,11 @@ impl<T: Message> Consumer<T> {
         let mut head = ring.control().head.load(Ordering::Acquire);
         // Set once every producer was found gone: one more poll, then Disconnected.
         let mut last_poll = false;
+        let mut retries = Retries::new();
         loop {
+            if !retries.again() {
+                return Err(ring.spent(&ring.control().head).into());
+            }
             let control = ring.control();
             let slot = ring.slot(head);
             // SYNC(slot-published): Acquire; pairs with the producer's Release store of
@@ -107,6 +112,9 @@ impl<T: Message> Consumer<T> {
         let stamp = ring.slot(head).stamp.load(Ordering::Acquire);
         let ahead = ring.laps_ahead(stamp, head);
         let state = stamp & STAMP_STATE;
+        if ahead == 0 && state == STAMP_STATE {
+            return Err(corrupt(stamp)); // no state of the protocol
+        }
         if ahead > 0 || (ahead == 0 && state != EMPTY) {
             return Ok(Next::Retry(head)); // published (or consumed) meanwhile
         }

@@ -11,6 +11,7 @@ use super::layout::{EMPTY, FULL, STAMP_STATE, Side};
 use super::member::Member;
 use super::ring::Ring;
 use crate::core::blocking::{Refusal, block};
+use crate::core::retry::Retries;
 use crate::error::{Corruption, SendTimeoutError, TrySendError};
 use crate::message::Message;
 
@@ -209,7 +210,11 @@ fn claim<T>(ring: &Ring<T>, me: &mut Member, probe: bool) -> Result<u64, Refusal
     }
     // SYNC(positions): Acquire.
     let mut tail = ring.control().tail.load(Ordering::Acquire);
+    let mut retries = Retries::new();
     loop {
+        if !retries.again() {
+            return Err(ring.spent(&ring.control().tail).into());
+        }
         let control = ring.control();
         let slot = ring.slot(tail);
         // SYNC(slot-released): Acquire; pairs with the Release of the consumer that

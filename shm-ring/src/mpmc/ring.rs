@@ -2,7 +2,7 @@
 //! the census of each side, and finishing a slot.
 
 use shm_sync::CachePadded;
-use shm_sync::atomic::{AtomicU32, Ordering};
+use shm_sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::layout::{Control, EMPTY, Entry, Side, Slot};
 use shm_alloc::participants::Table;
@@ -96,6 +96,20 @@ impl<T> Ring<T> {
         self.count(side).load(Ordering::Acquire) == 0
             // Relaxed: set once per side, before that side's count first grows.
             && census.seen.load(Ordering::Relaxed) & side.seen_bit() != 0
+    }
+
+    /// The verdict of a claim that spent its [`Retries`](crate::core::retry::Retries):
+    /// the stamp at a fresh read of `position` (the ring's head or tail), as `Corrupted`.
+    /// No run of the protocol makes a claim go round that often.
+    #[cold]
+    pub(crate) fn spent(&self, position: &AtomicU64) -> Corruption {
+        // Relaxed: a report; nothing is read through it.
+        let position = position.load(Ordering::Relaxed);
+        Corruption::Slot {
+            position,
+            // Relaxed: as above.
+            stamp: self.slot(position).stamp.load(Ordering::Relaxed),
+        }
     }
 
     /// Checks `tail` and `head` against each other: `head <= tail <= head + capacity`.

@@ -128,6 +128,73 @@ mod unit {
         ));
     }
 
+    /// Runs `call` on a thread and returns its result, or panics if it has not returned
+    /// within 5 s (the call is left running: a hang, reported as such).
+    fn within<R: Send + 'static>(what: &str, call: impl FnOnce() -> R + Send + 'static) -> R {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(call()));
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{what} did not return: a hang"))
+    }
+
+    /// A consumer whose slot at `head` holds state 3 (no state of the protocol) of the
+    /// current lap: every receive says `Corrupted`, none loops.
+    #[test]
+    fn a_stamp_in_no_state_of_the_protocol_is_corrupted_for_every_receive() {
+        let (_tx, rx) = channel_with::<u64>(4, 2).unwrap();
+        rx.ring.slot(0).stamp.store(STAMP_STATE, Ordering::Relaxed);
+        let corrupted = Corruption::Slot {
+            position: 0,
+            stamp: STAMP_STATE,
+        };
+        let mut rx = within("try_recv", move || {
+            let mut rx = rx;
+            assert_eq!(rx.try_recv(), Err(TryRecvError::Corrupted(corrupted)));
+            rx
+        });
+        rx = within("try_recv_ref", move || {
+            assert!(matches!(rx.try_recv_ref(), Err(TryRecvError::Corrupted(c)) if c == corrupted));
+            rx
+        });
+        within("recv_timeout", move || {
+            assert_eq!(
+                rx.recv_timeout(Duration::from_millis(100)),
+                Err(crate::RecvTimeoutError::Corrupted(corrupted))
+            );
+        });
+    }
+
+    /// A producer of a fresh ring whose `head` is past `tail`: every send says
+    /// `Corrupted`, none loops.
+    #[test]
+    fn head_past_tail_is_corrupted_for_every_send() {
+        for (head, tail) in [(1001, 1000), (0, u64::MAX)] {
+            let (tx, _rx) = channel::<u64>(4).unwrap();
+            tx.ring.control().tail.store(tail, Ordering::Relaxed);
+            tx.ring.control().head.store(head, Ordering::Relaxed);
+            let positions = Corruption::Positions {
+                head,
+                tail,
+                capacity: 4,
+            };
+            let tx = within("try_send", move || {
+                let mut tx = tx;
+                assert!(matches!(
+                    tx.try_send(1),
+                    Err(TrySendError::Corrupted(1, Corruption::Positions { .. }))
+                ));
+                tx
+            });
+            within("send_timeout", move || {
+                let mut tx = tx;
+                assert_eq!(
+                    tx.send_timeout(1, Duration::from_millis(100)),
+                    Err(crate::SendTimeoutError::Corrupted(1, positions))
+                );
+            });
+        }
+    }
+
     /// Two producers and two consumers on threads: every message once, each producer's
     /// messages in order.
     fn many(wait: WaitStrategy, capacity: u64) {
