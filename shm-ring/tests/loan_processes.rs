@@ -230,3 +230,56 @@ fn killed_reader_holding_samples_gets_every_chunk_back_once() {
         ));
     }
 }
+
+/// The channel a `bound` child binds its pool participant to.
+const BOUND_CHANNEL: u64 = 0x5eed;
+
+#[test]
+#[ignore = "child process entry point, started by the other tests"]
+fn bound_child() {
+    let pool = Pool::builder(std::env::var("SHM_LOAN_POOL").unwrap().as_str())
+        .open()
+        .unwrap();
+    pool.bind_channel(BOUND_CHANNEL);
+    say_holding(0);
+    hold_until_killed();
+}
+
+/// A sender that looked its receiver up before the receiver died, and marks a chunk in
+/// flight to it after a reclaim had already cleared the receiver's entry: the next
+/// reclaim returns that chunk (the normal course of a crash, as a sender notices the
+/// death only when the ring fills).
+#[test]
+fn a_chunk_sent_to_a_receiver_reclaimed_before_is_reclaimed_by_the_next_reclaim() {
+    let names = Names::new("late");
+    let pool = Pool::builder(names.pool.as_str())
+        .class(4096, 8)
+        .participants(4)
+        .create()
+        .unwrap();
+    let mut child = Reap(
+        shm_testkit::child("bound_child")
+            .env("SHM_LOAN_POOL", names.pool.as_str())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(holding(child.0.stdout.as_mut().unwrap()), 0);
+    let receiver = pool
+        .channel_receiver(BOUND_CHANNEL)
+        .expect("the child bound its participant");
+    child.kill();
+    let first = pool.reclaim_dead().unwrap();
+    assert_eq!((first.participants, first.chunks), (vec![receiver], 0));
+    // Looked up before the death, marked after the reclaim.
+    let offset = pool.loan(100).unwrap().into_offset_for(receiver);
+    assert_eq!(pool.stats().classes[0].in_flight, 1);
+    let second = pool.reclaim_dead().unwrap();
+    assert_eq!(second.chunks, 1, "the orphan in flight to {receiver}");
+    let stats = pool.stats();
+    assert!(stats.all_free(), "chunks left out: {stats:?}");
+    assert!(matches!(
+        pool.receive(offset),
+        Err(AllocError::StaleOffset { .. })
+    ));
+}

@@ -51,7 +51,7 @@ use core::ptr::NonNull;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::participants::{Entry, FREE as FREE_ENTRY, STATE_MASK, Settle, Table};
+use crate::participants::{Entry, FREE as FREE_ENTRY, Locks, STATE_MASK, Settle, Table};
 use crate::{Error, Expect, Kind, Location, RoleClaim, Segment, SegmentOptions, SegmentSpec};
 
 /// The state of a pool user's participant entry.
@@ -644,13 +644,16 @@ impl Pool {
 
     /// Finds the participants that died (their slot is marked in use, but nobody holds
     /// its lock), takes each one's lock, returns every chunk it held (loaned, held as a
-    /// sample, or in flight to it), and frees its slot. Each chunk is returned exactly
-    /// once, even if other processes reclaim at the same time or a receiver races for
-    /// the chunk. Runs when a [`Pool`] joins; call it again when a peer is known to have
-    /// died (a ring reports `Disconnected`), or periodically.
+    /// sample, or in flight to it), and frees its slot. Then returns every chunk still
+    /// recorded as a free slot's: a sender that looked its receiver up before the
+    /// receiver died marks a chunk in flight to it after the receiver's slot was freed
+    /// (each such slot is swept under its lock, so no newcomer holds it meanwhile). Each
+    /// chunk is returned exactly once, even if other processes reclaim at the same time
+    /// or a receiver races for the chunk. Runs when a [`Pool`] joins; call it again when
+    /// a peer is known to have died (a ring reports `Disconnected`), or periodically.
     ///
-    /// Costs one `fcntl` per slot in use and, for each that died, one pass over every
-    /// chunk header.
+    /// Costs one `fcntl` per slot in use, for each that died one pass over every chunk
+    /// header, one more pass, and two `fcntl`s per free slot that chunks name.
     ///
     /// # Errors
     ///
@@ -667,10 +670,37 @@ impl Pool {
                 Ok(Settle::Done)
             },
         )?;
+        let mut seen = Vec::new();
+        chunks += self.raw.sweep(|holder| self.orphaned(holder, &mut seen));
         Ok(Reclaimed {
             participants,
             chunks,
         })
+    }
+
+    /// Whether `holder` names a free participant slot other than this one's, whose lock
+    /// is then held in `seen` until the sweep that asks ends (so that no newcomer claims
+    /// the slot while its chunks are returned). `seen` keeps each answer, so a slot costs
+    /// its lock syscalls once per sweep.
+    fn orphaned(&self, holder: u16, seen: &mut Vec<(u16, Option<RoleClaim>)>) -> bool {
+        if let Some((_, lock)) = seen.iter().find(|(h, _)| *h == holder) {
+            return lock.is_some();
+        }
+        let free = |holder: u16| {
+            self.raw
+                .entries()
+                .get(usize::from(holder))
+                .is_some_and(|entry| entry.session() & STATE_MASK == FREE_ENTRY)
+        };
+        // Free, locked by this call, and still free under the lock (a claimer marks its
+        // slot while it holds the lock). A failed lock call is no evidence: left alone.
+        let lock = (holder != self.holder() && free(holder))
+            .then(|| self.segment.try_lock(u32::from(holder)).ok().flatten())
+            .flatten()
+            .filter(|_| free(holder));
+        let orphaned = lock.is_some();
+        seen.push((holder, lock));
+        orphaned
     }
 
     /// Chunks by size class and state.

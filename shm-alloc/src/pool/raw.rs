@@ -554,7 +554,7 @@ impl RawPool {
 
     /// Returns every loaned, in-flight or held chunk whose holder `departed` says has
     /// left: each moves to `FREE` by one swap and is pushed once. Returns how many.
-    pub(crate) fn sweep(&self, departed: impl Fn(u16) -> bool) -> u64 {
+    pub(crate) fn sweep(&self, mut departed: impl FnMut(u16) -> bool) -> u64 {
         let mut returned = 0;
         for (class, record) in self.classes.iter().enumerate() {
             for index in 0..record.chunks as u32 {
