@@ -8,10 +8,10 @@
 //! | offset | size | field              | contents                                                    |
 //! |-------:|-----:|--------------------|-------------------------------------------------------------|
 //! |      0 |    8 | `magic`            | `b"SHMTRNS\0"`                                              |
-//! |      8 |    4 | `layout_version`   | `u32`, [`LAYOUT_VERSION`] (1)                               |
+//! |      8 |    4 | `layout_version`   | `u32`, [`LAYOUT_VERSION`] (2)                               |
 //! |     12 |    4 | `kind`             | `u32`, a [`Kind`] value                                     |
 //! |     16 |    4 | `state`            | atomic `u32`: 0 while initialising, `READY` once published  |
-//! |     20 |    4 | padding            | zero                                                        |
+//! |     20 |    4 | `entries`          | `u32`: participant table entries of the data region, 0 if none |
 //! |     24 |    8 | `capacity`         | `u64`: slots, bytes or chunks, meaning per kind             |
 //! |     32 |    8 | `slot_size`        | `u64`, bytes                                                |
 //! |     40 |    8 | `slot_align`       | `u64`, bytes                                                |
@@ -20,7 +20,8 @@
 //! |     64 |    8 | `creator_pid`      | `u64`                                                       |
 //! |     72 |    8 | `created_unix_ns`  | `u64`, nanoseconds since the Unix epoch                     |
 //! |     80 |   64 | `type_name`        | UTF-8, NUL-padded, for error messages only                  |
-//! |    144 | 1904 | reserved           | zero                                                        |
+//! |    144 |    8 | `checksum`         | `u64`: FNV-1a of bytes 0..144, the state word taken as 0    |
+//! |    152 | 1896 | reserved           | zero                                                        |
 //! |   2048 | 1024 | role lock bytes    | never written: byte `2048 + r` is locked by the holder of role `r` |
 //! |   3072 | 1024 | reserved           | zero                                                        |
 //! |   4096 |  ... | data region        | `data_len` bytes, zero at creation                          |
@@ -33,20 +34,23 @@
 //! | `READY`      | every other field is written and final    | the creator, once, with Release   |
 //! | anything else| corrupted                                 | nobody                            |
 //!
-//! No field changes after `READY`.
+//! No field changes after `READY`. The checksum covers every other field of the first 144
+//! bytes, so that a near-right word written into a header (a participant count of 2
+//! where the data region was laid out for 1) is refused, not laid over the wrong bytes.
 
 use std::path::Path;
 
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
 use crate::error::Error;
+use crate::hash::{FNV_OFFSET, fnv1a};
 use crate::segment::{Expect, MAX_ROLES, SegmentSpec};
 
 /// The first eight bytes of every segment file.
 pub(crate) const MAGIC: [u8; 8] = *b"SHMTRNS\0";
 
 /// The header layout this crate writes, and the only one it reads.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// `state`: the creator is still writing the header (all-zero, as a new file starts).
 pub(crate) const STATE_INIT: u32 = 0;
@@ -70,6 +74,9 @@ pub(crate) const STATE_OFFSET: usize = core::mem::offset_of!(RawHeader, state);
 /// One past the state word.
 pub(crate) const STATE_END: usize = STATE_OFFSET + 4;
 
+/// Bytes of the header the checksum covers: every field before it.
+pub(crate) const CHECKED_LEN: usize = 144;
+
 /// The header page as plain data, used to build the header before copying it into the
 /// mapping, and to hold a copy taken from a mapping for validation. The `state` word
 /// is never copied either way: in the mapping it is accessed only atomically (see
@@ -81,7 +88,7 @@ pub(crate) struct RawHeader {
     pub(crate) layout_version: u32,
     pub(crate) kind: u32,
     pub(crate) state: u32,
-    pub(crate) pad0: u32,
+    pub(crate) entries: u32,
     pub(crate) capacity: u64,
     pub(crate) slot_size: u64,
     pub(crate) slot_align: u64,
@@ -90,7 +97,8 @@ pub(crate) struct RawHeader {
     pub(crate) creator_pid: u64,
     pub(crate) created_unix_ns: u64,
     pub(crate) type_name: [u8; TYPE_NAME_LEN],
-    pub(crate) reserved0: [u8; 1904],
+    pub(crate) checksum: u64,
+    pub(crate) reserved0: [u8; 1896],
     pub(crate) role_locks: [u8; MAX_ROLES as usize],
     pub(crate) reserved1: [u8; 1024],
 }
@@ -103,7 +111,7 @@ const _: () = {
     assert!(offset_of!(RawHeader, layout_version) == 8);
     assert!(offset_of!(RawHeader, kind) == 12);
     assert!(offset_of!(RawHeader, state) == 16);
-    assert!(offset_of!(RawHeader, pad0) == 20);
+    assert!(offset_of!(RawHeader, entries) == 20);
     assert!(offset_of!(RawHeader, capacity) == 24);
     assert!(offset_of!(RawHeader, slot_size) == 32);
     assert!(offset_of!(RawHeader, slot_align) == 40);
@@ -112,7 +120,8 @@ const _: () = {
     assert!(offset_of!(RawHeader, creator_pid) == 64);
     assert!(offset_of!(RawHeader, created_unix_ns) == 72);
     assert!(offset_of!(RawHeader, type_name) == 80);
-    assert!(offset_of!(RawHeader, reserved0) == 144);
+    assert!(offset_of!(RawHeader, checksum) == CHECKED_LEN);
+    assert!(offset_of!(RawHeader, reserved0) == 152);
     assert!(offset_of!(RawHeader, role_locks) == ROLE_LOCK_BASE as usize);
     assert!(offset_of!(RawHeader, reserved1) == 3072);
     // The state word must be 4-aligned within the (page-aligned) mapping.
@@ -141,12 +150,24 @@ impl RawHeader {
         raw.creator_pid = creator_pid;
         raw.created_unix_ns = created_unix_ns;
         raw.type_name = encode_type_name(spec.type_name);
+        raw.entries = spec.entries;
+        raw.checksum = raw.sum();
         raw
     }
 
+    /// The checksum of this header: FNV-1a over its first [`CHECKED_LEN`] bytes, the
+    /// state word taken as 0 (it is the one field that changes, once, at `READY`).
+    pub(crate) fn sum(&self) -> u64 {
+        let bytes = &self.as_bytes()[..CHECKED_LEN];
+        let hash = fnv1a(FNV_OFFSET, &bytes[..STATE_OFFSET]);
+        let hash = fnv1a(hash, &[0; 4]);
+        fnv1a(hash, &bytes[STATE_END..])
+    }
+
     /// Checks this header copy against `expect` and the file length, in the order the
-    /// attach protocol fixes (magic, version, state, kind, capacity, slot size and
-    /// alignment, type, data length, file size), and returns the validated fields.
+    /// attach protocol fixes (magic, version, checksum, state, kind, capacity, slot size
+    /// and alignment, type, participant entries, data length, file size), and returns
+    /// the validated fields.
     ///
     /// Pure: any byte pattern gives `Ok` or a typed error, never a panic.
     pub(crate) fn validate(
@@ -174,6 +195,17 @@ impl RawHeader {
                 path: path_buf(),
                 found: self.layout_version,
                 expected: LAYOUT_VERSION,
+            });
+        }
+        let sum = self.sum();
+        if self.checksum != sum {
+            return Err(Error::Corrupted {
+                path: path_buf(),
+                what: format!(
+                    "header checksum is {:#018x}, its fields sum to {sum:#018x}: a header \
+                     field was written after creation",
+                    self.checksum
+                ),
             });
         }
         if self.state != STATE_READY {
@@ -238,6 +270,15 @@ impl RawHeader {
                 format!("{:#018x} (type {type_name})", self.type_fingerprint),
             ));
         }
+        if let Some(entries) = expect.entries {
+            if self.entries != entries {
+                return Err(mismatch(
+                    "entries",
+                    format!("{entries} participant entries"),
+                    format!("{} participant entries", self.entries),
+                ));
+            }
+        }
         if self.data_len % HEADER_LEN as u64 != 0 {
             return Err(Error::Corrupted {
                 path: path_buf(),
@@ -287,6 +328,7 @@ impl RawHeader {
             creator_pid: self.creator_pid,
             created_unix_ns: self.created_unix_ns,
             data_len: self.data_len,
+            entries: self.entries,
         })
     }
 }
@@ -400,6 +442,8 @@ pub struct HeaderInfo {
     pub created_unix_ns: u64,
     /// Length of the data region after the header page, in bytes; a multiple of 4096.
     pub data_len: u64,
+    /// Participant table entries the data region lays out (0 for a kind without one).
+    pub entries: u32,
 }
 
 #[cfg(test)]
@@ -415,6 +459,7 @@ mod tests {
             type_fingerprint: 0x1234,
             type_name: "demo::Tick",
             data_len: 8 * 24,
+            entries: 0,
         }
     }
 
@@ -425,6 +470,53 @@ mod tests {
     }
 
     const FILE_LEN: u64 = 8192;
+
+    /// `raw` with its checksum made right again, for tests of the checks after it.
+    fn resealed(raw: &RawHeader) -> RawHeader {
+        let mut copy = RawHeader::read_from_bytes(raw.as_bytes()).unwrap();
+        copy.checksum = copy.sum();
+        copy
+    }
+
+    #[test]
+    fn a_field_written_after_creation_fails_the_checksum() {
+        let spec = SegmentSpec {
+            entries: 1,
+            ..spec()
+        };
+        let expect = Expect {
+            entries: None,
+            ..Expect::from(&spec)
+        };
+        let path = Path::new("/x");
+        let mut raw = ready(&spec);
+        assert!(raw.validate(&expect, FILE_LEN, path).is_ok());
+        raw.entries = 2; // a near-right participant count: another layout
+        let err = raw.validate(&expect, FILE_LEN, path).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupted { what, .. } if what.contains("checksum")),
+            "{err}"
+        );
+        // Every byte of the checked fields is covered, the state word excepted.
+        for at in (0..CHECKED_LEN).filter(|at| !(STATE_OFFSET..STATE_END).contains(at)) {
+            let mut bytes = ready(&spec).as_bytes().to_vec();
+            bytes[at] ^= 0x10;
+            let raw = RawHeader::read_from_bytes(&bytes).unwrap();
+            assert_ne!(raw.sum(), raw.checksum, "byte {at} is not covered");
+        }
+        raw.entries = 1;
+        raw.state = STATE_INIT;
+        assert_eq!(raw.sum(), raw.checksum, "the state word is not covered");
+    }
+
+    /// The checksum of `ready(&spec())`.
+    const GOLDEN_CHECKSUM: u64 = 0xd070_4b49_bcb3_41d5;
+
+    #[test]
+    fn the_checksum_of_a_fixed_header_is_pinned() {
+        // A change here breaks opening every existing segment: bump LAYOUT_VERSION.
+        assert_eq!(ready(&spec()).checksum, GOLDEN_CHECKSUM);
+    }
 
     #[test]
     fn valid_header_round_trips() {
@@ -453,18 +545,18 @@ mod tests {
         raw.capacity = 9;
         raw.kind = 77;
         raw.state = 5;
-        raw.layout_version = 2;
+        raw.layout_version = LAYOUT_VERSION + 1;
         raw.magic[0] = b'X';
-        let err = |raw: &RawHeader| raw.validate(&expect, FILE_LEN, path).unwrap_err();
+        let err = |raw: &RawHeader| resealed(raw).validate(&expect, FILE_LEN, path).unwrap_err();
         assert!(matches!(err(&raw), Error::BadMagic { found, .. } if found[0] == b'X'));
         raw.magic = MAGIC;
         assert!(matches!(
             err(&raw),
             Error::VersionTooNew {
-                found: 2,
+                found,
                 supported: LAYOUT_VERSION,
                 ..
-            }
+            } if found == LAYOUT_VERSION + 1
         ));
         raw.layout_version = 0;
         assert!(matches!(err(&raw), Error::VersionMismatch { found: 0, .. }));
@@ -484,7 +576,22 @@ mod tests {
             capacity: None,
             ..Expect::from(&spec)
         };
-        assert!(raw.validate(&any_capacity, FILE_LEN, path).is_ok());
+        assert!(
+            resealed(&raw)
+                .validate(&any_capacity, FILE_LEN, path)
+                .is_ok()
+        );
+        let one_entry = Expect {
+            entries: Some(1),
+            ..any_capacity
+        };
+        assert!(matches!(
+            resealed(&raw).validate(&one_entry, FILE_LEN, path),
+            Err(Error::Mismatch {
+                field: "entries",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -493,7 +600,7 @@ mod tests {
         let mut raw = ready(&spec);
         raw.type_fingerprint = 0x99;
         raw.type_name = encode_type_name("other::Quote");
-        let err = raw
+        let err = resealed(&raw)
             .validate(&Expect::from(&spec), FILE_LEN, Path::new("/seg"))
             .unwrap_err();
         let text = err.to_string();
@@ -524,13 +631,13 @@ mod tests {
         ));
         raw.data_len = 100;
         assert!(matches!(
-            raw.validate(&expect, FILE_LEN, path),
-            Err(Error::Corrupted { .. })
+            resealed(&raw).validate(&expect, FILE_LEN, path),
+            Err(Error::Corrupted { what, .. }) if what.contains("multiple")
         ));
         raw.data_len = u64::MAX - 4095;
         assert!(matches!(
-            raw.validate(&expect, FILE_LEN, path),
-            Err(Error::Corrupted { .. })
+            resealed(&raw).validate(&expect, FILE_LEN, path),
+            Err(Error::Corrupted { what, .. }) if what.contains("more than any mapping")
         ));
     }
 

@@ -26,6 +26,7 @@
 #[cfg(not(loom))]
 mod error;
 mod free_list;
+pub mod hash;
 #[cfg(not(loom))]
 pub mod header;
 pub mod participants;

@@ -195,6 +195,9 @@ pub struct SegmentSpec {
     /// Bytes of the data region after the header page; rounded up so that the file is
     /// a whole number of pages (of huge pages on hugetlbfs).
     pub data_len: u64,
+    /// Participant table entries the data region lays out (0 for a kind without one):
+    /// recorded in the header, where the checksum covers it.
+    pub entries: u32,
 }
 
 /// What an opener requires of a segment's header.
@@ -212,10 +215,12 @@ pub struct Expect {
     pub type_fingerprint: u64,
     /// The expected type's name, for error messages only.
     pub type_name: &'static str,
+    /// Required participant table entries, or `None` to accept any.
+    pub entries: Option<u32>,
 }
 
 impl From<&SegmentSpec> for Expect {
-    /// Expects exactly what `spec` would create, capacity included.
+    /// Expects exactly what `spec` would create, capacity and entries included.
     fn from(spec: &SegmentSpec) -> Self {
         Expect {
             kind: spec.kind,
@@ -224,6 +229,7 @@ impl From<&SegmentSpec> for Expect {
             slot_align: spec.slot_align,
             type_fingerprint: spec.type_fingerprint,
             type_name: spec.type_name,
+            entries: Some(spec.entries),
         }
     }
 }
@@ -350,6 +356,7 @@ impl SegmentOptions {
 ///     type_fingerprint: 0,
 ///     type_name: "bytes",
 ///     data_len: 4096,
+///     entries: 0,
 /// };
 /// let opts = SegmentOptions::default();
 /// let creator = Segment::create(&loc, &spec, &opts)?;
@@ -1228,6 +1235,7 @@ mod tests {
             type_fingerprint: 0,
             type_name: "",
             data_len: 0,
+            entries: 0,
         };
         let expect = Expect::from(&spec);
         assert_eq!(expect.capacity, Some(3));

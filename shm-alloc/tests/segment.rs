@@ -14,6 +14,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proptest::prelude::*;
+use shm_alloc::hash::{FNV_OFFSET, fnv1a};
 use shm_alloc::{
     Error, Expect, Kind, LAYOUT_VERSION, Location, MAX_ROLES, Segment, SegmentOptions, SegmentSpec,
 };
@@ -55,6 +56,7 @@ fn spec() -> SegmentSpec {
         type_fingerprint: 0x0123_4567_89ab_cdef,
         type_name: "tests::Msg",
         data_len: 64 * 16,
+        entries: 0,
     }
 }
 
@@ -73,6 +75,26 @@ fn quick() -> SegmentOptions {
 fn poke(path: &Path, offset: u64, bytes: &[u8]) {
     let file = OpenOptions::new().write(true).open(path).unwrap();
     file.write_all_at(bytes, offset).unwrap();
+}
+
+/// The header checksum's offset, and the bytes it covers.
+const OFF_CHECKSUM: u64 = 144;
+
+/// Writes the checksum of the header's first 144 bytes as they now are (the state word
+/// taken as 0): a header field changed as if its creator had written it, so that the
+/// checks after the checksum's can be reached.
+fn reseal(path: &Path) {
+    let bytes = fs::read(path).unwrap();
+    let mut covered = bytes[..OFF_CHECKSUM as usize].to_vec();
+    covered[OFF_STATE as usize..OFF_STATE as usize + 4].fill(0);
+    let sum = fnv1a(FNV_OFFSET, &covered);
+    poke(path, OFF_CHECKSUM, &sum.to_ne_bytes());
+}
+
+/// [`poke`], then [`reseal`].
+fn poke_sealed(path: &Path, offset: u64, bytes: &[u8]) {
+    poke(path, offset, bytes);
+    reseal(path);
 }
 
 fn created(tmp: &TempPath) -> Segment {
@@ -162,6 +184,7 @@ fn data_len_is_rounded_to_whole_pages() {
         let tmp = TempPath::new(&format!("round-{asked}"));
         let spec = SegmentSpec {
             data_len: asked,
+            entries: 0,
             ..spec()
         };
         let seg = Segment::create(&tmp.loc(), &spec, &opts()).unwrap();
@@ -369,7 +392,7 @@ fn a_file_shorter_than_its_header_says_is_truncated() {
 
     let tmp = TempPath::new("long-data-len");
     let data_len = created(&tmp).header().data_len;
-    poke(tmp.path(), OFF_DATA_LEN, &(data_len + 4096).to_ne_bytes());
+    poke_sealed(tmp.path(), OFF_DATA_LEN, &(data_len + 4096).to_ne_bytes());
     let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
     match err {
         Error::Truncated {
@@ -379,7 +402,7 @@ fn a_file_shorter_than_its_header_says_is_truncated() {
         }
         other => panic!("{other}"),
     }
-    poke(tmp.path(), OFF_DATA_LEN, &12345u64.to_ne_bytes());
+    poke_sealed(tmp.path(), OFF_DATA_LEN, &12345u64.to_ne_bytes());
     let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
     assert!(
         matches!(&err, Error::Corrupted { what, .. } if what.contains("data_len")),
@@ -552,7 +575,7 @@ fn each_field_mismatch_is_named() {
     .unwrap();
 
     // An unknown kind number in the file.
-    poke(tmp.path(), OFF_KIND, &99u32.to_ne_bytes());
+    poke_sealed(tmp.path(), OFF_KIND, &99u32.to_ne_bytes());
     let err = open(expect());
     assert!(err.to_string().contains("unknown kind 99"), "{err}");
 }
@@ -699,6 +722,7 @@ fn an_impossible_data_len_is_an_invalid_spec_and_leaves_no_file() {
     let tmp = TempPath::new("huge-spec");
     let spec = SegmentSpec {
         data_len: u64::MAX - 10,
+        entries: 0,
         ..spec()
     };
     let err = Segment::create(&tmp.loc(), &spec, &opts()).unwrap_err();
@@ -713,6 +737,7 @@ fn prefault_and_mlock_map_and_lock() {
     let tmp = TempPath::new("mlock");
     let spec = SegmentSpec {
         data_len: 16 * 1024,
+        entries: 0,
         ..spec()
     };
     let opts = opts().prefault(true).mlock(true);
@@ -850,11 +875,16 @@ proptest! {
     fn open_never_panics_on_a_damaged_file(
         writes in proptest::collection::vec((prop_oneof![0..144u64, 0..4096u64], any::<u8>()), 0..12),
         cut in proptest::option::weighted(0.25, 0..12_288u64),
+        sealed in any::<bool>(),
     ) {
         let tmp = TempPath::new("fuzz");
         drop(created(&tmp));
         for (offset, byte) in &writes {
             poke(tmp.path(), *offset, &[*byte]);
+        }
+        if sealed {
+            // As if the creator had written these fields: the checks after the checksum.
+            reseal(tmp.path());
         }
         if let Some(len) = cut {
             OpenOptions::new().write(true).open(tmp.path()).unwrap().set_len(len).unwrap();

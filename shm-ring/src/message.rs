@@ -47,20 +47,7 @@ pub const fn fingerprint(name: &str, size: usize, align: usize) -> u64 {
     fnv1a(hash, &(align as u64).to_le_bytes())
 }
 
-/// The FNV-1a offset basis, 64-bit: the hash of no bytes.
-pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// FNV-1a, 64-bit (Fowler, Noll, Vo): `hash` carried on over `bytes`. Start from
-/// [`FNV_OFFSET`]; chain calls to hash several fields.
-pub(crate) const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut i = 0;
-    while i < bytes.len() {
-        hash = (hash ^ bytes[i] as u64).wrapping_mul(PRIME);
-        i += 1;
-    }
-    hash
-}
+pub(crate) use shm_alloc::hash::{FNV_OFFSET, fnv1a};
 
 macro_rules! primitive_messages {
     ($($t:ty),*) => {$(
@@ -82,14 +69,8 @@ impl<T: Message, const N: usize> Message for [T; N] {
     const TYPE_NAME: &'static str = "array";
     /// The element's fingerprint, mixed with the length and the element's size.
     const FINGERPRINT: u64 = {
-        let element = T::FINGERPRINT.to_le_bytes();
-        let mut hash = fingerprint("array", size_of::<Self>(), align_of::<Self>());
-        let mut i = 0;
-        while i < 8 {
-            hash = (hash ^ element[i] as u64).wrapping_mul(0x0000_0100_0000_01b3);
-            i += 1;
-        }
-        hash
+        let hash = fingerprint("array", size_of::<Self>(), align_of::<Self>());
+        fnv1a(hash, &T::FINGERPRINT.to_le_bytes())
     };
 }
 

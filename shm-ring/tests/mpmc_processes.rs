@@ -343,6 +343,7 @@ fn corrupted_limit_and_stamps_in_the_file_are_reported() {
         .producer()
         .unwrap();
     let file = std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .open(name.path())
         .unwrap();
@@ -361,9 +362,18 @@ fn corrupted_limit_and_stamps_in_the_file_are_reported() {
         }))
     ));
     drop((tx, rx));
-    // A participant limit beyond any table.
-    file.write_all_at(&5000u32.to_ne_bytes(), data + 256)
-        .unwrap();
+    // The participant limit is the header's `entries` (offset 20), which its checksum
+    // covers: a near-right limit (5 for a table of 4, which would lay the slots over
+    // the wrong bytes) is refused at open, never laid out.
+    let entries = 20;
+    file.write_all_at(&5u32.to_ne_bytes(), entries).unwrap();
+    assert!(matches!(
+        ring(&name).consumer(),
+        Err(Error::Segment(shm_alloc::Error::Corrupted { what, .. })) if what.contains("checksum")
+    ));
+    // Written as if by the creator (the checksum made right): out of range, refused.
+    file.write_all_at(&5000u32.to_ne_bytes(), entries).unwrap();
+    reseal(&file);
     assert!(matches!(
         ring(&name).consumer(),
         Err(Error::Corrupted(shm_ring::Corruption::State {
@@ -371,4 +381,30 @@ fn corrupted_limit_and_stamps_in_the_file_are_reported() {
             ..
         }))
     ));
+    // The control block's word that held the limit before the header did is not read.
+    file.write_all_at(&4u32.to_ne_bytes(), entries).unwrap();
+    reseal(&file);
+    file.write_all_at(&2u32.to_ne_bytes(), data + 256).unwrap();
+    file.write_all_at(&0u64.to_ne_bytes(), slot0).unwrap(); // the stamp of lap 0, empty
+    let mut tx = ring(&name).producer().unwrap();
+    let mut rx = ring(&name).consumer().unwrap();
+    let sent = Tagged {
+        producer: 1,
+        seq: 7,
+        check: 8,
+    };
+    tx.try_send(sent).unwrap();
+    assert_eq!(rx.try_recv().map(|m| m.seq), Ok(7));
+}
+
+/// Writes the segment header's checksum (offset 144) over its first 144 bytes as they
+/// are, the state word (offset 16) taken as 0: as if its creator had written them.
+fn reseal(file: &std::fs::File) {
+    use std::os::unix::fs::FileExt;
+
+    let mut header = [0u8; 144];
+    file.read_exact_at(&mut header, 0).unwrap();
+    header[16..20].fill(0);
+    let sum = shm_alloc::hash::fnv1a(shm_alloc::hash::FNV_OFFSET, &header);
+    file.write_all_at(&sum.to_ne_bytes(), 144).unwrap();
 }

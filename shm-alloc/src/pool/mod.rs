@@ -257,6 +257,7 @@ impl PoolBuilder {
             type_fingerprint: POOL_FINGERPRINT,
             type_name: POOL_TYPE_NAME,
             data_len,
+            entries: self.participants,
         };
         Ok((spec, config, classes))
     }
@@ -269,6 +270,7 @@ impl PoolBuilder {
             slot_align: CHUNK_ALIGN,
             type_fingerprint: POOL_FINGERPRINT,
             type_name: POOL_TYPE_NAME,
+            entries: None,
         }
     }
 
@@ -427,6 +429,22 @@ impl Pool {
                 what: format!("pool configuration: {what}"),
             },
         )?;
+        // The configuration in the data region against the header, where the checksum
+        // covers the participant count and the chunk total.
+        let header = segment.header();
+        let chunks: u64 = raw.classes().iter().map(|c| c.chunks).sum();
+        if raw.participants() != header.entries || chunks != header.capacity {
+            return Err(Error::Corrupted {
+                path: segment.path().to_path_buf(),
+                what: format!(
+                    "pool configuration: {} participants and {chunks} chunks, the header \
+                     records {} and {}",
+                    raw.participants(),
+                    header.entries,
+                    header.capacity
+                ),
+            });
+        }
         let table = Table::new(raw.entries(), &segment);
         // A holder found in the entry died: the sweep below returns what it left.
         let claimed = table.claim(USER, |_, _| Ok::<_, Error>(Settle::Done))?;

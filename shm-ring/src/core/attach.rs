@@ -133,18 +133,21 @@ pub(crate) trait Layout {
         Ok(0)
     }
 
-    /// Writes what the creator sets before the segment is published (fixed parameters).
-    fn init(&self, _control: &Self::Control) {}
-
-    /// How many participant entries an opened segment has, read from its control block
-    /// (any bytes: a peer may have written them), and checked against what this opener
-    /// requires.
+    /// Checks the participant entries an opened segment's header records (covered by
+    /// its checksum) against this flavour's range and what this opener requires.
     ///
     /// # Errors
     ///
-    /// [`Error::Corrupted`] for a value out of range, or a mismatch error.
-    fn opened_entries(&self, _control: &Self::Control) -> Result<u32, Error> {
-        Ok(0)
+    /// [`Error::Corrupted`] for a count out of range, or a mismatch error.
+    fn opened_entries(&self, recorded: u32) -> Result<u32, Error> {
+        match recorded {
+            0 => Ok(0),
+            found => Err(Error::Corrupted(Corruption::State {
+                word: "the header's participant entries",
+                found,
+                expected: "0 (this kind has no participant table)",
+            })),
+        }
     }
 }
 
@@ -158,8 +161,9 @@ pub(crate) type LayoutRegion<L> =
 /// # Errors
 ///
 /// [`Error::Segment`] for a missing, existing, foreign, mismatched or corrupt segment;
-/// [`Error::Corrupted`] with [`Corruption::Layout`] when the header's capacity or the
-/// control block's parameters do not fit the data region; the layout's own errors.
+/// [`Error::Corrupted`] with [`Corruption::Layout`] when the header's capacity and participant
+/// entries do not fit the data region; the layout's own errors (entries out of range, or
+/// not what this opener requires).
 pub(crate) fn attach<L: Layout>(settings: &Settings, layout: &L) -> Result<LayoutRegion<L>, Error> {
     let capacity = settings.capacity.unwrap_or(settings.default_capacity);
     layout.check_capacity(capacity)?;
@@ -175,23 +179,20 @@ pub(crate) fn attach<L: Layout>(settings: &Settings, layout: &L) -> Result<Layou
         type_fingerprint: identity.type_fingerprint,
         type_name: identity.type_name,
         data_len: created.len,
+        entries,
     };
+    // The layout checks the entries (`opened_entries`), with errors of its own.
     let expect = Expect {
         capacity: settings.capacity,
+        entries: None,
         ..Expect::from(&spec)
-    };
-    let init = |segment: &Segment| {
-        // SAFETY: the data region is `created.len >= size_of::<Control>()` bytes,
-        // page-aligned and all-zero, which is a valid control block (atomics only);
-        // nobody else maps it before the header is published.
-        layout.init(unsafe { segment.data().cast::<L::Control>().as_ref() });
     };
     let (location, options) = (&settings.location, &settings.options);
     let segment = match settings.mode {
-        OpenMode::Create => Segment::create_with(location, &spec, options, init)?,
+        OpenMode::Create => Segment::create(location, &spec, options)?,
         OpenMode::Open => Segment::open(location, &expect, options)?,
         OpenMode::OpenOrCreate => {
-            Segment::open_or_create_with(location, &spec, &expect, options, init)?.0
+            Segment::open_or_create_with(location, &spec, &expect, options, |_| ())?.0
         }
     };
     let capacity = segment.header().capacity;
@@ -203,11 +204,7 @@ pub(crate) fn attach<L: Layout>(settings: &Settings, layout: &L) -> Result<Layou
     if region < size_of::<L::Control>() as u64 || layout.check_capacity(capacity).is_err() {
         return Err(layout_error);
     }
-    // SAFETY: the data region holds at least a control block (checked above), is
-    // page-aligned, and any bytes are a valid control block (atomics only); this is a
-    // shared reference read atomically.
-    let control = unsafe { segment.data().cast::<L::Control>().as_ref() };
-    let entries = layout.opened_entries(control)?;
+    let entries = layout.opened_entries(segment.header().entries)?;
     match offsets::<L::Control, L::Entry, L::Slot>(entries, capacity) {
         Some(offsets) if offsets.len <= region => {}
         _ => return Err(layout_error),

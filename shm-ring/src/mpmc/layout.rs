@@ -44,14 +44,15 @@ pub(crate) const SEEN_CONSUMER: u32 = 2;
 /// |---|---|---|---|
 /// | 0 | 128 | `tail: u64` | producers, every claim |
 /// | 128 | 128 | `head: u64` | consumers, every claim |
-/// | 256 | 128 | `census`: `limit`, `producers`, `consumers`, `seen` (`u32` each) | the creator (`limit`); participants at attach and leave |
+/// | 256 | 128 | `census`: reserved, `producers`, `consumers`, `seen` (`u32` each) | participants at attach and leave |
 /// | 384 | 128 | `counters`: `skipped`, `aborted`, `reclaimed` (`u64` each) | whoever skips, aborts or reclaims a slot |
 /// | 512 | 128 | `not_empty: EventCount` | consumers when they park, producers when they find them parked |
 /// | 640 | 128 | `not_full: EventCount` | producers when they park, consumers when they find them parked |
 ///
-/// The participant table follows at offset 768: `limit` entries of 128 bytes. Then the
-/// slots, at `768 + 128 * limit`: `capacity` times `size_of::<Slot<T>>()` bytes. All-zero
-/// except `limit` is the initial state: empty, nobody attached.
+/// The participant table follows at offset 768: `limit` entries of 128 bytes (the limit
+/// is the segment header's `entries`, which its checksum covers). Then the slots, at
+/// `768 + 128 * limit`: `capacity` times `size_of::<Slot<T>>()` bytes. All-zero is the
+/// initial state: empty, nobody attached.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct Control {
@@ -66,8 +67,8 @@ pub(crate) struct Control {
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct Census {
-    /// The participant limit, fixed by the creator before the segment is published.
-    pub(crate) limit: AtomicU32,
+    /// Zero: the participant limit was kept here before the header recorded it.
+    pub(crate) _reserved: AtomicU32,
     /// Attached producers, dead ones included until someone retires them.
     pub(crate) producers: AtomicU32,
     /// Attached consumers, likewise.
@@ -172,7 +173,6 @@ mod segment {
 
     use shm_alloc::Kind;
     use shm_sync::CachePadded;
-    use shm_sync::atomic::Ordering;
 
     use super::{Control, Entry, Slot};
     use crate::core::attach::{Identity, Layout};
@@ -212,17 +212,7 @@ mod segment {
             Ok(self.participants)
         }
 
-        fn init(&self, control: &Control) {
-            // Relaxed: published by the segment's READY store (Release).
-            control
-                .census
-                .limit
-                .store(self.participants, Ordering::Relaxed);
-        }
-
-        fn opened_entries(&self, control: &Control) -> Result<u32, Error> {
-            // Acquire: the creator's store, published before READY.
-            let limit = control.census.limit.load(Ordering::Acquire);
+        fn opened_entries(&self, limit: u32) -> Result<u32, Error> {
             if limit == 0 || limit > MAX_PARTICIPANTS {
                 return Err(Error::Corrupted(Corruption::State {
                     word: "the participant limit",

@@ -164,7 +164,6 @@ mod settle;
 #[cfg(test)]
 mod tests;
 
-use shm_sync::atomic::Ordering;
 use shm_sync::{CachePadded, WaitStrategy};
 
 pub use crate::core::liveness::{LIVENESS_PERIOD, LIVENESS_POLLS, LIVENESS_PROBE_INTERVAL};
@@ -270,8 +269,6 @@ pub fn channel_with<T: Message>(
     }
     data_len::<T>(capacity, participants)?;
     let control = Control::default();
-    // Relaxed: the region is not shared yet.
-    control.census.limit.store(participants, Ordering::Relaxed);
     let entries = (0..participants).map(|_| CachePadded::default()).collect();
     let slots = (0..capacity).map(|_| empty_slot::<T>()).collect();
     let ring = Ring::new(Region::heap(control, entries, slots, participants));
