@@ -169,6 +169,17 @@ fn notify(c: &mut Criterion) {
     let mut g = c.benchmark_group("notify");
     let ec = EventCount::new();
     g.bench_function("no_waiter", |b| b.iter(|| black_box(&ec).notify()));
+    // A waiter that announced itself and died parked: before it is settled, every
+    // notify is a `FUTEX_WAKE` that wakes nobody (what each MPMC publish paid for a
+    // consumer killed while parked, until the settle of such waiters).
+    let dead = EventCount::new();
+    let mark = AtomicU32::new(0);
+    let _dead_waiter = dead.prepare_wait_marked(&mark);
+    g.bench_function("dead_waiter", |b| b.iter(|| black_box(&dead).notify()));
+    assert!(dead.settle_dead_waiter(&mark), "the dead waiter was marked");
+    g.bench_function("dead_waiter_settled", |b| {
+        b.iter(|| black_box(&dead).notify())
+    });
     let word = AtomicU32::new(0);
     g.bench_function("raw_futex_wake", |b| {
         b.iter(|| futex::wake(black_box(&word), 1))

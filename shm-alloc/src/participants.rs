@@ -24,7 +24,7 @@
 //! | offset | size | field | meaning |
 //! |---|---|---|---|
 //! | 0 | 4 | `session` | `generation << 2 \| state`: state [`FREE`] (0), or the holder's (1 to 3, the structure's meaning) |
-//! | 4 | 4 | reserved | 0 |
+//! | 4 | 4 | `parked` | 1 while the holder is counted as a waiter of the structure's event count (see `shm_sync::EventCount::prepare_wait_marked`), else 0 |
 //! | 8 | 8 | `word` | the holder's: the position an MPMC handle is claiming, the ring a pool user receives from |
 //! | 16 | 112 | padding | to a 128-byte block: two holders never share a line |
 //!
@@ -50,7 +50,7 @@ const GENERATION_ONE: u32 = 0b100;
 #[derive(Debug, Default)]
 pub struct Entry {
     session: AtomicU32,
-    _reserved: AtomicU32,
+    parked: AtomicU32,
     word: AtomicU64,
 }
 
@@ -83,7 +83,15 @@ impl Entry {
     pub fn reset(&self) {
         // Relaxed: published with the region (the segment's READY store).
         self.session.store(FREE, Ordering::Relaxed);
+        self.parked.store(0, Ordering::Relaxed);
         self.word.store(0, Ordering::Relaxed);
+    }
+
+    /// The holder's parking mark: 1 while it is counted as a waiter of the structure's
+    /// event count, so that whoever settles it after its death withdraws that count
+    /// (`shm_sync::EventCount::settle_dead_waiter`).
+    pub fn parked(&self) -> &AtomicU32 {
+        &self.parked
     }
 
     /// Sets the holder's word (the holder only).

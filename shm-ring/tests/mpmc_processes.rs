@@ -13,7 +13,9 @@ use shm_alloc::Segment;
 use shm_ring::mpmc::Builder;
 use shm_ring::{Error, Message, OpenMode, RecvTimeoutError, TryRecvError};
 use shm_sync::WaitStrategy;
-use shm_testkit::{Reap, ShmName, TempPath, hold_until_killed, holding, say_holding, wait_child};
+use shm_testkit::{
+    Reap, ShmName, TempPath, hold_until_killed, holding, say_holding, wait_child, wait_for,
+};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// A message tagged with its producer and its number in that producer's sequence, with
@@ -155,8 +157,57 @@ fn child() {
             say_holding(guard.position());
             hold_until_killed();
         }
+        "park" => {
+            // Parks in a blocking receive on an empty ring, until killed.
+            let mut rx = builder
+                .wait_strategy(WaitStrategy::Park)
+                .consumer()
+                .unwrap();
+            say_holding(0);
+            let got = rx.recv();
+            panic!("nothing is sent to the parked consumer, yet it received {got:?}");
+        }
         other => panic!("unknown part {other}"),
     }
+}
+
+/// A consumer killed while parked stays counted as a waiter of `not_empty`, so that
+/// every publish made a `FUTEX_WAKE` that woke nobody. The producer that sees its
+/// wake-ups go idle probes the consumers, and the probe settles the dead one's count:
+/// the publishes after that make no syscall (`parked_consumers` back to 0).
+#[test]
+fn a_consumer_killed_while_parked_stops_costing_wake_ups() {
+    let name = ShmName::new("dead-parked");
+    let mut tx = ring(&name)
+        .capacity(64)
+        .participants(4)
+        .mode(OpenMode::Create)
+        .producer()
+        .unwrap();
+    let mut rx = ring(&name).consumer().unwrap();
+    let mut parked = Reap(spawn("park", &name, 0, 0, ""));
+    assert_eq!(holding(parked.0.stdout.as_mut().unwrap()), 0);
+    wait_for(Duration::from_secs(10), "the child, parked", || {
+        (tx.stats().parked_consumers == 1).then_some(())
+    });
+    parked.kill();
+    assert_eq!(
+        tx.stats().parked_consumers,
+        1,
+        "a dead waiter stays counted"
+    );
+    // Each message: one publish (an idle wake-up while the dead one counts) and one
+    // release by the live consumer. 64 idle wake-ups make the producer probe.
+    for seq in 0..200 {
+        tx.try_send(tagged(1, seq)).unwrap();
+        assert_eq!(rx.try_recv().map(|m| m.seq), Ok(seq));
+    }
+    let stats = tx.stats();
+    assert_eq!(
+        (stats.parked_consumers, stats.consumers),
+        (0, 1),
+        "the dead parked consumer settled: {stats:?}"
+    );
 }
 
 #[test]

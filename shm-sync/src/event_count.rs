@@ -42,8 +42,15 @@
 //! `#[repr(C)]`, two `u32` words, all-zero is the initial state: an `EventCount` can be
 //! placed in a mapped file and used by several processes (the futex is the shared kind).
 //! A process that dies between `prepare_wait` and the end of `wait` leaves `waiters`
-//! counted: notifiers then make a `FUTEX_WAKE` syscall they could have skipped, a cost,
-//! not an error. `seq` is 32 bits and wraps; a waiter that sleeps across exactly 2^32
+//! counted: notifiers then make a `FUTEX_WAKE` syscall they could have skipped, on every
+//! notification, a cost (about a syscall per message) but not an error. Two ways out:
+//! where one known party is the only waiter, it resets the count when it attaches
+//! ([`reset_waiters`](EventCount::reset_waiters)); where several wait, each marks a word
+//! of its own while it is counted ([`prepare_wait_marked`](EventCount::prepare_wait_marked)),
+//! and whoever settles a dead participant withdraws its count through that mark
+//! ([`settle_dead_waiter`](EventCount::settle_dead_waiter)). A notifier learns that a
+//! wake-up found nobody asleep ([`Notified::Idle`]), the sign that it may be paying for
+//! a dead waiter. `seq` is 32 bits and wraps; a waiter that sleeps across exactly 2^32
 //! notifications would miss one, which at one notification per 190 ns syscall takes over
 //! 13 minutes of notifying while it never runs.
 
@@ -101,6 +108,18 @@ const _: () = {
     assert!(core::mem::offset_of!(EventCount, waiters) == 4);
 };
 
+/// What a [`notify`](EventCount::notify) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notified {
+    /// Nobody was announced: no syscall.
+    Quiet,
+    /// Waiters were announced and a `FUTEX_WAKE` woke this many (at least one).
+    Woke(usize),
+    /// Waiters were announced, but the `FUTEX_WAKE` woke nobody: they were between their
+    /// announcement and their sleep, or are dead and still counted.
+    Idle,
+}
+
 /// What a waiter read of the sequence word in [`EventCount::prepare_wait`]; pass it to
 /// [`EventCount::wait`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,23 +152,31 @@ impl EventCount {
     /// waiter: waiters of one event count may wait for different conditions (the
     /// producers and the consumers of a queue), and waking only one could wake the wrong
     /// one.
+    ///
+    /// Returns what it did: [`Notified::Idle`] again and again is the sign of a dead
+    /// waiter still counted (see the module docs).
     #[inline]
-    pub fn notify(&self) {
+    pub fn notify(&self) -> Notified {
         // SYNC(announce): SeqCst fence; orders the caller's publication before the load of
         // `waiters`, pairs with the fence in `prepare_wait`.
         fence(Ordering::SeqCst);
         // Relaxed: the fence above provides the ordering this load needs.
         if self.waiters.load(Ordering::Relaxed) != 0 {
-            self.wake_waiters();
+            self.wake_waiters()
+        } else {
+            Notified::Quiet
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn wake_waiters(&self) {
+    fn wake_waiters(&self) -> Notified {
         // SYNC(seq): Release; pairs with the Acquire load in `prepare_wait`.
         self.seq.fetch_add(1, Ordering::Release);
-        futex::wake_all(&self.seq);
+        match futex::wake_all(&self.seq) {
+            0 => Notified::Idle,
+            woken => Notified::Woke(woken),
+        }
     }
 
     /// Announces a waiter and returns the key to pass to [`wait`](Self::wait). The caller
@@ -186,6 +213,77 @@ impl EventCount {
         let outcome = futex::wait(&self.seq, key.0, deadline);
         self.cancel_wait();
         outcome
+    }
+
+    /// [`prepare_wait`](Self::prepare_wait) for a waiter that may die while counted:
+    /// sets `mark` (a word of the waiter's own, in shared memory) to 1 once it is
+    /// counted. End the wait with [`cancel_wait_marked`](Self::cancel_wait_marked) or
+    /// [`wait_marked`](Self::wait_marked) with the same mark.
+    ///
+    /// While `mark` is 1 the waiter is counted, so that [`settle_dead_waiter`]
+    /// (Self::settle_dead_waiter) never withdraws a count that is not there. A waiter
+    /// that dies in the two stores between the count and the mark (or between clearing
+    /// the mark and the withdrawal) stays counted, as an unmarked one does.
+    #[inline]
+    pub fn prepare_wait_marked(&self, mark: &AtomicU32) -> WaitKey {
+        let key = self.prepare_wait();
+        // Relaxed: read only by whoever settles this waiter once it died, after taking
+        // the lock its death released (which orders everything before it).
+        mark.store(1, Ordering::Relaxed);
+        key
+    }
+
+    /// [`cancel_wait`](Self::cancel_wait) for a wait prepared with
+    /// [`prepare_wait_marked`](Self::prepare_wait_marked): clears `mark`, then withdraws.
+    #[inline]
+    pub fn cancel_wait_marked(&self, mark: &AtomicU32) {
+        // Relaxed: as in `prepare_wait_marked`.
+        mark.store(0, Ordering::Relaxed);
+        self.cancel_wait();
+    }
+
+    /// [`wait`](Self::wait) for a wait prepared with
+    /// [`prepare_wait_marked`](Self::prepare_wait_marked): clears `mark`, then withdraws.
+    pub fn wait_marked(
+        &self,
+        key: WaitKey,
+        deadline: Option<Instant>,
+        mark: &AtomicU32,
+    ) -> WaitOutcome {
+        let outcome = futex::wait(&self.seq, key.0, deadline);
+        self.cancel_wait_marked(mark);
+        outcome
+    }
+
+    /// Withdraws the count of a dead waiter whose `mark` says it was counted (and clears
+    /// the mark); returns whether it did. For whoever settles a dead participant, once,
+    /// under the lock the participant held (so the waiter cannot come back meanwhile).
+    /// Never takes the count below zero, whatever a corrupt mark says.
+    pub fn settle_dead_waiter(&self, mark: &AtomicU32) -> bool {
+        // Relaxed: the settler's lock orders the dead waiter's stores before this.
+        if mark.swap(0, Ordering::Relaxed) != 1 {
+            return false;
+        }
+        // Relaxed: as in `cancel_wait`.
+        let mut count = self.waiters.load(Ordering::Relaxed);
+        // Bounded: other waiters come and go meanwhile, each a lost swap; a count left
+        // too high after that many costs wake-ups, never a lost one.
+        for _ in 0..64 {
+            if count == 0 {
+                return false;
+            }
+            // Relaxed, and Relaxed on failure: as above; retried with the value read.
+            match self.waiters.compare_exchange_weak(
+                count,
+                count - 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(found) => count = found,
+            }
+        }
+        false
     }
 
     /// Forgets every announced waiter: sets the count to zero.

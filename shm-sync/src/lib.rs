@@ -28,5 +28,5 @@ pub mod wait;
 
 pub use cache_padded::{CACHE_PAD, CachePadded};
 pub use error::Error;
-pub use event_count::EventCount;
+pub use event_count::{EventCount, Notified};
 pub use wait::{TimedOut, WaitStrategy};

@@ -9,7 +9,7 @@
 use core::fmt;
 use std::time::{Duration, Instant};
 
-use crate::atomic::spin_loop;
+use crate::atomic::{AtomicU32, spin_loop};
 use crate::event_count::EventCount;
 use crate::futex::WaitOutcome;
 
@@ -72,6 +72,24 @@ impl WaitStrategy {
         &self,
         event: &EventCount,
         deadline: Option<Instant>,
+        poll: impl FnMut() -> Option<R>,
+    ) -> Result<R, TimedOut> {
+        self.wait_for_marked(event, None, deadline, poll)
+    }
+
+    /// [`wait_for`](Self::wait_for) for a waiter that may die while parked: while it is
+    /// counted as a waiter of `event`, `mark` (a word of its own in shared memory) is 1,
+    /// so that whoever settles it after its death withdraws its count
+    /// ([`EventCount::settle_dead_waiter`]). `None` marks nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`TimedOut`] when the deadline passes first.
+    pub fn wait_for_marked<R>(
+        &self,
+        event: &EventCount,
+        mark: Option<&AtomicU32>,
+        deadline: Option<Instant>,
         mut poll: impl FnMut() -> Option<R>,
     ) -> Result<R, TimedOut> {
         if let Some(value) = poll() {
@@ -94,10 +112,10 @@ impl WaitStrategy {
                 let spin_end = Instant::now().checked_add(spin);
                 match spin_until(deadline, spin_end, &mut poll) {
                     Some(result) => result,
-                    None => park(event, deadline, &mut poll),
+                    None => park(event, mark, deadline, &mut poll),
                 }
             }
-            Self::Park => park(event, deadline, &mut poll),
+            Self::Park => park(event, mark, deadline, &mut poll),
         }
     }
 }
@@ -162,20 +180,32 @@ fn spin_until<R>(
     }
 }
 
-/// The parking loop of the event-count protocol: announce, re-poll, sleep.
+/// The parking loop of the event-count protocol: announce (marking `mark`, if any),
+/// re-poll, sleep.
 #[cold]
 fn park<R>(
     event: &EventCount,
+    mark: Option<&AtomicU32>,
     deadline: Option<Instant>,
     poll: &mut impl FnMut() -> Option<R>,
 ) -> Result<R, TimedOut> {
     loop {
-        let key = event.prepare_wait();
+        let key = match mark {
+            Some(mark) => event.prepare_wait_marked(mark),
+            None => event.prepare_wait(),
+        };
         if let Some(value) = poll() {
-            event.cancel_wait();
+            match mark {
+                Some(mark) => event.cancel_wait_marked(mark),
+                None => event.cancel_wait(),
+            }
             return Ok(value);
         }
-        match event.wait(key, deadline) {
+        let outcome = match mark {
+            Some(mark) => event.wait_marked(key, deadline, mark),
+            None => event.wait(key, deadline),
+        };
+        match outcome {
             WaitOutcome::TimedOut => return poll().ok_or(TimedOut),
             WaitOutcome::Woken | WaitOutcome::ValueChanged => {
                 if let Some(value) = poll() {

@@ -9,6 +9,7 @@
 
 use std::time::Instant;
 
+use shm_sync::atomic::AtomicU32;
 use shm_sync::{EventCount, TimedOut, WaitStrategy};
 
 use super::liveness::LIVENESS_PERIOD;
@@ -97,7 +98,9 @@ impl From<RecvTimeoutError> for RecvError {
 }
 
 /// Runs `step` until it is not [`Refusal::Busy`], waiting on `event` with `wait` in
-/// between, or until `deadline` (`None`: never) passes, which returns `Busy`.
+/// between, or until `deadline` (`None`: never) passes, which returns `Busy`. A waiter
+/// that others settle if it dies parked (a participant of a table) gives its entry's
+/// parking `mark` (see `EventCount::prepare_wait_marked`).
 ///
 /// `step(probe)`: `probe` asks it to probe its peers' liveness now. A side whose peers
 /// can die without closing (`peers_may_die`: the ring is in a segment) waits in slices of
@@ -105,6 +108,7 @@ impl From<RecvTimeoutError> for RecvError {
 /// peer is seen within a slice even while parked.
 pub(crate) fn block<R>(
     event: &EventCount,
+    mark: Option<&AtomicU32>,
     wait: WaitStrategy,
     peers_may_die: bool,
     deadline: Option<Instant>,
@@ -116,8 +120,9 @@ pub(crate) fn block<R>(
             Err(Refusal::Busy) => {}
             done => return done,
         }
-        let waited = wait.wait_for(
+        let waited = wait.wait_for_marked(
             event,
+            mark,
             slice_deadline(deadline, peers_may_die),
             || match step(false) {
                 Err(Refusal::Busy) => None,

@@ -152,7 +152,8 @@ impl<T: Message> Consumer<T> {
         // stamp said FULL, and has not released it, so no producer writes the slot; any
         // bytes are a valid `T`.
         let value = self.ring.slot(position).value.with(|p| unsafe { p.read() });
-        self.ring.finish(Side::Consumer, position, EMPTY);
+        let notified = self.ring.finish(Side::Consumer, position, EMPTY);
+        self.me.notified(&self.ring, notified);
         value
     }
 
@@ -214,6 +215,7 @@ impl<T: Message> Consumer<T> {
         let (ring, me) = (&self.ring, &mut self.me);
         let position = block(
             &ring.control().not_empty,
+            Some(ring.entry(me.index).parked()),
             me.wait,
             ring.region.peers_may_die(),
             deadline,
@@ -262,10 +264,10 @@ impl<T: Message> Deref for RecvGuard<'_, T> {
 
 impl<T: Message> Drop for RecvGuard<'_, T> {
     fn drop(&mut self) {
-        self.consumer.me.pending = None;
-        self.consumer
-            .ring
-            .finish(Side::Consumer, self.position, EMPTY);
+        let consumer = &mut self.consumer;
+        consumer.me.pending = None;
+        let notified = consumer.ring.finish(Side::Consumer, self.position, EMPTY);
+        consumer.me.notified(&consumer.ring, notified);
     }
 }
 

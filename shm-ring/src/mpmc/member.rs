@@ -1,8 +1,8 @@
 //! A participant of an MPMC ring: taking an entry of the table, watching the other
 //! side's liveness, finishing what a forgotten reservation or guard left, and leaving.
 
-use shm_sync::WaitStrategy;
 use shm_sync::atomic::Ordering;
+use shm_sync::{Notified, WaitStrategy};
 
 use super::Stats;
 use super::layout::{SKIPPED, Side};
@@ -26,7 +26,15 @@ pub(crate) struct Member {
     pub(crate) wait: WaitStrategy,
     /// When the other side's locks were last probed, and the polls since.
     watch: PeerWatch,
+    /// Wake-ups this participant made that found nobody asleep, since its last probe.
+    idle_wakes: u32,
 }
+
+/// Idle wake-ups (a `FUTEX_WAKE` that woke nobody) after which a participant probes the
+/// other side: a waiter killed while parked stays counted, and makes every notify a
+/// syscall until someone settles it. A live waiter between its announcement and its
+/// sleep also makes a wake-up idle, now and then; 64 in a row cost one probe.
+const IDLE_WAKES_BEFORE_PROBE: u32 = 64;
 
 impl Member {
     /// Takes the first free entry of the table, retiring a dead holder found in it.
@@ -58,6 +66,7 @@ impl Member {
             pending: None,
             wait,
             watch: PeerWatch::default(),
+            idle_wakes: 0,
         })
     }
 
@@ -69,6 +78,26 @@ impl Member {
             ring.reap(self.side.other(), self.index)?;
         }
         Ok(())
+    }
+
+    /// Takes note of what a wake-up this participant made did; after
+    /// [`IDLE_WAKES_BEFORE_PROBE`] that woke nobody, probes the other side (whose dead
+    /// parked waiters it settles). A corrupt table found by the probe is left for the
+    /// next call that can report it.
+    #[inline]
+    pub(crate) fn notified<T>(&mut self, ring: &Ring<T>, notified: Notified) {
+        if notified == Notified::Idle {
+            self.idle_wake(ring);
+        }
+    }
+
+    #[cold]
+    fn idle_wake<T>(&mut self, ring: &Ring<T>) {
+        self.idle_wakes += 1;
+        if self.idle_wakes >= IDLE_WAKES_BEFORE_PROBE {
+            self.idle_wakes = 0;
+            let _ = self.watch(ring, true);
+        }
     }
 
     /// Finishes a position left pending by a forgotten reservation (as aborted) or guard
@@ -96,6 +125,8 @@ impl Member {
             skipped: control.counters.skipped.load(Ordering::Relaxed),
             aborted: control.counters.aborted.load(Ordering::Relaxed),
             reclaimed: control.counters.reclaimed.load(Ordering::Relaxed),
+            parked_consumers: control.not_empty.waiters(),
+            parked_producers: control.not_full.waiters(),
         }
     }
 

@@ -202,6 +202,11 @@ pub struct Stats {
     /// Slots freed because the consumer that claimed them died before releasing them:
     /// messages delivered to that consumer and not delivered again.
     pub reclaimed: u64,
+    /// Consumers announced as parked, waiting for a message (a consumer killed while
+    /// parked counts until a probe settles it).
+    pub parked_consumers: u32,
+    /// Producers announced as parked, waiting for room (likewise).
+    pub parked_producers: u32,
 }
 
 /// The sending half of an MPMC ring: one of any number of producers.

@@ -27,7 +27,8 @@ impl<T: Message> Producer<T> {
             .slot(position)
             .value
             .with_mut(|p| unsafe { p.write(value) });
-        self.ring.finish(Side::Producer, position, FULL);
+        let notified = self.ring.finish(Side::Producer, position, FULL);
+        self.me.notified(&self.ring, notified);
     }
 
     /// Sends `value` if a slot is free, without blocking.
@@ -105,6 +106,7 @@ impl<T: Message> Producer<T> {
         let (ring, me) = (&self.ring, &mut self.me);
         block(
             &ring.control().not_full,
+            Some(ring.entry(me.index).parked()),
             me.wait,
             ring.region.peers_may_die(),
             deadline,
@@ -159,10 +161,11 @@ impl<T: Message> SendSlot<'_, T> {
     /// Publishes the slot to the consumers.
     pub fn commit(self) {
         let mut this = ManuallyDrop::new(self);
-        this.producer.me.pending = None;
-        this.producer
-            .ring
-            .finish(Side::Producer, this.position, FULL);
+        let position = this.position;
+        let producer = &mut this.producer;
+        producer.me.pending = None;
+        let notified = producer.ring.finish(Side::Producer, position, FULL);
+        producer.me.notified(&producer.ring, notified);
     }
 
     /// The position this slot was claimed at.

@@ -1,8 +1,8 @@
 //! One participant's shared view of an MPMC ring: its region, the stamps of its slots,
 //! the census of each side, and finishing a slot.
 
-use shm_sync::CachePadded;
 use shm_sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use shm_sync::{CachePadded, EventCount, Notified};
 
 use super::layout::{Control, EMPTY, Entry, Side, Slot};
 use shm_alloc::participants::Table;
@@ -136,10 +136,20 @@ impl<T> Ring<T> {
         Ok(())
     }
 
+    /// The event count `side` parks on: producers wait for room (`not_full`), consumers
+    /// for messages (`not_empty`).
+    pub(crate) fn wait_event(&self, side: Side) -> &EventCount {
+        match side {
+            Side::Producer => &self.control().not_full,
+            Side::Consumer => &self.control().not_empty,
+        }
+    }
+
     /// Marks `side`'s slot of `position` done: a producer publishes (`FULL`) or aborts
-    /// (`SKIPPED`), a consumer releases it to the next lap. Wakes the other side.
+    /// (`SKIPPED`), a consumer releases it to the next lap. Wakes the other side, and
+    /// returns what the wake-up did.
     #[inline]
-    pub(crate) fn finish(&self, side: Side, position: u64, state: u64) {
+    pub(crate) fn finish(&self, side: Side, position: u64, state: u64) -> Notified {
         let control = self.control();
         let slot = self.slot(position);
         match side {
@@ -148,7 +158,7 @@ impl<T> Ring<T> {
                 // the stamp: the message written before is visible to it.
                 slot.stamp
                     .store(self.stamp(position, state), Ordering::Release);
-                control.not_empty.notify();
+                control.not_empty.notify()
             }
             Side::Consumer => {
                 // SYNC(slot-released): Release; pairs with a producer's Acquire load of
@@ -157,7 +167,7 @@ impl<T> Ring<T> {
                     self.stamp(position.wrapping_add(self.capacity()), EMPTY),
                     Ordering::Release,
                 );
-                control.not_full.notify();
+                control.not_full.notify()
             }
         }
     }

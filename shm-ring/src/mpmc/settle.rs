@@ -118,6 +118,10 @@ impl<T> Ring<T> {
     /// after.
     pub(crate) fn settle_dead(&self, index: u32, session: u32) -> Result<Settled, Corruption> {
         let side = self.side_of(session)?;
+        // Killed while parked, it is still counted as a waiter: every notify would make
+        // a `FUTEX_WAKE` syscall for it. Its mark says so (once: the mark is cleared).
+        self.wait_event(side)
+            .settle_dead_waiter(self.entry(index).parked());
         // The claim the dead holder stored last: its lock's release, which this caller
         // acquired, came after it.
         let claim = self.entry(index).word();

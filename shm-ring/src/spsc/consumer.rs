@@ -322,6 +322,7 @@ impl<T: Message> Consumer<T> {
         let cur = &mut self.cur;
         block(
             &ring.control().not_empty,
+            None,
             ring.wait,
             ring.region.peers_may_die(),
             deadline,

@@ -369,6 +369,7 @@ impl<T: Message> Producer<T> {
         let cur = &mut self.cur;
         block(
             &ring.control().not_full,
+            None,
             ring.wait,
             ring.region.peers_may_die(),
             deadline,

@@ -222,9 +222,10 @@ impl<T> Drop for Ring<T> {
             word.store((old & !STATE_MASK) | CLOSED, Ordering::Release);
         }
         // Wake a peer parked on its event, so it sees the close.
-        match self.side {
-            Side::Producer => self.control().not_empty.notify(),
-            Side::Consumer => self.control().not_full.notify(),
-        }
+        let peer_event = match self.side {
+            Side::Producer => &self.control().not_empty,
+            Side::Consumer => &self.control().not_full,
+        };
+        peer_event.notify();
     }
 }
