@@ -59,7 +59,7 @@ const SPSC_SLOTS: u64 = 640;
 
 /// MPMC: the slots, after the control block and the participant table; each slot is its
 /// stamp (`u64`, `lap << 2 | state`) then the message.
-const MPMC_SLOTS: u64 = 768 + 128 * PARTICIPANTS as u64;
+const MPMC_SLOTS: u64 = 1024 + 128 * PARTICIPANTS as u64;
 const MPMC_SLOT_LEN: u64 = 16;
 const MPMC_FULL: u64 = 1;
 

@@ -399,9 +399,9 @@ fn corrupted_limit_and_stamps_in_the_file_are_reported() {
         .open(name.path())
         .unwrap();
     let data = Segment::HEADER_LEN as u64;
-    // The first slot's stamp (after the 768-byte control block and 4 entries of 128
+    // The first slot's stamp (after the 1024-byte control block and 4 entries of 128
     // bytes): a lap far ahead of every position.
-    let slot0 = data + 768 + 4 * 128;
+    let slot0 = data + 1024 + 4 * 128;
     file.write_all_at(&((40u64 << 2) | 1).to_ne_bytes(), slot0)
         .unwrap();
     let mut rx = ring(&name).consumer().unwrap();
@@ -432,11 +432,10 @@ fn corrupted_limit_and_stamps_in_the_file_are_reported() {
             ..
         }))
     ));
-    // The control block's word that held the limit before the header did is not read.
+    // The limit as created, and the stamp of lap 0, empty: the ring works again.
     file.write_all_at(&4u32.to_ne_bytes(), entries).unwrap();
     reseal(&file);
-    file.write_all_at(&2u32.to_ne_bytes(), data + 256).unwrap();
-    file.write_all_at(&0u64.to_ne_bytes(), slot0).unwrap(); // the stamp of lap 0, empty
+    file.write_all_at(&0u64.to_ne_bytes(), slot0).unwrap();
     let mut tx = ring(&name).producer().unwrap();
     let mut rx = ring(&name).consumer().unwrap();
     let sent = Tagged {

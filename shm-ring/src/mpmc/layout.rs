@@ -44,14 +44,14 @@ pub(crate) const SEEN_CONSUMER: u32 = 2;
 /// |---|---|---|---|
 /// | 0 | 128 | `tail: u64` | producers, every claim |
 /// | 128 | 128 | `head: u64` | consumers, every claim |
-/// | 256 | 128 | `census`: reserved, `producers`, `consumers`, `seen` (`u32` each) | participants at attach and leave |
-/// | 384 | 128 | `counters`: `skipped`, `aborted`, `reclaimed` (`u64` each) | whoever skips, aborts or reclaims a slot |
-/// | 512 | 128 | `not_empty: EventCount` | consumers when they park, producers when they find them parked |
-/// | 640 | 128 | `not_full: EventCount` | producers when they park, consumers when they find them parked |
+/// | 256 | 384 | `census`: `seen` (`u32`), reserved (`u32`), then the `producers` and `consumers` bitmaps (16 `u64` each: bit `k` set while entry `k` holds a participant of that side) | participants at attach and leave, and whoever settles a dead one |
+/// | 640 | 128 | `counters`: `skipped`, `aborted`, `reclaimed` (`u64` each) | whoever skips, aborts or reclaims a slot |
+/// | 768 | 128 | `not_empty: EventCount` | consumers when they park, producers when they find them parked |
+/// | 896 | 128 | `not_full: EventCount` | producers when they park, consumers when they find them parked |
 ///
-/// The participant table follows at offset 768: `limit` entries of 128 bytes (the limit
+/// The participant table follows at offset 1024: `limit` entries of 128 bytes (the limit
 /// is the segment header's `entries`, which its checksum covers). Then the slots, at
-/// `768 + 128 * limit`: `capacity` times `size_of::<Slot<T>>()` bytes. All-zero is the
+/// `1024 + 128 * limit`: `capacity` times `size_of::<Slot<T>>()` bytes. All-zero is the
 /// initial state: empty, nobody attached.
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -67,15 +67,19 @@ pub(crate) struct Control {
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct Census {
-    /// Zero: the participant limit was kept here before the header recorded it.
-    pub(crate) _reserved: AtomicU32,
-    /// Attached producers, dead ones included until someone retires them.
-    pub(crate) producers: AtomicU32,
-    /// Attached consumers, likewise.
-    pub(crate) consumers: AtomicU32,
     /// `SEEN_PRODUCER | SEEN_CONSUMER`: which sides have ever attached.
     pub(crate) seen: AtomicU32,
+    _reserved: AtomicU32,
+    /// Bit `k` of word `k / 64`: entry `k` holds a producer, alive or dead until someone
+    /// settles it. Bits, not a count: setting or clearing one twice is harmless, so a
+    /// participant killed between its entry's store and its bit's leaves nothing wrong.
+    pub(crate) producers: [AtomicU64; MEMBER_WORDS],
+    /// Likewise, consumers.
+    pub(crate) consumers: [AtomicU64; MEMBER_WORDS],
 }
+
+/// Words of a side's membership bitmap: one bit per possible participant entry.
+pub(crate) const MEMBER_WORDS: usize = (MAX_PARTICIPANTS as usize).div_ceil(64);
 
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -94,16 +98,16 @@ pub(crate) struct Slot<T> {
 
 /// The size of [`Control`]: where the participant table begins, in bytes.
 #[cfg(not(loom))]
-const CONTROL_LEN: usize = 768;
+const CONTROL_LEN: usize = 1024;
 
 #[cfg(not(loom))]
 const _: () = {
     assert!(size_of::<Control>() == CONTROL_LEN);
     assert!(core::mem::offset_of!(Control, head) == 128);
     assert!(core::mem::offset_of!(Control, census) == 256);
-    assert!(core::mem::offset_of!(Control, counters) == 384);
-    assert!(core::mem::offset_of!(Control, not_empty) == 512);
-    assert!(core::mem::offset_of!(Control, not_full) == 640);
+    assert!(core::mem::offset_of!(Control, counters) == 640);
+    assert!(core::mem::offset_of!(Control, not_empty) == 768);
+    assert!(core::mem::offset_of!(Control, not_full) == 896);
     assert!(size_of::<Slot<u8>>() == 16);
     assert!(core::mem::offset_of!(Slot<u64>, value) == 8);
 };

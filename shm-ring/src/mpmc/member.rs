@@ -49,15 +49,10 @@ impl Member {
                 limit: ring.limit(),
             });
         };
-        // Counted before the entry says so, so that whoever retires this participant
-        // (should it die right after) takes off a count it added. Relaxed: the entry's
-        // Release store (`mark`) publishes these.
-        ring.count(side).fetch_add(1, Ordering::Relaxed);
-        ring.control()
-            .census
-            .seen
-            .fetch_or(side.seen_bit(), Ordering::Relaxed);
         table.mark(&claimed);
+        // On the bitmap once the entry says so: killed in between, it is settled as a
+        // dead participant, whose bit is cleared whether or not it was set.
+        ring.enlist(side, claimed.index);
         Ok(Member {
             side,
             index: claimed.index,
@@ -120,8 +115,8 @@ impl Member {
         let control = ring.control();
         // Relaxed: a snapshot of statistics.
         Stats {
-            producers: control.census.producers.load(Ordering::Relaxed),
-            consumers: control.census.consumers.load(Ordering::Relaxed),
+            producers: ring.count(Side::Producer),
+            consumers: ring.count(Side::Consumer),
             skipped: control.counters.skipped.load(Ordering::Relaxed),
             aborted: control.counters.aborted.load(Ordering::Relaxed),
             reclaimed: control.counters.reclaimed.load(Ordering::Relaxed),

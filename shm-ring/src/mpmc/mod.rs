@@ -79,9 +79,12 @@
 //!   read next is at least as new as the claims before them; this is what makes a stamp
 //!   "behind" its position a proof of corruption rather than a stale read.
 //! - **SYNC(census)**: a participant that leaves (or the prober that retires a dead one)
-//!   finishes with its positions, then decrements the count of its side with `Release`;
-//!   the other side loads the count with `Acquire` and then polls the ring once more,
-//!   so it sees every message sent before the last producer left.
+//!   finishes with its positions, then clears its entry's bit in its side's membership
+//!   bitmap with `Release`; the other side loads the bitmap with `Acquire` and then polls
+//!   the ring once more, so it sees every message sent before the last producer left.
+//!   Bits rather than a count: a participant killed between its entry's store and its
+//!   bit's (at attach or leave) is settled like any dead one, and clearing a bit twice,
+//!   or one never set, changes nothing, so no side is left "attached" for ever.
 //! - Waking goes through two `EventCount`s (`not_empty`, `not_full`), as in
 //!   [`spsc`](crate::spsc): one `SeqCst` fence and one load per notify when nobody
 //!   sleeps, and every sleeper of that event woken otherwise.

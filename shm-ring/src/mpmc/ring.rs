@@ -1,7 +1,7 @@
 //! One participant's shared view of an MPMC ring: its region, the stamps of its slots,
 //! the census of each side, and finishing a slot.
 
-use shm_sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use shm_sync::atomic::{AtomicU64, Ordering};
 use shm_sync::{CachePadded, EventCount, Notified};
 
 use super::layout::{Control, EMPTY, Entry, Side, Slot};
@@ -80,21 +80,52 @@ impl<T> Ring<T> {
         ((stamp >> 2) as i64).wrapping_sub(lap as i64)
     }
 
-    pub(crate) fn count(&self, side: Side) -> &AtomicU32 {
+    /// `side`'s membership bitmap: the words the table's entries use.
+    fn members(&self, side: Side) -> &[AtomicU64] {
+        let census = &self.control().census;
+        let words = (self.limit() as usize).div_ceil(64);
         match side {
-            Side::Producer => &self.control().census.producers,
-            Side::Consumer => &self.control().census.consumers,
+            Side::Producer => &census.producers[..words],
+            Side::Consumer => &census.consumers[..words],
         }
+    }
+
+    /// Marks entry `index` as holding a participant of `side` (at attach, once the entry
+    /// says so).
+    pub(crate) fn enlist(&self, side: Side, index: u32) {
+        let census = &self.control().census;
+        // Relaxed: set once per side, before that side's first bit.
+        census.seen.fetch_or(side.seen_bit(), Ordering::Relaxed);
+        // Relaxed: a joiner has nothing to publish; whoever reads the bitmap next reads
+        // its entry, published by its Release store.
+        self.members(side)[index as usize / 64].fetch_or(1 << (index % 64), Ordering::Relaxed);
+    }
+
+    /// Takes entry `index` off `side`'s bitmap: a participant whose positions are all
+    /// finished (it leaves, or was settled after its death). Clearing a clear bit is
+    /// harmless.
+    pub(crate) fn delist(&self, side: Side, index: u32) {
+        // SYNC(census): Release; after this participant's last publish or release.
+        self.members(side)[index as usize / 64].fetch_and(!(1 << (index % 64)), Ordering::Release);
+    }
+
+    /// How many participants of `side` the bitmap holds.
+    pub(crate) fn count(&self, side: Side) -> u32 {
+        // Relaxed: a statistic.
+        self.members(side)
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed).count_ones())
+            .sum()
     }
 
     /// Whether every participant of `side` is gone, after at least one attached.
     #[inline]
     pub(crate) fn side_gone(&self, side: Side) -> bool {
         let census = &self.control().census;
-        // SYNC(census): Acquire; pairs with the Release decrement of the last one to
-        // leave, so a poll after this sees everything it sent or released.
-        self.count(side).load(Ordering::Acquire) == 0
-            // Relaxed: set once per side, before that side's count first grows.
+        // SYNC(census): Acquire; pairs with the Release clear of the last one to leave,
+        // so a poll after this sees everything it sent or released.
+        self.members(side).iter().all(|w| w.load(Ordering::Acquire) == 0)
+            // Relaxed: set once per side, before that side's first bit.
             && census.seen.load(Ordering::Relaxed) & side.seen_bit() != 0
     }
 

@@ -135,7 +135,7 @@ impl<T> Ring<T> {
                 return Ok(Settled::NotYet);
             }
         }
-        self.depart(side);
+        self.depart(side, index);
         Ok(Settled::Done)
     }
 
@@ -152,32 +152,18 @@ impl<T> Ring<T> {
         }
     }
 
-    /// Frees entry `index` of a participant of `side` whose positions are all finished,
-    /// and takes it off the count.
+    /// Takes entry `index`, a participant of `side` whose positions are all finished, off
+    /// the bitmap, then frees it. Killed in between, it is settled as a dead participant
+    /// (whose bit is then cleared again, harmlessly).
     pub(crate) fn leave(&self, index: u32, session: u32, side: Side) {
+        self.depart(side, index);
         self.table().free(index, session);
-        self.depart(side);
     }
 
-    /// Takes a participant of `side` whose positions are all finished off the count, and
-    /// wakes sleepers of both sides: they may be waiting for it to finish.
-    fn depart(&self, side: Side) {
-        let count = self.count(side);
-        // SYNC(census): Release; after this participant's last publish or release.
-        // Failure Relaxed: retried with the value read. Saturating: a corrupt zero
-        // stays zero rather than wrapping to "four billion attached".
-        let mut current = count.load(Ordering::Relaxed);
-        while current != 0 {
-            match count.compare_exchange_weak(
-                current,
-                current - 1,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(actual) => current = actual,
-            }
-        }
+    /// Takes entry `index` of `side` off the bitmap, and wakes sleepers of both sides:
+    /// they may be waiting for it to finish.
+    fn depart(&self, side: Side, index: u32) {
+        self.delist(side, index);
         let control = self.control();
         control.not_empty.notify();
         control.not_full.notify();

@@ -100,6 +100,34 @@ mod unit {
         assert_eq!((stats.skipped, stats.producers), (1, 1));
     }
 
+    /// The last producer killed at each point of attaching and leaving: whatever its
+    /// entry and its membership bit say then, the consumer is told the producers are gone
+    /// (once a probe settles it), never left waiting for ever.
+    #[test]
+    fn a_producer_killed_anywhere_in_attach_or_leave_is_reported_gone() {
+        use crate::mpmc::layout::Side;
+
+        // (entry in use, bit set): killed between its entry's store and its bit's at
+        // attach (bit clear), attached (set), between its bit's clear and its entry's
+        // free at leave (clear).
+        for bit_set in [false, true] {
+            let (tx, mut rx) = channel_with::<u64>(4, 3).unwrap();
+            let dying = tx.try_clone().unwrap();
+            drop(tx);
+            if !bit_set {
+                dying.ring.delist(Side::Producer, dying.me.index);
+            }
+            dying.simulate_crash();
+            rx.set_wait_strategy(WaitStrategy::Yield);
+            assert_eq!(
+                rx.recv_timeout(Duration::from_secs(5)),
+                Err(crate::RecvTimeoutError::Disconnected),
+                "bit set: {bit_set}"
+            );
+            assert_eq!(rx.stats().producers, 0);
+        }
+    }
+
     #[test]
     fn corrupted_stamp_and_positions_are_reported() {
         let (mut tx, mut rx) = channel::<u64>(4).unwrap();
