@@ -113,8 +113,8 @@ const _: () = {
 pub enum Notified {
     /// Nobody was announced: no syscall.
     Quiet,
-    /// Waiters were announced and a `FUTEX_WAKE` woke this many (at least one).
-    Woke(usize),
+    /// Waiters were announced and a `FUTEX_WAKE` woke at least one.
+    Woke,
     /// Waiters were announced, but the `FUTEX_WAKE` woke nobody: they were between their
     /// announcement and their sleep, or are dead and still counted.
     Idle,
@@ -175,7 +175,7 @@ impl EventCount {
         self.seq.fetch_add(1, Ordering::Release);
         match futex::wake_all(&self.seq) {
             0 => Notified::Idle,
-            woken => Notified::Woke(woken),
+            _ => Notified::Woke,
         }
     }
 

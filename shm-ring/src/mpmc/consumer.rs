@@ -30,9 +30,6 @@ impl<T: Message> Consumer<T> {
         let mut last_poll = false;
         let mut retries = Retries::new();
         loop {
-            if !retries.again() {
-                return Err(ring.spent(&ring.control().head).into());
-            }
             let control = ring.control();
             let slot = ring.slot(head);
             // SYNC(slot-published): Acquire; pairs with the producer's Release store of
@@ -63,15 +60,18 @@ impl<T: Message> Consumer<T> {
                         head = actual;
                     }
                 }
-                continue;
-            }
-            match Self::not_published(ring, me, head, stamp, probe, last_poll)? {
-                Next::Retry(fresh) => head = fresh,
-                Next::LastPoll => {
-                    last_poll = true;
-                    // SYNC(positions): Acquire.
-                    head = ring.control().head.load(Ordering::Acquire);
+            } else {
+                match Self::not_published(ring, me, head, stamp, probe, last_poll)? {
+                    Next::Retry(fresh) => head = fresh,
+                    Next::LastPoll => {
+                        last_poll = true;
+                        // SYNC(positions): Acquire.
+                        head = ring.control().head.load(Ordering::Acquire);
+                    }
                 }
+            }
+            if !retries.again() {
+                return Err(ring.spent(&ring.control().head).into());
             }
         }
     }

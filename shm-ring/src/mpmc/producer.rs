@@ -215,9 +215,6 @@ fn claim<T>(ring: &Ring<T>, me: &mut Member, probe: bool) -> Result<u64, Refusal
     let mut tail = ring.control().tail.load(Ordering::Acquire);
     let mut retries = Retries::new();
     loop {
-        if !retries.again() {
-            return Err(ring.spent(&ring.control().tail).into());
-        }
         let control = ring.control();
         let slot = ring.slot(tail);
         // SYNC(slot-released): Acquire; pairs with the Release of the consumer that
@@ -240,11 +237,14 @@ fn claim<T>(ring: &Ring<T>, me: &mut Member, probe: bool) -> Result<u64, Refusal
                     // Relaxed: a loser must not name a position it did not take.
                     entry.set_word(0);
                     tail = actual;
-                    continue;
                 }
             }
+        } else {
+            tail = not_free(ring, me, tail, stamp, probe)?;
         }
-        tail = not_free(ring, me, tail, stamp, probe)?;
+        if !retries.again() {
+            return Err(ring.spent(&ring.control().tail).into());
+        }
     }
 }
 

@@ -122,11 +122,23 @@ impl<T> Ring<T> {
     #[inline]
     pub(crate) fn side_gone(&self, side: Side) -> bool {
         let census = &self.control().census;
+        let first = match side {
+            Side::Producer => &census.producers[0],
+            Side::Consumer => &census.consumers[0],
+        };
         // SYNC(census): Acquire; pairs with the Release clear of the last one to leave,
-        // so a poll after this sees everything it sent or released.
+        // so a poll after this sees everything it sent or released. The first word
+        // alone answers while one of the first 64 entries is that side's.
+        first.load(Ordering::Acquire) == 0 && self.all_gone(side)
+    }
+
+    /// [`side_gone`](Self::side_gone) past the first word of the bitmap.
+    #[cold]
+    fn all_gone(&self, side: Side) -> bool {
+        // SYNC(census): Acquire, as in `side_gone`.
         self.members(side).iter().all(|w| w.load(Ordering::Acquire) == 0)
             // Relaxed: set once per side, before that side's first bit.
-            && census.seen.load(Ordering::Relaxed) & side.seen_bit() != 0
+            && self.control().census.seen.load(Ordering::Relaxed) & side.seen_bit() != 0
     }
 
     /// The verdict of a claim that spent its [`Retries`](crate::core::retry::Retries):
