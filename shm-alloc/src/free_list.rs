@@ -26,6 +26,7 @@
 //! pusher left them. A pop's own swap is a read-modify-write, so it carries earlier
 //! pushes' release sequences along to later poppers.
 
+use shm_sync::Retries;
 use shm_sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// The index that ends the list (and marks an empty one).
@@ -34,7 +35,9 @@ pub(crate) const NIL: u32 = u32::MAX;
 /// The head of an empty list.
 pub(crate) const EMPTY: u64 = NIL as u64;
 
-/// A link that names no chunk of the class: the shared memory is corrupt.
+/// A link that names no chunk of the class, or a head that kept changing for a whole
+/// retry budget (`link` is then the last index it named): the shared memory is corrupt,
+/// or another process keeps writing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BadLink(pub(crate) u32);
 
@@ -63,10 +66,14 @@ pub(crate) fn pop<'a>(
     // SYNC(free-push): Acquire; pairs with the Release swap in `push`, so the link read
     // below is the one its pusher wrote.
     let mut current = head.load(Ordering::Acquire);
+    let mut retries = Retries::new();
     loop {
         let index = index_of(current);
         if index == NIL {
             return Ok(None);
+        }
+        if !retries.again() {
+            return Err(BadLink(index));
         }
         let next = link(index).ok_or(BadLink(index))?;
         // Relaxed: ordered after the Acquire of `current`; if the chunk was popped and
@@ -88,12 +95,18 @@ pub(crate) fn pop<'a>(
 }
 
 /// Puts chunk `index`, whose link is `link`, on top of the list. The caller owns the
-/// chunk (took it with [`pop`], or is building the list) and gives it up.
+/// chunk (took it with [`pop`], or is building the list) and gives it up. Returns `false`
+/// if the head kept changing for a whole retry budget (another process keeps writing it):
+/// the chunk is then left off the list, a leak rather than a hang.
 #[inline]
-pub(crate) fn push(head: &AtomicU64, index: u32, link: &AtomicU32) {
+pub(crate) fn push(head: &AtomicU64, index: u32, link: &AtomicU32) -> bool {
     // Relaxed: only the expected value of the swap, which checks it.
     let mut current = head.load(Ordering::Relaxed);
+    let mut retries = Retries::new();
     loop {
+        if !retries.again() {
+            return false;
+        }
         // Relaxed: published by the Release swap below.
         link.store(index_of(current), Ordering::Relaxed);
         // SYNC(free-push): Release; pairs with the Acquire load and swap in `pop`.
@@ -104,7 +117,7 @@ pub(crate) fn push(head: &AtomicU64, index: u32, link: &AtomicU32) {
             Ordering::Release,
             Ordering::Relaxed,
         ) {
-            Ok(_) => return,
+            Ok(_) => return true,
             Err(found) => current = found,
         }
     }

@@ -58,6 +58,7 @@ use std::time::Instant;
 
 use crate::atomic::{AtomicU32, Ordering, fence};
 use crate::futex::{self, WaitOutcome};
+use crate::retry::Retries;
 
 /// A condition variable for lock-free code, usable across processes. See the
 /// [module docs](self) for the protocol and its memory ordering.
@@ -267,8 +268,9 @@ impl EventCount {
         // Relaxed: as in `cancel_wait`.
         let mut count = self.waiters.load(Ordering::Relaxed);
         // Bounded: other waiters come and go meanwhile, each a lost swap; a count left
-        // too high after that many costs wake-ups, never a lost one.
-        for _ in 0..64 {
+        // too high after a whole budget costs wake-ups, never a lost one.
+        let mut retries = Retries::new();
+        while retries.again() {
             if count == 0 {
                 return false;
             }

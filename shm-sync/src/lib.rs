@@ -24,9 +24,11 @@ pub mod cell;
 mod error;
 pub mod event_count;
 pub mod futex;
+mod retry;
 pub mod wait;
 
 pub use cache_padded::{CACHE_PAD, CachePadded};
 pub use error::Error;
 pub use event_count::{EventCount, Notified};
+pub use retry::{RETRY_LIMIT, Retries};
 pub use wait::{TimedOut, WaitStrategy};

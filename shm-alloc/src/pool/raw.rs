@@ -52,6 +52,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::free_list::{self, BadLink, EMPTY, NIL};
 use crate::participants::{ENTRY_LEN, Entry};
+use shm_sync::Retries;
 
 /// Chunks are aligned to, and sized in multiples of, this many bytes: the cache-line
 /// pad of the workspace, so that two chunks never share a line (or a prefetched pair).
@@ -302,7 +303,8 @@ impl RawPool {
                     .store(owner(FREE, NOBODY, 0), Ordering::Relaxed);
                 // Relaxed: as above.
                 header.class.store(class as u32, Ordering::Relaxed);
-                free_list::push(pool.head(class), index, &header.next);
+                // Nobody else maps the region yet: the push cannot lose a swap.
+                let _ = free_list::push(pool.head(class), index, &header.next);
             }
         }
         for entry in pool.entries() {
@@ -501,7 +503,9 @@ impl RawPool {
         {
             return false;
         }
-        free_list::push(self.head(id.class), id.index, &header.next);
+        // A push that gives up (a head another process keeps rewriting) leaves the chunk
+        // off the list: leaked, not lost twice, and no hang.
+        let _ = free_list::push(self.head(id.class), id.index, &header.next);
         true
     }
 
@@ -534,8 +538,11 @@ impl RawPool {
         let header = self.header(id);
         // Relaxed: only the expected value of the swap below, which re-reads it.
         let mut word = header.owner.load(Ordering::Relaxed);
+        let mut retries = Retries::new();
         loop {
-            if state_of(word) != IN_FLIGHT || generation_of(word) != generation {
+            // A word that keeps changing for a whole budget: another process writes it.
+            if state_of(word) != IN_FLIGHT || generation_of(word) != generation || !retries.again()
+            {
                 return Err(word);
             }
             // SYNC(chunk-sent): Acquire; pairs with the Release swap in `send`. Relaxed

@@ -1,7 +1,7 @@
 //! What every ring flavour needs, once: the memory a ring lives in ([`region`]), whether
 //! its peers live ([`liveness`]), how a call waits and how its refusals become each
-//! operation's error ([`blocking`]), how far a loop over shared words may go round
-//! ([`retry`]), and how a segment is created, opened and checked ([`attach`]).
+//! operation's error ([`blocking`]), and how a segment is created, opened and checked
+//! ([`attach`]). How far a loop over shared words may go round is `shm_sync::Retries`.
 //!
 //! A flavour (`spsc`, `mpmc`, ...) is its algorithm over a [`Region`](region::Region):
 //! its control block, its participant entries and its slots, each a `#[repr(C)]` type of
@@ -12,7 +12,6 @@ pub(crate) mod attach;
 pub(crate) mod blocking;
 pub(crate) mod liveness;
 pub(crate) mod region;
-pub(crate) mod retry;
 
 use crate::error::Error;
 use crate::message::Message;

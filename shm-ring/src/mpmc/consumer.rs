@@ -3,6 +3,7 @@
 use core::ops::Deref;
 use std::time::Instant;
 
+use shm_sync::Retries;
 use shm_sync::atomic::Ordering;
 
 use super::Consumer;
@@ -10,7 +11,6 @@ use super::layout::{EMPTY, FULL, SKIPPED, STAMP_STATE, Side};
 use super::member::Member;
 use super::ring::Ring;
 use crate::core::blocking::{Refusal, block};
-use crate::core::retry::Retries;
 use crate::error::{Corruption, RecvTimeoutError, TryRecvError};
 use crate::message::Message;
 

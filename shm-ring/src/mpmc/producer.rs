@@ -4,6 +4,7 @@ use core::mem::ManuallyDrop;
 use core::ops::{Deref, DerefMut};
 use std::time::Instant;
 
+use shm_sync::Retries;
 use shm_sync::atomic::Ordering;
 
 use super::Producer;
@@ -11,7 +12,6 @@ use super::layout::{EMPTY, FULL, STAMP_STATE, Side};
 use super::member::Member;
 use super::ring::Ring;
 use crate::core::blocking::{Refusal, block};
-use crate::core::retry::Retries;
 use crate::error::{Corruption, SendTimeoutError, TrySendError};
 use crate::message::Message;
 

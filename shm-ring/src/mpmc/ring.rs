@@ -141,7 +141,7 @@ impl<T> Ring<T> {
             && self.control().census.seen.load(Ordering::Relaxed) & side.seen_bit() != 0
     }
 
-    /// The verdict of a claim that spent its [`Retries`](crate::core::retry::Retries):
+    /// The verdict of a claim that spent its [`Retries`](shm_sync::Retries):
     /// the stamp at a fresh read of `position` (the ring's head or tail), as `Corrupted`.
     /// No run of the protocol makes a claim go round that often.
     #[cold]
