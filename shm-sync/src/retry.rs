@@ -19,6 +19,13 @@ pub const RETRY_LIMIT: u32 = 1 << 16;
 #[derive(Debug)]
 pub struct Retries(u32);
 
+impl Default for Retries {
+    /// A full budget.
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Retries {
     /// A full budget.
     #[inline(always)]
