@@ -1,8 +1,8 @@
 //! A pool loan and its release against the system allocator, at three sizes:
 //!
 //! - `pool/loan+release/<bytes>`: `Pool::loan(bytes)`, one byte written, dropped (the
-//!   chunk goes back on its free list): two compare-and-swaps and two stores, the same
-//!   work whatever the size.
+//!   chunk is freed): two compare-and-swaps and a store, the same work whatever the
+//!   size.
 //! - `pool/malloc+free/<bytes>`: `std::alloc::alloc` and `dealloc` of the same size and
 //!   alignment (glibc's malloc under the default global allocator), one byte written.
 //!

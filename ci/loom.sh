@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The loom models of the concurrent protocols (event count, SPSC ring, MPMC ring, the
-# allocator's free list). They live in the libraries under `cfg(all(test, loom))`.
+# participant table). They live in the libraries under `cfg(all(test, loom))`.
 #
 # LOOM_MAX_PREEMPTIONS=3 explores every interleaving with up to three preemptions: the
 # lost wake-up that the event count's fences prevent needs two, and three still runs in

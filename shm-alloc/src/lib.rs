@@ -25,7 +25,6 @@
 
 #[cfg(not(loom))]
 mod error;
-mod free_list;
 pub mod hash;
 #[cfg(not(loom))]
 pub mod header;

@@ -419,7 +419,7 @@ impl Segment {
     /// Creates a new segment as [`create`](Self::create) does, and calls `init` on it
     /// before publishing its header: an opener waits until `init` has returned, so the
     /// data region can start in a state other than all-zero (a ring's fixed
-    /// parameters, a free list). `init` writes through [`data`](Self::data); nothing
+    /// parameters, chunk headers). `init` writes through [`data`](Self::data); nothing
     /// else maps the data region yet, but other processes may already have the file
     /// open and be waiting, so shared fields are best written atomically.
     ///

@@ -11,8 +11,8 @@
 //! Through an MPMC ring, whose message goes to any of its consumers, chunks are in
 //! flight to no one in particular ([`LoanedChunk::into_offset`]).
 //!
-//! The cost does not depend on the payload's size: a loan is one compare-and-swap on the
-//! pool's free list, a send is the ring's send of 16 bytes plus one swap on the chunk's
+//! The cost does not depend on the payload's size: a loan is one compare-and-swap on a
+//! free chunk's header, a send is the ring's send of 16 bytes plus one swap on the chunk's
 //! header, a receive the ring's receive plus one compare-and-swap.
 //!
 //! # Examples

@@ -6,10 +6,11 @@
 //!
 //! A pool segment (kind [`Kind::Pool`]) holds size classes fixed at creation (say
 //! 64 B x 65536, 4 KiB x 4096, 1 MiB x 64). Each class is an array of chunks, aligned to
-//! [`CHUNK_ALIGN`] bytes and sized in multiples of it, with a header per chunk and a
-//! lock-free free list: a stack of chunk indices whose head packs an ABA tag with the
-//! top index (Treiber's stack with a version counter, as in IBM's System/370 manual and
-//! iceoryx2's `UniqueIndexSet`). Taking or returning a chunk is one compare-and-swap.
+//! [`CHUNK_ALIGN`] bytes and sized in multiples of it, with a header per chunk whose
+//! owner word is the only record of the chunk's state: a loan scans the class's headers
+//! from a cursor (next fit) and takes the first free chunk by one compare-and-swap of its
+//! word, and a return is one compare-and-swap back to free. No free list, so no second
+//! word to keep in step with the first across a crash, and no ABA problem.
 //!
 //! Each process that uses the pool is a participant: [`Pool`] claims participant slot
 //! `k` by an OFD lock on role byte `k` of the segment, which the kernel drops when the
@@ -36,12 +37,10 @@
 //! - A loan takes the smallest class that fits and never falls back to a larger one: a
 //!   burst of small loans cannot starve the large class. [`Error::PoolExhausted`] names
 //!   the class.
-//! - A participant killed between taking a chunk off the free list and writing itself
-//!   into the chunk's header (a few instructions) leaks that chunk until the pool is
-//!   recreated; so does a chunk in flight to no one (`into_offset`) when every reader
-//!   of its ring died.
-//! - The ABA tag is 32 bits: it fails only if one thread stalls inside a pop while
-//!   others complete exactly 2^32 operations on the same class.
+//! - A chunk in flight to no one (`into_offset`) stays in flight when every reader of
+//!   its ring died, until a reader receives it.
+//! - A loan from a class that is nearly all loaned scans up to every header of the class
+//!   (16 bytes each); with free chunks about, the one at the cursor is usually free.
 
 mod raw;
 
@@ -148,7 +147,7 @@ pub struct ClassStats {
     pub chunk_size: u64,
     /// Chunks in the class.
     pub chunks: u64,
-    /// On the free list.
+    /// Free to loan.
     pub free: u64,
     /// Loaned and being written ([`LoanedChunk`]).
     pub loaned: u64,
@@ -182,7 +181,7 @@ impl PoolStats {
 pub struct Reclaimed {
     /// The participant slots found dead and cleared.
     pub participants: Vec<u32>,
-    /// The chunks returned to their free lists.
+    /// The chunks freed.
     pub chunks: u64,
 }
 
@@ -545,14 +544,14 @@ impl Pool {
 
     /// Loans a chunk of `len` bytes from the smallest size class that holds it. Its
     /// bytes are whatever the previous holder left (never uninitialised memory in Rust's
-    /// sense: a mapped file's bytes). Lock-free: one compare-and-swap on the class's
-    /// free list, plus one store into the chunk's header; no system call.
+    /// sense: a mapped file's bytes). Lock-free: the first free chunk from the class's
+    /// cursor, taken by one compare-and-swap of its header's owner word (one pass over
+    /// the class at most); no system call.
     ///
     /// # Errors
     ///
     /// - [`Error::PoolExhausted`] if the fitting class has no free chunk (never waits).
     /// - [`Error::LoanTooLarge`] if no class holds `len` bytes.
-    /// - [`Error::Corrupted`] if the class's free list names a chunk it does not have.
     pub fn loan(&self, len: usize) -> Result<LoanedChunk<'_>, Error> {
         let len32 = u32::try_from(len).map_err(|_| Error::LoanTooLarge {
             len: len as u64,
@@ -573,13 +572,6 @@ impl Pool {
             Err(LoanFailure::Exhausted { chunk_size }) => Err(Error::PoolExhausted {
                 chunk_size,
                 len: len as u64,
-            }),
-            Err(LoanFailure::Corrupt { chunk_size, link }) => Err(Error::Corrupted {
-                path: self.segment.path().to_path_buf(),
-                what: format!(
-                    "the free list of the {chunk_size}-byte class links to chunk {link}, \
-                     which the class does not have"
-                ),
             }),
         }
     }

@@ -8,7 +8,7 @@
 //! | offset                   | what                                                  |
 //! |--------------------------|-------------------------------------------------------|
 //! | 0                        | [`Config`]: size classes and participant count, 640 B |
-//! | 640                      | free-list heads, one 128-byte line per class (16)     |
+//! | 640                      | loan cursors, one 128-byte line per class (16)        |
 //! | 2688                     | participant table, 128 B per participant (`participants`) |
 //! | next 128-byte boundary   | chunk headers of class 0, 1, ...: 16 B per chunk      |
 //! | next 4096-byte boundary  | chunks of class 0, then of class 1, ... each class's  |
@@ -20,26 +20,38 @@
 //!
 //! # Chunk states
 //!
-//! Each chunk header holds its size class (written at creation), the free-list link, and
-//! an owner word, `generation << 32 | holder << 8 | state`:
+//! Each chunk header holds its size class (written at creation) and an owner word,
+//! `generation << 32 | holder << 8 | state`:
 //!
 //! | state       | holder                          | who moves it on, to what           |
 //! |-------------|---------------------------------|------------------------------------|
-//! | `FREE`      | [`NOBODY`]                      | a loaner, after its pop: `LOANED`  |
+//! | `FREE`      | [`NOBODY`]                      | a loaner: `LOANED`                 |
 //! | `LOANED`    | the loaner                      | the loaner: `IN_FLIGHT` or `FREE`  |
 //! | `IN_FLIGHT` | the receiver, or [`NOBODY`]     | a receiver: `HELD`                 |
 //! | `HELD`      | the receiver                    | the receiver: `FREE`               |
 //!
 //! and a sweep moves `LOANED`, `IN_FLIGHT` and `HELD` chunks of a departed holder to
 //! `FREE`. Every move is a compare-and-swap on the whole word, so of two racing moves
-//! (a receiver and a sweep) exactly one happens, and a chunk reaches the free list once.
+//! (a receiver and a sweep) exactly one happens, and a chunk is freed once.
 //! The generation grows by one at each loan; an offset carries it, so a receiver never
 //! takes a chunk that was reclaimed and loaned again after the offset was sent.
 //!
+//! # Taking a free chunk
+//!
+//! The owner word is the only record of whether a chunk is free: a loan scans the class's
+//! headers from a cursor (next fit: where the last loan of the class stopped) and takes
+//! the first `FREE` chunk by one compare-and-swap of its word; a return is one
+//! compare-and-swap to `FREE`. There is no free list, so no second word to keep in step
+//! with the first: a process killed at any instruction of a loan or a return leaves each
+//! chunk either free or recorded as someone's (which a sweep returns), never lost; and
+//! there is no ABA problem to tag against. The cost: a loan from a class that is nearly
+//! all loaned scans up to every header of the class (16 bytes each, four to a cache line);
+//! in the common case the chunk at the cursor is free.
+//!
 //! # Memory ordering
 //!
-//! - `SYNC(free-push)` (in `free_list`): a chunk's last contents travel with the free
-//!   list to its next loaner.
+//! - `SYNC(chunk-free)`: a return's Release swap to `FREE` pairs with the next loaner's
+//!   Acquire swap to `LOANED`: the chunk's last contents were written before it is reused.
 //! - `SYNC(chunk-sent)`: the sender's Release swap to `IN_FLIGHT` pairs with the
 //!   receiver's Acquire swap to `HELD`, so the receiver reads the payload as written even
 //!   if the offset reached it by a path that does not synchronize (the rings do too).
@@ -50,7 +62,6 @@ use shm_sync::CachePadded;
 use shm_sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::free_list::{self, BadLink, EMPTY, NIL};
 use crate::participants::{ENTRY_LEN, Entry};
 use shm_sync::Retries;
 
@@ -64,14 +75,14 @@ pub const MAX_CLASSES: usize = 16;
 /// The holder of a chunk that nobody holds.
 pub(crate) const NOBODY: u16 = u16::MAX;
 
-pub(crate) const FREE: u64 = 0; // on a free list, or about to be pushed on one
+pub(crate) const FREE: u64 = 0; // free to loan
 pub(crate) const LOANED: u64 = 1; // written by its loaner
 pub(crate) const IN_FLIGHT: u64 = 2; // sent, not yet received
 pub(crate) const HELD: u64 = 3; // received, read by its holder
 
 const CONFIG_LEN: usize = 640;
-const HEADS_AT: usize = CONFIG_LEN;
-const PARTICIPANTS_AT: usize = HEADS_AT + MAX_CLASSES * 128;
+const CURSORS_AT: usize = CONFIG_LEN;
+const PARTICIPANTS_AT: usize = CURSORS_AT + MAX_CLASSES * 128;
 const PAGE: u64 = 4096;
 
 /// One size class as the creator recorded it.
@@ -107,8 +118,8 @@ const _: () = assert!(PARTICIPANTS_AT == 2688);
 pub(crate) struct ChunkHeader {
     /// `generation << 32 | holder << 8 | state`; see the module docs.
     pub(crate) owner: AtomicU64,
-    /// The free-list link: the index of the chunk below this one.
-    pub(crate) next: AtomicU32,
+    /// Zero: the free-list link of earlier versions.
+    _reserved: AtomicU32,
     /// The chunk's size class, written at creation and never changed: a receiver checks
     /// that the header it found belongs to the class its offset points into.
     pub(crate) class: AtomicU32,
@@ -201,10 +212,10 @@ pub(crate) fn layout(classes: &[(u64, u64)], participants: u32) -> Result<(Confi
                 classes[i - 1].0
             ));
         }
-        if chunks == 0 || chunks >= u64::from(NIL) {
+        if chunks == 0 || chunks > u64::from(u32::MAX) {
             return Err(format!(
                 "class {i}: expected 1 to {} chunks, found {chunks}",
-                NIL - 1
+                u32::MAX
             ));
         }
         at = round_up(at, CHUNK_ALIGN).ok_or_else(overflow)?;
@@ -259,8 +270,6 @@ pub(crate) enum LoanFailure {
     TooLarge { max: u64 },
     /// The best-fitting class is empty.
     Exhausted { chunk_size: u64 },
-    /// A free-list link names no chunk of the class.
-    Corrupt { chunk_size: u64, link: u32 },
 }
 
 /// What one class holds right now.
@@ -293,18 +302,17 @@ impl RawPool {
             participants: config.participants,
         };
         for class in 0..pool.classes.len() {
-            pool.head(class).store(EMPTY, Ordering::Relaxed);
+            // Relaxed: published, with the whole region, by the segment header.
+            pool.cursor(class).store(0, Ordering::Relaxed);
             let chunks = pool.classes[class].chunks as u32;
-            for index in (0..chunks).rev() {
+            for index in 0..chunks {
                 let header = pool.header(ChunkId { class, index });
-                // Relaxed: published, with the whole region, by the segment header.
+                // Relaxed: as above.
                 header
                     .owner
                     .store(owner(FREE, NOBODY, 0), Ordering::Relaxed);
                 // Relaxed: as above.
                 header.class.store(class as u32, Ordering::Relaxed);
-                // Nobody else maps the region yet: the push cannot lose a swap.
-                let _ = free_list::push(pool.head(class), index, &header.next);
             }
         }
         for entry in pool.entries() {
@@ -379,8 +387,9 @@ impl RawPool {
         unsafe { self.base.add(at as usize).cast::<T>().as_ref() }
     }
 
-    fn head(&self, class: usize) -> &AtomicU64 {
-        self.at::<CachePadded<AtomicU64>>((HEADS_AT + class * 128) as u64)
+    /// Where the next loan of `class` starts looking: a hint, any value works.
+    fn cursor(&self, class: usize) -> &AtomicU64 {
+        self.at::<CachePadded<AtomicU64>>((CURSORS_AT + class * 128) as u64)
     }
 
     /// The participant table: one entry per participant slot, free (state 0) or held
@@ -459,54 +468,64 @@ impl RawPool {
             });
         };
         let record = &self.classes[class];
-        let popped = free_list::pop(self.head(class), |index| {
-            (u64::from(index) < record.chunks).then(|| &self.header(ChunkId { class, index }).next)
-        });
-        let index = match popped {
-            Ok(Some(index)) => index,
-            Ok(None) => {
-                return Err(LoanFailure::Exhausted {
-                    chunk_size: record.chunk_size,
-                });
+        let chunks = record.chunks;
+        let cursor = self.cursor(class);
+        // Relaxed: a hint; the swap on the owner word decides.
+        let mut index = cursor.load(Ordering::Relaxed) % chunks;
+        // One pass over the class at most: bounded whatever others write meanwhile.
+        for _ in 0..chunks {
+            let id = ChunkId {
+                class,
+                index: index as u32,
+            };
+            let header = self.header(id);
+            // Relaxed: the swap below decides, and acquires.
+            let word = header.owner.load(Ordering::Relaxed);
+            if state_of(word) == FREE {
+                let generation = generation_of(word).wrapping_add(1);
+                // SYNC(chunk-free): Acquire; pairs with the Release swap to FREE of the
+                // chunk's last holder: its writes come before ours. Failure Relaxed:
+                // someone else took it, nothing to read.
+                if header
+                    .owner
+                    .compare_exchange(
+                        word,
+                        owner(LOANED, holder, generation),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    // Relaxed: a hint.
+                    cursor.store(index + 1, Ordering::Relaxed);
+                    return Ok((id, generation));
+                }
             }
-            Err(BadLink(link)) => {
-                return Err(LoanFailure::Corrupt {
-                    chunk_size: record.chunk_size,
-                    link,
-                });
+            index += 1;
+            if index == chunks {
+                index = 0;
             }
-        };
-        let id = ChunkId { class, index };
-        let header = self.header(id);
-        // Relaxed: the pop made this chunk ours; nobody moves a chunk off the free list
-        // but its popper (a sweep only moves chunks that have a holder).
-        let word = header.owner.load(Ordering::Relaxed);
-        let generation = generation_of(word).wrapping_add(1);
-        // Relaxed: no one reads the chunk through this word until we send it (Release).
-        header
-            .owner
-            .store(owner(LOANED, holder, generation), Ordering::Relaxed);
-        Ok((id, generation))
+        }
+        Err(LoanFailure::Exhausted {
+            chunk_size: record.chunk_size,
+        })
     }
 
-    /// Moves chunk `id` from `from` (an exact owner word) to `FREE` and puts it on its
-    /// free list. `false` if the word was no longer `from` (someone else moved it).
+    /// Moves chunk `id` from `from` (an exact owner word) to `FREE`. `false` if the word
+    /// was no longer `from` (someone else moved it).
     pub(crate) fn release(&self, id: ChunkId, from: u64) -> bool {
-        let header = self.header(id);
-        let free = owner(FREE, NOBODY, generation_of(from));
-        // Relaxed: the push below publishes the chunk (SYNC(free-push)); failure means
-        // another party owns the move, and we touch nothing.
-        if header
+        // SYNC(chunk-free): Release; pairs with the next loaner's Acquire swap: this
+        // holder's accesses to the chunk come before its reuse. Failure Relaxed: another
+        // party owns the move, and we touch nothing.
+        self.header(id)
             .owner
-            .compare_exchange(from, free, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            return false;
-        }
-        // A push that gives up (a head another process keeps rewriting) leaves the chunk
-        // off the list: leaked, not lost twice, and no hang.
-        let _ = free_list::push(self.head(id.class), id.index, &header.next);
-        true
+            .compare_exchange(
+                from,
+                owner(FREE, NOBODY, generation_of(from)),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok()
     }
 
     /// Marks loaned chunk `id` in flight to `receiver` ([`NOBODY`] for any).
