@@ -221,8 +221,9 @@ impl EventCount {
     /// counted. End the wait with [`cancel_wait_marked`](Self::cancel_wait_marked) or
     /// [`wait_marked`](Self::wait_marked) with the same mark.
     ///
-    /// While `mark` is 1 the waiter is counted, so that [`settle_dead_waiter`]
-    /// (Self::settle_dead_waiter) never withdraws a count that is not there. A waiter
+    /// While `mark` is 1 the waiter is counted, so that
+    /// [`settle_dead_waiter`](Self::settle_dead_waiter) never withdraws a count that is
+    /// not there. A waiter
     /// that dies in the two stores between the count and the mark (or between clearing
     /// the mark and the withdrawal) stays counted, as an unmarked one does.
     #[inline]
