@@ -8,8 +8,8 @@
 //! 64 B x 65536, 4 KiB x 4096, 1 MiB x 64). Each class is an array of chunks, aligned to
 //! [`CHUNK_ALIGN`] bytes and sized in multiples of it, with a header per chunk whose
 //! owner word is the only record of the chunk's state: a loan scans the class's headers
-//! from a cursor (next fit) and takes the first free chunk by one compare-and-swap of its
-//! word, and a return is one compare-and-swap back to free. No free list, so no second
+//! from a cursor (the chunk returned last) and takes the first free chunk by one
+//! compare-and-swap of its word, and a return is one compare-and-swap back to free. No free list, so no second
 //! word to keep in step with the first across a crash, and no ABA problem.
 //!
 //! Each process that uses the pool is a participant: [`Pool`] claims participant slot

@@ -39,9 +39,10 @@
 //! # Taking a free chunk
 //!
 //! The owner word is the only record of whether a chunk is free: a loan scans the class's
-//! headers from a cursor (next fit: where the last loan of the class stopped) and takes
-//! the first `FREE` chunk by one compare-and-swap of its word; a return is one
-//! compare-and-swap to `FREE`. There is no free list, so no second word to keep in step
+//! headers from a cursor (the chunk returned last, or else where the last loan stopped)
+//! and takes the first `FREE` chunk by one compare-and-swap of its word; a return is one
+//! compare-and-swap to `FREE`. Starting at the chunk returned last reuses the chunk most
+//! likely to be in the caches, as a free list's last in, first out does. There is no free list, so no second word to keep in step
 //! with the first: a process killed at any instruction of a loan or a return leaves each
 //! chunk either free or recorded as someone's (which a sweep returns), never lost; and
 //! there is no ABA problem to tag against. The cost: a loan from a class that is nearly
@@ -470,8 +471,12 @@ impl RawPool {
         let record = &self.classes[class];
         let chunks = record.chunks;
         let cursor = self.cursor(class);
-        // Relaxed: a hint; the swap on the owner word decides.
-        let mut index = cursor.load(Ordering::Relaxed) % chunks;
+        // Relaxed: a hint; the swap on the owner word decides. Any value works: one past
+        // the class starts at 0.
+        let mut index = cursor.load(Ordering::Relaxed);
+        if index >= chunks {
+            index = 0;
+        }
         // One pass over the class at most: bounded whatever others write meanwhile.
         for _ in 0..chunks {
             let id = ChunkId {
@@ -517,7 +522,8 @@ impl RawPool {
         // SYNC(chunk-free): Release; pairs with the next loaner's Acquire swap: this
         // holder's accesses to the chunk come before its reuse. Failure Relaxed: another
         // party owns the move, and we touch nothing.
-        self.header(id)
+        let freed = self
+            .header(id)
             .owner
             .compare_exchange(
                 from,
@@ -525,7 +531,15 @@ impl RawPool {
                 Ordering::Release,
                 Ordering::Relaxed,
             )
-            .is_ok()
+            .is_ok();
+        if freed {
+            // The next loan of the class starts here: the chunk just used is the one
+            // most likely still in the caches (as a free list's last in, first out).
+            // Relaxed: a hint.
+            self.cursor(id.class)
+                .store(u64::from(id.index), Ordering::Relaxed);
+        }
+        freed
     }
 
     /// Marks loaned chunk `id` in flight to `receiver` ([`NOBODY`] for any).
