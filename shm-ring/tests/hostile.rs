@@ -686,31 +686,24 @@ impl Ctx {
         name: &'static str,
         f: impl FnOnce() -> Result<R, E>,
     ) -> Outcome<R> {
-        if let Some(hb) = &self.hb {
-            hb.enter(name);
-        }
-        let outcome = match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(Ok(r)) => {
-                self.counts.add("ok", 1);
-                Outcome::Ok(r)
-            }
-            Ok(Err(e)) => {
-                let kind = kind_of(&e);
-                self.counts.add(&format!("err:{kind}"), 1);
-                // The error (and a value it carries back, a chunk say) drops here.
-                drop(e);
-                Outcome::Err(kind)
-            }
-            Err(_) => {
-                self.counts.add(&format!("panic:{name}"), 1);
-                self.panics.push(name.to_string());
-                Outcome::Panicked
-            }
-        };
-        self.counts.add("calls", 1);
-        if let Some(hb) = &self.hb {
-            hb.leave();
-        }
+        let outcome = self.guarded(name, f, |ctx, result| {
+            let outcome = match result {
+                Ok(Ok(r)) => {
+                    ctx.counts.add("ok", 1);
+                    Outcome::Ok(r)
+                }
+                Ok(Err(e)) => {
+                    let kind = kind_of(&e);
+                    ctx.counts.add(&format!("err:{kind}"), 1);
+                    // The error (and a value it carries back, a chunk say) drops here.
+                    drop(e);
+                    Outcome::Err(kind)
+                }
+                Err(_) => Outcome::Panicked,
+            };
+            ctx.counts.add("calls", 1);
+            outcome
+        });
         self.tick = self.tick.wrapping_add(1);
         if self.hb.is_some()
             && self.tick % 16 == 0
@@ -728,38 +721,78 @@ impl Ctx {
         role: &'static str,
         f: impl FnOnce() -> Result<R, E>,
     ) -> Option<R> {
-        if let Some(hb) = &self.hb {
-            hb.enter(role);
-        }
-        let opened = match catch_unwind(AssertUnwindSafe(f)) {
+        self.guarded(role, f, |ctx, result| match result {
             Ok(Ok(r)) => {
-                self.counts.add("open_ok", 1);
+                ctx.counts.add("open_ok", 1);
                 Some(r)
             }
             Ok(Err(e)) => {
-                self.counts.add(&format!("refused:{}", kind_of(&e)), 1);
+                ctx.counts.add(&format!("refused:{}", kind_of(&e)), 1);
                 None
             }
-            Err(_) => {
-                self.counts.add(&format!("panic:{role}"), 1);
-                self.panics.push(role.to_string());
-                None
-            }
-        };
+            Err(_) => None,
+        })
+    }
+
+    /// Runs `f` under the heartbeat, catching a panic (counted as `panic:<name>`), and
+    /// `settle` on what it gave, still in `name`.
+    fn guarded<T, U>(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce() -> T,
+        settle: impl FnOnce(&mut Ctx, std::thread::Result<T>) -> U,
+    ) -> U {
+        if let Some(hb) = &self.hb {
+            hb.enter(name);
+        }
+        let result = catch_unwind(AssertUnwindSafe(f));
+        if result.is_err() {
+            self.counts.add(&format!("panic:{name}"), 1);
+            self.panics.push(name.to_string());
+        }
+        let settled = settle(self, result);
         if let Some(hb) = &self.hb {
             hb.leave();
         }
-        opened
+        settled
     }
 
-    /// Drops a handle as a call (its `Drop` writes shared memory too).
+    /// [`call`](Self::call), for a step that only asks whether the call panicked.
+    fn panicked<R, E: Debug>(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce() -> Result<R, E>,
+    ) -> bool {
+        self.call(name, f).panicked()
+    }
+
+    /// A call that cannot fail, whose value is kept from the optimizer; true if it
+    /// panicked.
+    fn peek<R>(&mut self, name: &'static str, f: impl FnOnce() -> R) -> bool {
+        self.panicked(name, || Ok::<_, Infallible>(black_box(f())))
+    }
+
+    /// Drops `value` as a call (a handle's or a chunk's `Drop` writes shared memory
+    /// too); true if it panicked.
+    fn drop_as_call<T>(&mut self, name: &'static str, value: T) -> bool {
+        self.panicked(name, move || {
+            drop(value);
+            Ok::<(), Infallible>(())
+        })
+    }
+
+    /// Drops everything `held` holds as a call; true if it panicked.
+    fn clear_in_call<T>(&mut self, name: &'static str, held: &mut Vec<T>) -> bool {
+        self.panicked(name, || {
+            held.clear();
+            Ok::<(), Infallible>(())
+        })
+    }
+
+    /// Drops a handle, if there is one, as a call.
     fn drop_in_call<T>(&mut self, name: &'static str, slot: &mut Option<T>) {
-        let handle = slot.take();
-        if handle.is_some() {
-            self.call(name, move || {
-                drop(handle);
-                Ok::<(), Infallible>(())
-            });
+        if let Some(handle) = slot.take() {
+            self.drop_as_call(name, handle);
         }
     }
 
@@ -801,6 +834,14 @@ fn env(key: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| panic!("{key} is not set: run by a parent test"))
 }
 
+/// The segments of an episode, `SHM_HOSTILE_NAMES`, comma-separated.
+fn env_names() -> Vec<String> {
+    env("SHM_HOSTILE_NAMES")
+        .split(',')
+        .map(String::from)
+        .collect()
+}
+
 fn env_u64(key: &str) -> u64 {
     env(key)
         .parse()
@@ -839,49 +880,33 @@ fn step_spsc_tx(ctx: &mut Ctx, tx: &mut spsc::Producer<u64>, t: Duration) -> boo
     let commit = !ctx.rng.one_in(4);
     let values = [v; 5];
     match ctx.rng.below(8) {
-        0 => ctx.call("spsc try_send", || tx.try_send(v)).panicked(),
-        1 => ctx
-            .call("spsc send_timeout", || tx.send_timeout(v, t))
-            .panicked(),
-        2 => ctx
-            .call("spsc reserve", || {
-                tx.reserve().map(|mut slot| {
-                    *slot = v;
-                    if commit {
-                        slot.commit();
-                    }
-                })
+        0 => ctx.panicked("spsc try_send", || tx.try_send(v)),
+        1 => ctx.panicked("spsc send_timeout", || tx.send_timeout(v, t)),
+        2 => ctx.panicked("spsc reserve", || {
+            tx.reserve().map(|mut slot| {
+                *slot = v;
+                if commit {
+                    slot.commit();
+                }
             })
-            .panicked(),
-        3 => ctx
-            .call("spsc reserve_deadline", || {
-                tx.reserve_deadline(deadline(t)).map(|mut slot| {
-                    *slot = v;
-                    if commit {
-                        slot.commit();
-                    }
-                })
+        }),
+        3 => ctx.panicked("spsc reserve_deadline", || {
+            tx.reserve_deadline(deadline(t)).map(|mut slot| {
+                *slot = v;
+                if commit {
+                    slot.commit();
+                }
             })
-            .panicked(),
-        4 => ctx
-            .call("spsc write_chunk", || {
-                tx.write_chunk(n).map(|c| fill_commit(c, v, k))
-            })
-            .panicked(),
-        5 => ctx
-            .call("spsc write_chunk_deadline", || {
-                tx.write_chunk_deadline(n, deadline(t))
-                    .map(|c| fill_commit(c, v, k))
-            })
-            .panicked(),
-        6 => ctx
-            .call("spsc send_slice", || tx.send_slice(&values[..n]))
-            .panicked(),
-        _ => ctx
-            .call("spsc position", || {
-                Ok::<_, Infallible>(black_box(tx.position() ^ tx.capacity()))
-            })
-            .panicked(),
+        }),
+        4 => ctx.panicked("spsc write_chunk", || {
+            tx.write_chunk(n).map(|c| fill_commit(c, v, k))
+        }),
+        5 => ctx.panicked("spsc write_chunk_deadline", || {
+            tx.write_chunk_deadline(n, deadline(t))
+                .map(|c| fill_commit(c, v, k))
+        }),
+        6 => ctx.panicked("spsc send_slice", || tx.send_slice(&values[..n])),
+        _ => ctx.peek("spsc position", || tx.position() ^ tx.capacity()),
     }
 }
 
@@ -891,44 +916,26 @@ fn step_spsc_rx(ctx: &mut Ctx, rx: &mut spsc::Consumer<u64>, t: Duration) -> boo
     let k = ctx.rng.below(n as u64 + 1) as usize;
     let mut buf = [0u64; 8];
     match ctx.rng.below(8) {
-        0 => ctx
-            .call("spsc try_recv", || rx.try_recv().map(black_box))
-            .panicked(),
-        1 => ctx
-            .call("spsc recv_timeout", || rx.recv_timeout(t).map(black_box))
-            .panicked(),
-        2 => ctx
-            .call("spsc try_recv_ref", || {
-                rx.try_recv_ref().map(|guard| {
-                    black_box(*guard);
-                    drop(guard);
-                })
+        0 => ctx.panicked("spsc try_recv", || rx.try_recv().map(black_box)),
+        1 => ctx.panicked("spsc recv_timeout", || rx.recv_timeout(t).map(black_box)),
+        2 => ctx.panicked("spsc try_recv_ref", || {
+            rx.try_recv_ref().map(|guard| {
+                black_box(*guard);
+                drop(guard);
             })
-            .panicked(),
-        3 => ctx
-            .call("spsc read_chunk", || {
-                rx.read_chunk(n).map(|c| read_commit(c, k))
-            })
-            .panicked(),
-        4 => ctx
-            .call("spsc read_chunk_deadline", || {
-                rx.read_chunk_deadline(n, deadline(t))
-                    .map(|c| read_commit(c, k))
-            })
-            .panicked(),
-        5 => ctx
-            .call("spsc recv_into", || rx.recv_into(&mut buf[..n]))
-            .panicked(),
-        6 => ctx.call("spsc slots", || rx.slots()).panicked(),
-        _ => ctx
-            .call("spsc position", || {
-                Ok::<_, Infallible>(black_box((
-                    rx.position(),
-                    rx.producer_closed(),
-                    rx.producer_seen(),
-                )))
-            })
-            .panicked(),
+        }),
+        3 => ctx.panicked("spsc read_chunk", || {
+            rx.read_chunk(n).map(|c| read_commit(c, k))
+        }),
+        4 => ctx.panicked("spsc read_chunk_deadline", || {
+            rx.read_chunk_deadline(n, deadline(t))
+                .map(|c| read_commit(c, k))
+        }),
+        5 => ctx.panicked("spsc recv_into", || rx.recv_into(&mut buf[..n])),
+        6 => ctx.panicked("spsc slots", || rx.slots()),
+        _ => ctx.peek("spsc position", || {
+            (rx.position(), rx.producer_closed(), rx.producer_seen())
+        }),
     }
 }
 
@@ -959,29 +966,17 @@ fn step_stream_tx(ctx: &mut Ctx, tx: &mut stream::Producer, t: Duration) -> bool
     let type_id = ctx.rng.below(3) as u32;
     let mode = ctx.rng.below(3);
     match ctx.rng.below(5) {
-        0 => ctx
-            .call("stream try_send", || tx.try_send(&payload))
-            .panicked(),
-        1 => ctx
-            .call("stream send_timeout", || tx.send_timeout(&payload, t))
-            .panicked(),
-        2 => ctx
-            .call("stream claim", || {
-                tx.claim(len)
-                    .map(|c| finish_claim(c, type_id, mode, prefix))
-            })
-            .panicked(),
-        3 => ctx
-            .call("stream claim_deadline", || {
-                tx.claim_deadline(len, deadline(t))
-                    .map(|c| finish_claim(c, type_id, mode, prefix))
-            })
-            .panicked(),
-        _ => ctx
-            .call("stream capacity", || {
-                Ok::<_, Infallible>(black_box(tx.capacity()))
-            })
-            .panicked(),
+        0 => ctx.panicked("stream try_send", || tx.try_send(&payload)),
+        1 => ctx.panicked("stream send_timeout", || tx.send_timeout(&payload, t)),
+        2 => ctx.panicked("stream claim", || {
+            tx.claim(len)
+                .map(|c| finish_claim(c, type_id, mode, prefix))
+        }),
+        3 => ctx.panicked("stream claim_deadline", || {
+            tx.claim_deadline(len, deadline(t))
+                .map(|c| finish_claim(c, type_id, mode, prefix))
+        }),
+        _ => ctx.peek("stream capacity", || tx.capacity()),
     }
 }
 
@@ -993,17 +988,11 @@ fn read_frame(frame: stream::Frame<'_>) {
 /// One call of a stream consumer; true if it panicked.
 fn step_stream_rx(ctx: &mut Ctx, rx: &mut stream::Consumer, t: Duration) -> bool {
     match ctx.rng.below(5) {
-        0 | 1 => ctx
-            .call("stream try_recv", || rx.try_recv().map(read_frame))
-            .panicked(),
-        2 | 3 => ctx
-            .call("stream recv_timeout", || rx.recv_timeout(t).map(read_frame))
-            .panicked(),
-        _ => ctx
-            .call("stream producer_closed", || {
-                Ok::<_, Infallible>(black_box(rx.producer_closed() ^ rx.producer_seen()))
-            })
-            .panicked(),
+        0 | 1 => ctx.panicked("stream try_recv", || rx.try_recv().map(read_frame)),
+        2 | 3 => ctx.panicked("stream recv_timeout", || rx.recv_timeout(t).map(read_frame)),
+        _ => ctx.peek("stream producer_closed", || {
+            rx.producer_closed() ^ rx.producer_seen()
+        }),
     }
 }
 
@@ -1012,78 +1001,54 @@ fn step_mpmc_tx(ctx: &mut Ctx, tx: &mut mpmc::Producer<u64>, t: Duration) -> boo
     let v = ctx.rng.next();
     let commit = !ctx.rng.one_in(4);
     match ctx.rng.below(8) {
-        0 | 1 => ctx.call("mpmc try_send", || tx.try_send(v)).panicked(),
-        2 => ctx
-            .call("mpmc send_timeout", || tx.send_timeout(v, t))
-            .panicked(),
-        3 => ctx
-            .call("mpmc reserve", || {
-                tx.reserve().map(|mut slot| {
-                    *slot = v;
-                    black_box(slot.position());
-                    if commit {
-                        slot.commit();
-                    }
-                })
+        0 | 1 => ctx.panicked("mpmc try_send", || tx.try_send(v)),
+        2 => ctx.panicked("mpmc send_timeout", || tx.send_timeout(v, t)),
+        3 => ctx.panicked("mpmc reserve", || {
+            tx.reserve().map(|mut slot| {
+                *slot = v;
+                black_box(slot.position());
+                if commit {
+                    slot.commit();
+                }
             })
-            .panicked(),
-        4 => ctx
-            .call("mpmc reserve_deadline", || {
-                tx.reserve_deadline(deadline(t)).map(|mut slot| {
-                    *slot = v;
-                    if commit {
-                        slot.commit();
-                    }
-                })
+        }),
+        4 => ctx.panicked("mpmc reserve_deadline", || {
+            tx.reserve_deadline(deadline(t)).map(|mut slot| {
+                *slot = v;
+                if commit {
+                    slot.commit();
+                }
             })
-            .panicked(),
-        5 => ctx
-            .call("mpmc stats", || Ok::<_, Infallible>(black_box(tx.stats())))
-            .panicked(),
-        6 => ctx
-            .call("mpmc try_clone", || {
-                tx.try_clone().map(|mut clone| {
-                    let _ = clone.try_send(v);
-                    drop(clone);
-                })
+        }),
+        5 => ctx.peek("mpmc stats", || tx.stats()),
+        6 => ctx.panicked("mpmc try_clone", || {
+            tx.try_clone().map(|mut clone| {
+                let _ = clone.try_send(v);
+                drop(clone);
             })
-            .panicked(),
-        _ => ctx
-            .call("mpmc limits", || {
-                Ok::<_, Infallible>(black_box((tx.capacity(), tx.participant_limit())))
-            })
-            .panicked(),
+        }),
+        _ => ctx.peek("mpmc limits", || (tx.capacity(), tx.participant_limit())),
     }
 }
 
 /// One call of an MPMC consumer; true if it panicked.
 fn step_mpmc_rx(ctx: &mut Ctx, rx: &mut mpmc::Consumer<u64>, t: Duration) -> bool {
     match ctx.rng.below(7) {
-        0 | 1 => ctx
-            .call("mpmc try_recv", || rx.try_recv().map(black_box))
-            .panicked(),
-        2 => ctx
-            .call("mpmc recv_timeout", || rx.recv_timeout(t).map(black_box))
-            .panicked(),
-        3 | 4 => ctx
-            .call("mpmc try_recv_ref", || {
-                rx.try_recv_ref().map(|guard| {
-                    black_box((*guard, guard.position()));
-                    drop(guard);
-                })
+        0 | 1 => ctx.panicked("mpmc try_recv", || rx.try_recv().map(black_box)),
+        2 => ctx.panicked("mpmc recv_timeout", || rx.recv_timeout(t).map(black_box)),
+        3 | 4 => ctx.panicked("mpmc try_recv_ref", || {
+            rx.try_recv_ref().map(|guard| {
+                black_box((*guard, guard.position()));
+                drop(guard);
             })
-            .panicked(),
-        5 => ctx
-            .call("mpmc stats", || Ok::<_, Infallible>(black_box(rx.stats())))
-            .panicked(),
-        _ => ctx
-            .call("mpmc try_clone", || {
-                rx.try_clone().map(|mut clone| {
-                    let _ = clone.try_recv();
-                    drop(clone);
-                })
+        }),
+        5 => ctx.peek("mpmc stats", || rx.stats()),
+        _ => ctx.panicked("mpmc try_clone", || {
+            rx.try_clone().map(|mut clone| {
+                let _ = clone.try_recv();
+                drop(clone);
             })
-            .panicked(),
+        }),
     }
 }
 
@@ -1094,6 +1059,28 @@ fn loan_len(rng: &mut Rng) -> usize {
 
 type LoanTx = loan::Sender<spsc::Producer<ShmOffset>>;
 type LoanRx = loan::Receiver<spsc::Consumer<ShmOffset>>;
+
+/// `pool.receive` of a garbage offset, reading what it gives; true if it panicked.
+fn receive_garbage(ctx: &mut Ctx, pool: &Pool, garbage: ShmOffset) -> bool {
+    ctx.panicked("pool receive", || {
+        pool.receive(garbage).map(|s| {
+            black_box(touch(&s));
+            drop(s);
+        })
+    })
+}
+
+/// `pool.reclaim_dead`; true if it panicked.
+fn reclaim(ctx: &mut Ctx, pool: &Pool) -> bool {
+    ctx.panicked("pool reclaim_dead", || {
+        pool.reclaim_dead().map(|r| black_box(r.chunks))
+    })
+}
+
+/// `pool.stats`; true if it panicked.
+fn pool_stats(ctx: &mut Ctx, pool: &Pool) -> bool {
+    ctx.peek("pool stats", || pool.stats().all_free())
+}
 
 /// One call of a loan sender (or of its pool); true if it panicked.
 fn step_loan_tx<'p>(
@@ -1114,53 +1101,27 @@ fn step_loan_tx<'p>(
             };
             *last = Some(chunk.offset());
             match choice {
-                0 | 1 => ctx
-                    .call("loan try_send", || {
-                        let mut chunk = chunk;
-                        chunk.as_mut_slice().fill(9);
-                        tx.try_send(chunk)
-                    })
-                    .panicked(),
-                2 | 3 => ctx
-                    .call("loan send_deadline", || {
-                        let mut chunk = chunk;
-                        chunk.as_mut_slice().fill(9);
-                        tx.send_deadline(chunk, deadline(t))
-                    })
-                    .panicked(),
+                0 | 1 => ctx.panicked("loan try_send", || {
+                    let mut chunk = chunk;
+                    chunk.as_mut_slice().fill(9);
+                    tx.try_send(chunk)
+                }),
+                2 | 3 => ctx.panicked("loan send_deadline", || {
+                    let mut chunk = chunk;
+                    chunk.as_mut_slice().fill(9);
+                    tx.send_deadline(chunk, deadline(t))
+                }),
                 _ if held.len() < 3 => {
                     held.push(chunk);
                     false
                 }
-                _ => ctx
-                    .call("pool loan drop", || {
-                        drop(chunk);
-                        Ok::<(), Infallible>(())
-                    })
-                    .panicked(),
+                _ => ctx.drop_as_call("pool loan drop", chunk),
             }
         }
-        5 => ctx
-            .call("pool loans drop", || {
-                held.clear();
-                Ok::<(), Infallible>(())
-            })
-            .panicked(),
-        6 => ctx
-            .call("pool reclaim_dead", || {
-                pool.reclaim_dead().map(|r| black_box(r.chunks))
-            })
-            .panicked(),
-        7 => ctx
-            .call("pool stats", || {
-                Ok::<_, Infallible>(black_box(pool.stats().all_free()))
-            })
-            .panicked(),
-        _ => ctx
-            .call("loan receiver_bound", || {
-                Ok::<_, Infallible>(black_box(tx.receiver_bound(pool)))
-            })
-            .panicked(),
+        5 => ctx.clear_in_call("pool loans drop", held),
+        6 => reclaim(ctx, pool),
+        7 => pool_stats(ctx, pool),
+        _ => ctx.peek("loan receiver_bound", || tx.receiver_bound(pool)),
     }
 }
 
@@ -1173,7 +1134,7 @@ fn read_sample<'p>(
 ) -> bool {
     *last = Some(sample.offset());
     let keep = ctx.rng.one_in(3) && held.len() < 3;
-    ctx.call("pool sample read", || {
+    ctx.panicked("pool sample read", || {
         black_box(touch(&sample));
         if keep {
             held.push(sample);
@@ -1182,7 +1143,6 @@ fn read_sample<'p>(
         }
         Ok::<(), Infallible>(())
     })
-    .panicked()
 }
 
 /// One call of a loan receiver (or of its pool); true if it panicked.
@@ -1195,39 +1155,17 @@ fn step_loan_rx<'p>(
     t: Duration,
 ) -> bool {
     let garbage = garbage_offset(&mut ctx.rng, *last);
-    match ctx.rng.below(8) {
-        0 | 1 => match ctx.call("loan try_recv", || rx.try_recv(pool)) {
-            Outcome::Ok(sample) => read_sample(ctx, sample, held, last),
-            other => other.panicked(),
-        },
-        2 | 3 => match ctx.call("loan recv_deadline", || rx.recv_deadline(pool, deadline(t))) {
-            Outcome::Ok(sample) => read_sample(ctx, sample, held, last),
-            other => other.panicked(),
-        },
-        4 => ctx
-            .call("pool samples drop", || {
-                held.clear();
-                Ok::<(), Infallible>(())
-            })
-            .panicked(),
-        5 => ctx
-            .call("pool receive", || {
-                pool.receive(garbage).map(|s| {
-                    black_box(touch(&s));
-                    drop(s);
-                })
-            })
-            .panicked(),
-        6 => ctx
-            .call("pool reclaim_dead", || {
-                pool.reclaim_dead().map(|r| black_box(r.chunks))
-            })
-            .panicked(),
-        _ => ctx
-            .call("pool stats", || {
-                Ok::<_, Infallible>(black_box(pool.stats().all_free()))
-            })
-            .panicked(),
+    let received = match ctx.rng.below(8) {
+        0 | 1 => ctx.call("loan try_recv", || rx.try_recv(pool)),
+        2 | 3 => ctx.call("loan recv_deadline", || rx.recv_deadline(pool, deadline(t))),
+        4 => return ctx.clear_in_call("pool samples drop", held),
+        5 => return receive_garbage(ctx, pool, garbage),
+        6 => return reclaim(ctx, pool),
+        _ => return pool_stats(ctx, pool),
+    };
+    match received {
+        Outcome::Ok(sample) => read_sample(ctx, sample, held, last),
+        other => other.panicked(),
     }
 }
 
@@ -1243,55 +1181,27 @@ fn step_pool<'p>(
     let keep = ctx.rng.one_in(2) && held.len() < 4;
     let garbage = garbage_offset(&mut ctx.rng, *last);
     match ctx.rng.below(8) {
-        0 | 1 => ctx
-            .call("pool loan", || {
-                pool.loan(len).map(|mut chunk| {
-                    chunk.as_mut_slice().fill(1);
-                    *last = Some(chunk.offset());
-                    if keep {
-                        held.push(chunk);
-                    }
-                })
+        0 | 1 => ctx.panicked("pool loan", || {
+            pool.loan(len).map(|mut chunk| {
+                chunk.as_mut_slice().fill(1);
+                *last = Some(chunk.offset());
+                if keep {
+                    held.push(chunk);
+                }
             })
-            .panicked(),
-        2 => ctx
-            .call("pool loan_for", || {
-                pool.loan_for::<[u64; 4]>().map(|mut chunk| {
-                    if let Some(value) = chunk.value_mut::<[u64; 4]>() {
-                        *value = [3; 4];
-                    }
-                })
+        }),
+        2 => ctx.panicked("pool loan_for", || {
+            pool.loan_for::<[u64; 4]>().map(|mut chunk| {
+                if let Some(value) = chunk.value_mut::<[u64; 4]>() {
+                    *value = [3; 4];
+                }
             })
-            .panicked(),
-        3 => ctx
-            .call("pool loans drop", || {
-                held.clear();
-                Ok::<(), Infallible>(())
-            })
-            .panicked(),
-        4 => ctx
-            .call("pool receive", || {
-                pool.receive(garbage).map(|s| {
-                    black_box(touch(&s));
-                    drop(s);
-                })
-            })
-            .panicked(),
-        5 => ctx
-            .call("pool reclaim_dead", || {
-                pool.reclaim_dead().map(|r| black_box(r.chunks))
-            })
-            .panicked(),
-        6 => ctx
-            .call("pool stats", || {
-                Ok::<_, Infallible>(black_box(pool.stats().all_free()))
-            })
-            .panicked(),
-        _ => ctx
-            .call("pool classes", || {
-                Ok::<_, Infallible>(black_box((pool.classes().len(), pool.max_loan())))
-            })
-            .panicked(),
+        }),
+        3 => ctx.clear_in_call("pool loans drop", held),
+        4 => receive_garbage(ctx, pool, garbage),
+        5 => reclaim(ctx, pool),
+        6 => pool_stats(ctx, pool),
+        _ => ctx.peek("pool classes", || (pool.classes().len(), pool.max_loan())),
     }
 }
 
@@ -1457,17 +1367,8 @@ impl Running {
 
     fn finish(mut self) -> Finished {
         self.wait();
-        let counts = self
-            .stdout
-            .take()
-            .map(|t| t.join().unwrap_or_default())
-            .unwrap_or_default();
-        let stderr = self
-            .stderr
-            .take()
-            .map(|t| t.join().unwrap_or_default())
-            .unwrap_or_default();
-        let counts = Counts::parse(&counts);
+        let counts = Counts::parse(&joined(self.stdout.take()));
+        let stderr = joined(self.stderr.take());
         Finished {
             label: self.label.clone(),
             fate: self.fate.clone().expect("waited for"),
@@ -1477,6 +1378,13 @@ impl Running {
             stderr,
         }
     }
+}
+
+/// What a reader thread gave (nothing if it panicked, or if there was none).
+fn joined<T: Default>(thread: Option<JoinHandle<T>>) -> T {
+    thread
+        .map(|t| t.join().unwrap_or_default())
+        .unwrap_or_default()
 }
 
 impl Finished {
@@ -1615,10 +1523,7 @@ impl Attack {
 fn victim(ctx: &mut Ctx) {
     let kind = Attack::from_name(&env("SHM_HOSTILE_KIND"));
     let role = env("SHM_HOSTILE_ROLE");
-    let names: Vec<String> = env("SHM_HOSTILE_NAMES")
-        .split(',')
-        .map(String::from)
-        .collect();
+    let names = env_names();
     let name = names[0].as_str();
     let opts = options(Duration::from_millis(100));
     ctx.running();
@@ -1740,6 +1645,12 @@ fn victim_loans(
     ring_name: &str,
     opts: &SegmentOptions,
 ) {
+    let ring = |wait| {
+        spsc::Builder::<ShmOffset>::new(ring_name)
+            .mode(OpenMode::Open)
+            .segment_options(opts.clone())
+            .wait_strategy(wait)
+    };
     while !ctx.stopped() {
         let opened = ctx.call("pool open", || {
             Pool::builder(pool_name)
@@ -1751,68 +1662,18 @@ fn victim_loans(
         };
         let mut last = None;
         match role {
-            "sender" => {
-                let mut tx: Option<LoanTx> = None;
-                let mut held = Vec::new();
-                while !ctx.stopped() && !ctx.rng.one_in(300) {
-                    let Some(s) = tx.as_mut() else {
-                        let wait = ctx.rng.wait();
-                        tx = ctx
-                            .call("loan attach sender", || {
-                                spsc::Builder::<ShmOffset>::new(ring_name)
-                                    .mode(OpenMode::Open)
-                                    .segment_options(opts.clone())
-                                    .wait_strategy(wait)
-                                    .producer()
-                                    .map(loan::Sender::new)
-                            })
-                            .ok();
-                        continue;
-                    };
-                    if ctx.rng.one_in(300) {
-                        ctx.drop_in_call("drop sender", &mut tx);
-                        continue;
-                    }
-                    if step_loan_tx(ctx, &pool, s, &mut held, &mut last, CALL_TIMEOUT) {
-                        break;
-                    }
-                }
-                let mut held = Some(held);
-                ctx.drop_in_call("pool loans drop", &mut held);
-                drop(held);
-                ctx.drop_in_call("drop sender", &mut tx);
-            }
-            "receiver" => {
-                let mut rx: Option<LoanRx> = None;
-                let mut held = Vec::new();
-                while !ctx.stopped() && !ctx.rng.one_in(300) {
-                    let Some(r) = rx.as_mut() else {
-                        let wait = ctx.rng.wait();
-                        rx = ctx
-                            .call("loan attach receiver", || {
-                                spsc::Builder::<ShmOffset>::new(ring_name)
-                                    .mode(OpenMode::Open)
-                                    .segment_options(opts.clone())
-                                    .wait_strategy(wait)
-                                    .consumer()
-                                    .map(|c| loan::Receiver::new(c, &pool))
-                            })
-                            .ok();
-                        continue;
-                    };
-                    if ctx.rng.one_in(300) {
-                        ctx.drop_in_call("drop receiver", &mut rx);
-                        continue;
-                    }
-                    if step_loan_rx(ctx, &pool, r, &mut held, &mut last, CALL_TIMEOUT) {
-                        break;
-                    }
-                }
-                let mut held = Some(held);
-                ctx.drop_in_call("pool samples drop", &mut held);
-                drop(held);
-                ctx.drop_in_call("drop receiver", &mut rx);
-            }
+            "sender" => loan_role(
+                ctx,
+                ["loan attach sender", "drop sender", "pool loans drop"],
+                |wait| ring(wait).producer().map(loan::Sender::new),
+                |ctx, s, held| step_loan_tx(ctx, &pool, s, held, &mut last, CALL_TIMEOUT),
+            ),
+            "receiver" => loan_role(
+                ctx,
+                ["loan attach receiver", "drop receiver", "pool samples drop"],
+                |wait| ring(wait).consumer().map(|c| loan::Receiver::new(c, &pool)),
+                |ctx, r, held| step_loan_rx(ctx, &pool, r, held, &mut last, CALL_TIMEOUT),
+            ),
             _ => {
                 let mut held = Vec::new();
                 while !ctx.stopped() && !ctx.rng.one_in(300) {
@@ -1820,14 +1681,41 @@ fn victim_loans(
                         break;
                     }
                 }
-                let mut held = Some(held);
-                ctx.drop_in_call("pool loans drop", &mut held);
-                drop(held);
+                ctx.drop_as_call("pool loans drop", held);
             }
         }
-        let mut pool = Some(pool);
-        ctx.drop_in_call("pool drop", &mut pool);
+        ctx.drop_as_call("pool drop", pool);
     }
+}
+
+/// A loan victim with a ring handle: attaches it (`names[0]`) and calls `step` until
+/// stopped, a panic, or once in 300 calls; drops the handle (`names[1]`) and attaches
+/// again once in 300 calls; at the end drops what it holds (`names[2]`), then the
+/// handle.
+fn loan_role<H, T, E: Debug>(
+    ctx: &mut Ctx,
+    names: [&'static str; 3],
+    attach: impl Fn(WaitStrategy) -> Result<H, E>,
+    mut step: impl FnMut(&mut Ctx, &mut H, &mut Vec<T>) -> bool,
+) {
+    let mut handle: Option<H> = None;
+    let mut held = Vec::new();
+    while !ctx.stopped() && !ctx.rng.one_in(300) {
+        let Some(h) = handle.as_mut() else {
+            let wait = ctx.rng.wait();
+            handle = ctx.call(names[0], || attach(wait)).ok();
+            continue;
+        };
+        if ctx.rng.one_in(300) {
+            ctx.drop_in_call(names[1], &mut handle);
+            continue;
+        }
+        if step(ctx, h, &mut held) {
+            break;
+        }
+    }
+    ctx.drop_as_call(names[2], held);
+    ctx.drop_in_call(names[1], &mut handle);
 }
 
 /// One write of the attacker: where, how wide, what, and what it hit.
@@ -2258,10 +2146,7 @@ fn hit_loan_ring(rng: &mut Rng, map: &Mapped, layout: &PoolLayout) -> Hit {
 /// `SHM_HOSTILE_MS`, logging every write (`t_us file data+offset width old new what`).
 fn attacker(ctx: &mut Ctx) {
     let kind = Attack::from_name(&env("SHM_HOSTILE_KIND"));
-    let names: Vec<String> = env("SHM_HOSTILE_NAMES")
-        .split(',')
-        .map(String::from)
-        .collect();
+    let names = env_names();
     let maps: Vec<Mapped> = names.iter().map(|n| Mapped::open(&shm_path(n))).collect();
     let layout = match kind {
         Attack::Loan => {
@@ -2275,35 +2160,24 @@ fn attacker(ctx: &mut Ctx) {
     // the word since.
     let mut undo: Vec<(Hit, u64, Instant)> = Vec::new();
     let rng = &mut ctx.rng;
-    let write = |hit: &Hit, log: &mut BufWriter<File>| {
-        let old = hit.poke(&maps[hit.file]);
+    // One line a write: `t_us file data+offset width old new what`.
+    let note = |log: &mut BufWriter<File>, hit: &Hit, old: u64, new: u64, undone: &str| {
         let _ = writeln!(
             log,
-            "{} {} data+{} {} {old:#x} {:#x} {}",
+            "{} {} data+{} {} {old:#x} {new:#x} {}{undone}",
             now_us(),
             names[hit.file],
             hit.at - DATA,
             if hit.wide { 8 } else { 4 },
-            hit.value,
             hit.what
         );
-        old
     };
     let (mut writes, mut undone) = (0u64, 0u64);
     while Instant::now() < end {
         let now = Instant::now();
         for (hit, old, _) in undo.iter().filter(|(_, _, when)| now >= *when) {
             if hit.unpoke(&maps[hit.file], *old) {
-                let _ = writeln!(
-                    log,
-                    "{} {} data+{} {} {:#x} {old:#x} {} (undone)",
-                    now_us(),
-                    names[hit.file],
-                    hit.at - DATA,
-                    if hit.wide { 8 } else { 4 },
-                    hit.value,
-                    hit.what
-                );
+                note(&mut log, hit, hit.value, *old, " (undone)");
                 undone += 1;
             }
         }
@@ -2319,7 +2193,8 @@ fn attacker(ctx: &mut Ctx) {
             Attack::Loan if rng.one_in(2) => hit_pool(rng, &maps[0], &layout),
             Attack::Loan => hit_loan_ring(rng, &maps[1], &layout),
         };
-        let old = write(&hit, &mut log);
+        let old = hit.poke(&maps[hit.file]);
+        note(&mut log, &hit, old, hit.value, "");
         writes += 1;
         // Three writes in four are undone within 2 ms, fifteen in sixteen of positions
         // (whose first lasting damage ruins a ring for the rest of the episode), all of
@@ -3128,57 +3003,30 @@ fn exercise(ctx: &mut Ctx, kind: Fuzz, name: &str) {
             } else {
                 (&b, &sized_b)
             };
-            let mut tx = ctx.open("spsc producer", || for_tx.producer());
-            let mut rx = ctx.open("spsc consumer", || for_rx.consumer());
-            for _ in 0..steps {
-                if let Some(h) = tx.as_mut() {
-                    step_spsc_tx(ctx, h, t);
-                }
-                if let Some(h) = rx.as_mut() {
-                    step_spsc_rx(ctx, h, t);
-                }
-            }
-            ctx.drop_in_call("drop producer", &mut tx);
-            ctx.drop_in_call("drop consumer", &mut rx);
+            let tx = ctx.open("spsc producer", || for_tx.producer());
+            let rx = ctx.open("spsc consumer", || for_rx.consumer());
+            exercise_pair(ctx, (tx, rx), (steps, t), step_spsc_tx, step_spsc_rx);
         }
         Fuzz::Stream => {
             let b = stream::Builder::new(name)
                 .mode(OpenMode::Open)
                 .segment_options(opts)
                 .wait_strategy(WaitStrategy::BusySpin);
-            let mut tx = ctx.open("stream producer", || b.producer());
-            let mut rx = ctx.open("stream consumer", || {
+            let tx = ctx.open("stream producer", || b.producer());
+            let rx = ctx.open("stream consumer", || {
                 b.clone().capacity(FUZZ_STREAM_CAP).consumer()
             });
-            for _ in 0..steps {
-                if let Some(h) = tx.as_mut() {
-                    step_stream_tx(ctx, h, t);
-                }
-                if let Some(h) = rx.as_mut() {
-                    step_stream_rx(ctx, h, t);
-                }
-            }
-            ctx.drop_in_call("drop producer", &mut tx);
-            ctx.drop_in_call("drop consumer", &mut rx);
+            exercise_pair(ctx, (tx, rx), (steps, t), step_stream_tx, step_stream_rx);
         }
         Fuzz::Mpmc => {
             let limited = ctx.rng.one_in(2);
-            let mut tx = ctx.open("mpmc producer", || {
+            let tx = ctx.open("mpmc producer", || {
                 mpmc_builder(name, &opts, WaitStrategy::BusySpin, limited).producer()
             });
-            let mut rx = ctx.open("mpmc consumer", || {
+            let rx = ctx.open("mpmc consumer", || {
                 mpmc_builder(name, &opts, WaitStrategy::BusySpin, !limited).consumer()
             });
-            for _ in 0..steps {
-                if let Some(h) = tx.as_mut() {
-                    step_mpmc_tx(ctx, h, t);
-                }
-                if let Some(h) = rx.as_mut() {
-                    step_mpmc_rx(ctx, h, t);
-                }
-            }
-            ctx.drop_in_call("drop producer", &mut tx);
-            ctx.drop_in_call("drop consumer", &mut rx);
+            exercise_pair(ctx, (tx, rx), (steps, t), step_mpmc_tx, step_mpmc_rx);
         }
         Fuzz::Pool => {
             let opened = if ctx.rng.one_in(3) {
@@ -3208,11 +3056,8 @@ fn exercise(ctx: &mut Ctx, kind: Fuzz, name: &str) {
                 step_loan_tx(ctx, &pool, &mut tx, &mut loans, &mut last, t);
                 step_loan_rx(ctx, &pool, &mut rx, &mut samples, &mut last, t);
             }
-            let mut held = Some((loans, samples, tx, rx));
-            ctx.drop_in_call("drop loans", &mut held);
-            drop(held);
-            let mut pool = Some(pool);
-            ctx.drop_in_call("drop pool", &mut pool);
+            ctx.drop_as_call("drop loans", (loans, samples, tx, rx));
+            ctx.drop_as_call("drop pool", pool);
         }
         Fuzz::LoanRing => {
             let pool_name = ShmName::new("hostile-fuzz-pool");
@@ -3241,15 +3086,32 @@ fn exercise(ctx: &mut Ctx, kind: Fuzz, name: &str) {
                     step_loan_rx(ctx, &pool, h, &mut samples, &mut last, t);
                 }
             }
-            let mut held = Some((loans, samples));
-            ctx.drop_in_call("drop loans", &mut held);
-            drop(held);
+            ctx.drop_as_call("drop loans", (loans, samples));
             ctx.drop_in_call("drop sender", &mut tx);
             ctx.drop_in_call("drop receiver", &mut rx);
-            let mut pool = Some(pool);
-            ctx.drop_in_call("drop pool", &mut pool);
+            ctx.drop_as_call("drop pool", pool);
         }
     }
+}
+
+/// Calls `steps` times on each handle of `pair` that opened, then drops them.
+fn exercise_pair<P, C>(
+    ctx: &mut Ctx,
+    (mut tx, mut rx): (Option<P>, Option<C>),
+    (steps, t): (usize, Duration),
+    step_tx: fn(&mut Ctx, &mut P, Duration) -> bool,
+    step_rx: fn(&mut Ctx, &mut C, Duration) -> bool,
+) {
+    for _ in 0..steps {
+        if let Some(h) = tx.as_mut() {
+            step_tx(ctx, h, t);
+        }
+        if let Some(h) = rx.as_mut() {
+            step_rx(ctx, h, t);
+        }
+    }
+    ctx.drop_in_call("drop producer", &mut tx);
+    ctx.drop_in_call("drop consumer", &mut rx);
 }
 
 /// The fuzzer child: damaged files `SHM_HOSTILE_FROM..SHM_HOSTILE_TO`, one after the
@@ -3543,8 +3405,14 @@ fn soak_spsc_producer(ctx: &mut Ctx) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    let mut tx = Some(tx);
-    ctx.drop_in_call("drop producer", &mut tx);
+    ctx.drop_as_call("drop producer", tx);
+}
+
+/// Reports the first message of a chunk, then releases it.
+fn append_first(out: &mut File, chunk: spsc::ReadChunk<'_, u64>) {
+    let (first, second) = chunk.as_slices();
+    append(out, *first.first().or(second.first()).expect("one"));
+    chunk.commit(1);
 }
 
 /// Receives in place and reports each message before releasing it, so that a message
@@ -3569,19 +3437,11 @@ fn soak_spsc_consumer(ctx: &mut Ctx) {
                 })
             }),
             1 => ctx.call("spsc read_chunk", || {
-                rx.read_chunk(1).map(|chunk| {
-                    let (first, second) = chunk.as_slices();
-                    append(&mut out, *first.first().or(second.first()).expect("one"));
-                    chunk.commit(1);
-                })
+                rx.read_chunk(1).map(|chunk| append_first(&mut out, chunk))
             }),
             _ => ctx.call("spsc read_chunk_deadline", || {
                 rx.read_chunk_deadline(1, deadline(CALL_TIMEOUT))
-                    .map(|chunk| {
-                        let (first, second) = chunk.as_slices();
-                        append(&mut out, *first.first().or(second.first()).expect("one"));
-                        chunk.commit(1);
-                    })
+                    .map(|chunk| append_first(&mut out, chunk))
             }),
         };
         if outcome.is_err("Disconnected") {
@@ -3593,8 +3453,7 @@ fn soak_spsc_consumer(ctx: &mut Ctx) {
             std::thread::yield_now();
         }
     }
-    let mut rx = Some(rx);
-    ctx.drop_in_call("drop consumer", &mut rx);
+    ctx.drop_as_call("drop consumer", rx);
 }
 
 /// An MPMC soak message: the producer's id in the top byte, its sequence below.
@@ -3641,8 +3500,7 @@ fn soak_mpmc_producer(ctx: &mut Ctx) {
         }
         seq += 1;
     }
-    let mut tx = Some(tx);
-    ctx.drop_in_call("drop producer", &mut tx);
+    ctx.drop_as_call("drop producer", tx);
 }
 
 /// Receives in place and reports each message before releasing it.
@@ -3671,12 +3529,12 @@ fn soak_mpmc_consumer(ctx: &mut Ctx) {
             std::thread::yield_now();
         }
     }
-    let mut rx = Some(rx);
-    ctx.drop_in_call("drop consumer", &mut rx);
+    ctx.drop_as_call("drop consumer", rx);
 }
 
-/// Loans chunks, writes them, sends them; holds a few loans now and then.
-fn soak_pool_sender(ctx: &mut Ctx) {
+/// Opens the pool of a pool soak (`SHM_HOSTILE_NAMES`: `pool,ring`); gives it and a
+/// builder of its ring.
+fn soak_pool_open(ctx: &mut Ctx) -> (Pool, spsc::Builder<ShmOffset>) {
     let names = env("SHM_HOSTILE_NAMES");
     let (pool_name, ring_name) = names.split_once(',').expect("pool,ring");
     let pool = attach_retry(ctx, "pool open", || Pool::builder(pool_name).open());
@@ -3684,6 +3542,12 @@ fn soak_pool_sender(ctx: &mut Ctx) {
     let b = spsc::Builder::<ShmOffset>::new(ring_name)
         .mode(OpenMode::Open)
         .wait_strategy(wait);
+    (pool, b)
+}
+
+/// Loans chunks, writes them, sends them; holds a few loans now and then.
+fn soak_pool_sender(ctx: &mut Ctx) {
+    let (pool, b) = soak_pool_open(ctx);
     let mut tx = loan::Sender::new(attach_retry(ctx, "loan attach sender", || b.producer()));
     ctx.running();
     let mut held = Vec::new();
@@ -3724,32 +3588,20 @@ fn soak_pool_sender(ctx: &mut Ctx) {
                 }
             }
             6 => {
-                ctx.call("pool loans drop", || {
-                    held.clear();
-                    Ok::<(), Infallible>(())
-                });
+                ctx.clear_in_call("pool loans drop", &mut held);
             }
             _ => {
-                ctx.call("pool reclaim_dead", || pool.reclaim_dead());
+                reclaim(ctx, &pool);
             }
         }
     }
-    let mut rest = Some((held, tx));
-    ctx.drop_in_call("drop sender", &mut rest);
-    drop(rest);
-    let mut pool = Some(pool);
-    ctx.drop_in_call("drop pool", &mut pool);
+    ctx.drop_as_call("drop sender", (held, tx));
+    ctx.drop_as_call("drop pool", pool);
 }
 
 /// Receives samples, reads them, keeps a few a while.
 fn soak_pool_receiver(ctx: &mut Ctx) {
-    let names = env("SHM_HOSTILE_NAMES");
-    let (pool_name, ring_name) = names.split_once(',').expect("pool,ring");
-    let pool = attach_retry(ctx, "pool open", || Pool::builder(pool_name).open());
-    let wait = ctx.rng.gentle_wait();
-    let b = spsc::Builder::<ShmOffset>::new(ring_name)
-        .mode(OpenMode::Open)
-        .wait_strategy(wait);
+    let (pool, b) = soak_pool_open(ctx);
     let ring = attach_retry(ctx, "loan attach receiver", || b.consumer());
     let mut rx = loan::Receiver::new(ring, &pool);
     ctx.running();
@@ -3765,10 +3617,7 @@ fn soak_pool_receiver(ctx: &mut Ctx) {
                 if keep && held.len() < 3 {
                     held.push(sample);
                 } else {
-                    ctx.call("pool sample drop", || {
-                        drop(sample);
-                        Ok::<(), Infallible>(())
-                    });
+                    ctx.drop_as_call("pool sample drop", sample);
                 }
             }
             Outcome::Err(kind) if kind == "Ring::Disconnected" => {
@@ -3780,17 +3629,11 @@ fn soak_pool_receiver(ctx: &mut Ctx) {
             _ => {}
         }
         if ctx.rng.one_in(4) {
-            ctx.call("pool samples drop", || {
-                held.clear();
-                Ok::<(), Infallible>(())
-            });
+            ctx.clear_in_call("pool samples drop", &mut held);
         }
     }
-    let mut rest = Some((held, rx));
-    ctx.drop_in_call("drop receiver", &mut rest);
-    drop(rest);
-    let mut pool = Some(pool);
-    ctx.drop_in_call("drop pool", &mut pool);
+    ctx.drop_as_call("drop receiver", (held, rx));
+    ctx.drop_as_call("drop pool", pool);
 }
 
 /// A process of a soak: its role, how to start it again, how often it was killed.
