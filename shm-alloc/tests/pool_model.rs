@@ -175,3 +175,44 @@ proptest! {
         run(ops, &format!("shm-pool-model-{}", std::process::id()));
     }
 }
+
+/// An offset whose length is larger than its chunk (what would let a sample reach into
+/// the next chunk) is refused by `receive` with `InvalidOffset`, and the chunk stays in
+/// flight for the true offset; so is an offset into the middle of a chunk.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn receive_refuses_a_length_past_its_chunk_and_a_middle_of_a_chunk() {
+    use zerocopy::{FromBytes, IntoBytes};
+
+    let name = format!("test-pool-len-{}", std::process::id());
+    let location = Location::Name(name.clone());
+    let pool = Pool::builder(name.as_str())
+        .class(128, 2)
+        .class(4096, 2)
+        .participants(2)
+        .create()
+        .unwrap();
+    let offset = pool.loan(100).unwrap().into_offset();
+    // `ShmOffset` is offset (u64), len (u32), generation (u32): forge the length.
+    let mut bytes = offset.as_bytes().to_vec();
+    bytes[8..12].copy_from_slice(&129u32.to_ne_bytes());
+    let too_long = shm_alloc::ShmOffset::read_from_bytes(&bytes).unwrap();
+    assert!(matches!(
+        pool.receive(too_long),
+        Err(Error::InvalidOffset { len: 129, .. })
+    ));
+    bytes[..8].copy_from_slice(&(offset.offset() + 64).to_ne_bytes());
+    bytes[8..12].copy_from_slice(&8u32.to_ne_bytes());
+    let inside = shm_alloc::ShmOffset::read_from_bytes(&bytes).unwrap();
+    assert!(matches!(
+        pool.receive(inside),
+        Err(Error::InvalidOffset { .. })
+    ));
+    // Neither took the chunk: the true offset still receives it, once.
+    let sample = pool.receive(offset).unwrap();
+    assert_eq!(sample.len(), 100);
+    drop(sample);
+    assert!(pool.stats().all_free());
+    drop(pool);
+    Segment::remove(&location).unwrap();
+}

@@ -87,6 +87,20 @@ mod tests {
         assert_ne!(<[u8; 8]>::FINGERPRINT, u64::FINGERPRINT);
     }
 
+    /// The fingerprints every header of an existing segment carries: a change to the
+    /// hash, its byte order or the fields it covers breaks attaching to those segments,
+    /// so it must be a deliberate one (and bump the layout version).
+    #[test]
+    fn fingerprints_are_pinned() {
+        assert_eq!(u64::FINGERPRINT, GOLDEN_U64);
+        assert_eq!(<[u8; 64]>::FINGERPRINT, GOLDEN_ARRAY);
+        assert_eq!(fingerprint("demo::Tick", 24, 8), GOLDEN_TICK);
+    }
+
+    const GOLDEN_U64: u64 = 0xaf4c_548b_cc96_4472;
+    const GOLDEN_ARRAY: u64 = 0xd8b9_4601_63d3_04d7;
+    const GOLDEN_TICK: u64 = 0x3731_9956_2829_c32f;
+
     #[test]
     fn fingerprint_is_fnv1a() {
         // FNV-1a of the empty input is the offset basis; of "a" a published test vector.
