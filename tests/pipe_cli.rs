@@ -175,27 +175,33 @@ fn a_sender_that_dies_makes_the_receiver_fail() {
         .unwrap();
     let mut stdin = sender.stdin.take().unwrap();
     stdin.write_all(&[7u8; 100_000]).unwrap();
-    let receiver = shm()
+    let mut receiver = shm()
         .args(["recv", name.as_str()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    thread::sleep(Duration::from_millis(200));
+    // The handshake, not a sleep: the one full block is through the receiver before the
+    // sender dies (the rest of the 100,000 bytes never fill a block).
+    let mut stdout = receiver.stdout.take().unwrap();
+    let mut block = vec![0u8; 65536];
+    stdout.read_exact(&mut block).unwrap();
+    assert!(block.iter().all(|&b| b == 7));
     sender.kill().unwrap();
     sender.wait().unwrap();
-    let out = receiver.wait_with_output().unwrap();
-    assert!(
-        !out.status.success(),
-        "a dead sender must not look finished"
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let mut stderr = String::new();
+    receiver
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = receiver.wait().unwrap();
+    assert!(!status.success(), "a dead sender must not look finished");
     assert!(stderr.contains("the sender died"), "{stderr}");
-    assert_eq!(
-        out.stdout.len(),
-        65536,
-        "the one full block sent before dying"
-    );
+    assert_eq!(rest.len(), 0, "only the one full block sent before dying");
     drop(stdin);
 }
 
