@@ -567,16 +567,17 @@ impl Consumer {
             return Ok(false); // no padding in the first half: `frame` needs no wait
         }
         let chunk = self.inner.read_chunk_deadline(usize::MAX, deadline)?;
-        let (first, second) = chunk.as_slices();
-        let lone = second.is_empty()
-            && first.len() as u64 == contiguous
-            && header_at(first, position).is_ok_and(|(len, kind)| {
-                kind == PADDING_TYPE && len + HEADER_LEN as u64 == contiguous
-            });
-        if lone {
-            chunk.commit(contiguous as usize);
-        }
-        Ok(lone)
+        Ok(match frame(chunk, position, capacity) {
+            // Released by `frame`.
+            Err(Unframed::LonePadding) => true,
+            // Left for the caller's own parse, unreleased (a frame's chunk releases
+            // nothing unless it commits).
+            Ok(found) => {
+                core::mem::forget(found);
+                false
+            }
+            Err(Unframed::Corrupt(_)) => false,
+        })
     }
 
     /// Whether the producer closed the ring cleanly (dropped its handle) rather than

@@ -214,7 +214,7 @@ impl<T: Message> Consumer<T> {
     pub fn recv_deadline(&mut self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         let (ring, me) = (&self.ring, &mut self.me);
         let position = block(
-            &ring.control().not_empty,
+            ring.wait_event(Side::Consumer),
             Some(ring.entry(me.index).parked()),
             me.wait,
             ring.region.peers_may_die(),

@@ -120,8 +120,8 @@ impl Member {
             skipped: control.counters.skipped.load(Ordering::Relaxed),
             aborted: control.counters.aborted.load(Ordering::Relaxed),
             reclaimed: control.counters.reclaimed.load(Ordering::Relaxed),
-            parked_consumers: control.not_empty.waiters(),
-            parked_producers: control.not_full.waiters(),
+            parked_consumers: ring.wait_event(Side::Consumer).waiters(),
+            parked_producers: ring.wait_event(Side::Producer).waiters(),
         }
     }
 

@@ -105,7 +105,7 @@ impl<T: Message> Producer<T> {
     fn claim_until(&mut self, deadline: Option<Instant>) -> Result<u64, Refusal> {
         let (ring, me) = (&self.ring, &mut self.me);
         block(
-            &ring.control().not_full,
+            ring.wait_event(Side::Producer),
             Some(ring.entry(me.index).parked()),
             me.wait,
             ring.region.peers_may_die(),
