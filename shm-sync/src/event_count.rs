@@ -6,7 +6,9 @@
 //! and only then sleeps on a sequence word; a notifier publishes its change, then looks
 //! for announced waiters and, only if there are any, bumps the sequence and wakes them.
 //! Unlike Folly's, [`EventCount::notify`] makes no read-modify-write when nobody waits:
-//! one fence and one load.
+//! one load, behind an [asymmetric](crate::asymmetric) fence that is no instruction at
+//! all in a process registered for global expedited membarriers; the waiter, about to
+//! sleep anyway, pays for both sides with one `membarrier(2)` syscall.
 //!
 //! # Protocol
 //!
@@ -24,12 +26,18 @@
 //!
 //! - **SYNC(announce)**, a store-buffering pair. The waiter writes `waiters` then reads
 //!   the condition; the notifier writes the condition then reads `waiters`. Each side
-//!   puts a `SeqCst` fence between its write and its read. The fences are totally ordered;
-//!   whichever comes second reads what the other side wrote before its fence. So either
-//!   the notifier sees `waiters > 0` (and will wake), or the waiter's re-check sees the
-//!   condition (and does not sleep). Without the fences both reads may return old values
-//!   and the waiter sleeps through the only notification: the loom model
-//!   `lost_wakeup_without_fences` shows it.
+//!   puts a fence between its write and its read: the notifier a
+//!   [`light`](crate::asymmetric::light) one, the waiter a
+//!   [`heavy`](crate::asymmetric::heavy) one, which together order as two `SeqCst` fences
+//!   do (the argument is in [`asymmetric`](crate::asymmetric)); whichever comes second
+//!   reads what the other side wrote before its fence. So either the notifier sees
+//!   `waiters > 0` (and will wake), or the waiter's re-check sees the condition (and does
+//!   not sleep). Without the fences both reads may return old values and the waiter
+//!   sleeps through the only notification: the loom model `lost_wakeup_without_fences`
+//!   shows it. Loom checks the symmetric form (both fences `SeqCst`); the cross-process
+//!   stress test `shm-sync/tests/asymmetric_stress.rs` runs the asymmetric one. A waiter
+//!   whose membarrier cannot reach the notifiers ([`Heavy::Unreached`]) sleeps in slices
+//!   of [`UNREACHED_SLICE`] and re-checks: late, never lost.
 //! - **SYNC(seq)**, release/acquire on `seq`. The notifier bumps `seq` (`Release`) after
 //!   publishing; the waiter reads `seq` (`Acquire`) after announcing. If the waiter's key
 //!   already includes the bump, the publication happens-before its re-check, which then
@@ -56,7 +64,10 @@
 
 use std::time::Instant;
 
-use crate::atomic::{AtomicU32, Ordering, fence};
+use std::time::Duration;
+
+use crate::asymmetric::{self, Heavy};
+use crate::atomic::{AtomicU32, Ordering};
 use crate::futex::{self, WaitOutcome};
 use crate::retry::Retries;
 
@@ -121,11 +132,42 @@ pub enum Notified {
     Idle,
 }
 
-/// What a waiter read of the sequence word in [`EventCount::prepare_wait`]; pass it to
-/// [`EventCount::wait`].
+/// How long a waiter whose heavy fence could not reach the notifiers
+/// ([`Heavy::Unreached`]) sleeps at most before it re-checks its condition: 1 ms.
+pub const UNREACHED_SLICE: Duration = Duration::from_millis(1);
+
+/// What a waiter read of the sequence word in [`EventCount::prepare_wait`], and whether
+/// its fence reached every notifier; pass it to [`EventCount::wait`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use = "a prepared wait must end in `wait` or `cancel_wait`"]
-pub struct WaitKey(u32);
+pub struct WaitKey {
+    seq: u32,
+    heavy: Heavy,
+}
+
+impl WaitKey {
+    /// The deadline to sleep to: `deadline`, or at most [`UNREACHED_SLICE`] from now when
+    /// the fence did not reach every notifier.
+    fn sleep_until(self, deadline: Option<Instant>) -> Option<Instant> {
+        match self.heavy {
+            Heavy::Reached => deadline,
+            Heavy::Unreached => {
+                let slice = Instant::now() + UNREACHED_SLICE;
+                Some(deadline.map_or(slice, |d| d.min(slice)))
+            }
+        }
+    }
+
+    /// A sleep cut short by its slice reads as a (spurious) wake-up, never as a timeout.
+    fn outcome(self, outcome: WaitOutcome, deadline: Option<Instant>) -> WaitOutcome {
+        match outcome {
+            WaitOutcome::TimedOut if deadline.is_none_or(|d| Instant::now() < d) => {
+                WaitOutcome::Woken
+            }
+            other => other,
+        }
+    }
+}
 
 impl EventCount {
     /// A new event count with no waiters (the all-zero state).
@@ -148,19 +190,21 @@ impl EventCount {
 
     /// Wakes waiters if there are any: call after making a waited-for condition true.
     ///
-    /// Costs one `SeqCst` fence and one load when nobody waits (no syscall, no write to
-    /// shared memory); otherwise one increment and one `FUTEX_WAKE` syscall. Wakes every
+    /// Costs one load when nobody waits, behind a light fence (no instruction once the
+    /// process registered, see [`asymmetric`](crate::asymmetric); a `SeqCst` fence in a
+    /// process that cannot), no syscall and no write to shared memory; otherwise one
+    /// increment and one `FUTEX_WAKE` syscall. Wakes every
     /// waiter: waiters of one event count may wait for different conditions (the
     /// producers and the consumers of a queue), and waking only one could wake the wrong
     /// one.
     ///
     /// Returns what it did: [`Notified::Idle`] again and again is the sign of a dead
     /// waiter still counted (see the module docs).
-    #[inline]
+    #[inline(always)]
     pub fn notify(&self) -> Notified {
-        // SYNC(announce): SeqCst fence; orders the caller's publication before the load of
-        // `waiters`, pairs with the fence in `prepare_wait`.
-        fence(Ordering::SeqCst);
+        // SYNC(announce): light fence; orders the caller's publication before the load of
+        // `waiters`, pairs with the heavy fence in `prepare_wait`.
+        asymmetric::light();
         // Relaxed: the fence above provides the ordering this load needs.
         if self.waiters.load(Ordering::Relaxed) != 0 {
             self.wake_waiters()
@@ -187,11 +231,12 @@ impl EventCount {
     pub fn prepare_wait(&self) -> WaitKey {
         // Relaxed: ordered before the re-check by the fence below.
         self.waiters.fetch_add(1, Ordering::Relaxed);
-        // SYNC(announce): SeqCst fence; orders the announcement before the caller's re-check,
-        // pairs with the fence in `notify`.
-        fence(Ordering::SeqCst);
+        // SYNC(announce): heavy fence; orders the announcement before the caller's
+        // re-check, pairs with the light fence in `notify`.
+        let heavy = asymmetric::heavy();
         // SYNC(seq): Acquire; pairs with the Release bump in `wake_waiters`.
-        WaitKey(self.seq.load(Ordering::Acquire))
+        let seq = self.seq.load(Ordering::Acquire);
+        WaitKey { seq, heavy }
     }
 
     /// Withdraws a waiter announced by [`prepare_wait`](Self::prepare_wait) whose
@@ -211,9 +256,9 @@ impl EventCount {
     /// caller re-checks its condition either way. Returns at once with
     /// [`WaitOutcome::ValueChanged`] if a notification already came.
     pub fn wait(&self, key: WaitKey, deadline: Option<Instant>) -> WaitOutcome {
-        let outcome = futex::wait(&self.seq, key.0, deadline);
+        let outcome = futex::wait(&self.seq, key.seq, key.sleep_until(deadline));
         self.cancel_wait();
-        outcome
+        key.outcome(outcome, deadline)
     }
 
     /// [`prepare_wait`](Self::prepare_wait) for a waiter that may die while counted:
@@ -252,9 +297,9 @@ impl EventCount {
         deadline: Option<Instant>,
         mark: &AtomicU32,
     ) -> WaitOutcome {
-        let outcome = futex::wait(&self.seq, key.0, deadline);
+        let outcome = futex::wait(&self.seq, key.seq, key.sleep_until(deadline));
         self.cancel_wait_marked(mark);
-        outcome
+        key.outcome(outcome, deadline)
     }
 
     /// Withdraws the count of a dead waiter whose `mark` says it was counted (and clears
@@ -313,7 +358,7 @@ impl EventCount {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::atomic::AtomicBool;
+    use crate::atomic::{AtomicBool, fence};
     use loom::sync::Arc;
 
     /// One waiter, one notifier, one flag: the waiter always ends (loom reports a

@@ -7,6 +7,8 @@
 //!   mapping (the shared, never the private, futex).
 //! - [`EventCount`]: lets a notifier skip the `FUTEX_WAKE` syscall when nobody sleeps
 //!   (after Folly's `EventCount`).
+//! - [`asymmetric`]: a fence that costs the per-message side nothing, paid for by a
+//!   `membarrier(2)` on the side about to sleep.
 //! - [`WaitStrategy`]: busy-spin, yield, spin-then-park and park, all with deadlines.
 //! - [`affinity`]: pinning, the allowed cores, the cache topology from sysfs, and a
 //!   recommended producer/consumer core pair.
@@ -18,6 +20,7 @@
 
 #[cfg(not(loom))]
 pub mod affinity;
+pub mod asymmetric;
 pub mod atomic;
 mod cache_padded;
 pub mod cell;

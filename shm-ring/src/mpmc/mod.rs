@@ -86,8 +86,9 @@
 //!   bit's (at attach or leave) is settled like any dead one, and clearing a bit twice,
 //!   or one never set, changes nothing, so no side is left "attached" for ever.
 //! - Waking goes through two `EventCount`s (`not_empty`, `not_full`), as in
-//!   [`spsc`](crate::spsc): one `SeqCst` fence and one load per notify when nobody
-//!   sleeps, and every sleeper of that event woken otherwise.
+//!   [`spsc`](crate::spsc): one load per notify when nobody sleeps (behind an
+//!   asymmetric fence, no instruction in a registered process), and every sleeper of
+//!   that event woken otherwise.
 
 //! # Modules
 //!

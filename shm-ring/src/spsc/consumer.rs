@@ -163,7 +163,7 @@ impl<T: Message> Consumer<T> {
     /// [`TryRecvError::Empty`]; [`TryRecvError::Disconnected`] when the ring is empty and
     /// the producer closed it or died (every message sent before is received first);
     /// [`TryRecvError::Corrupted`].
-    #[inline]
+    #[inline(always)]
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         self.cur
             .available(&self.ring, false)

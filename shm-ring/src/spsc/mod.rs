@@ -29,7 +29,8 @@
 //!   `Release` after its last position store; the peer loads it with `Acquire` and then
 //!   re-reads the position, so it sees every message sent before a clean close.
 //! - Waking goes through two [`EventCount`](shm_sync::EventCount)s (`not_empty`, `not_full`), whose `notify` is
-//!   one `SeqCst` fence and one load when nobody sleeps; see `shm_sync::event_count`.
+//!   one load when nobody sleeps, behind an asymmetric fence that is no instruction in a
+//!   registered process; see `shm_sync::event_count`.
 //!
 //! # Peers, roles and restarts
 //!

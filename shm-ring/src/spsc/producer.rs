@@ -177,15 +177,17 @@ impl<T: Message> Producer<T> {
 
     /// Sends `value` if a slot is free, without blocking.
     ///
-    /// Costs, when the consumer busy-polls: a slot write, a `Release` store, a `SeqCst`
-    /// fence and a load (no syscall). When the consumer is parked, one `FUTEX_WAKE`.
+    /// Costs, when the consumer busy-polls: a slot write, a `Release` store and a load,
+    /// with no fence instruction in a process registered for membarriers (see
+    /// `shm_sync::asymmetric`) and no syscall. When the consumer is parked, one
+    /// `FUTEX_WAKE`.
     ///
     /// # Errors
     ///
     /// The value comes back in [`TrySendError::Full`] (no free slot),
     /// [`TrySendError::Disconnected`] (the consumer closed the ring, or died: seen when
     /// the ring is full or at the next liveness probe), or [`TrySendError::Corrupted`].
-    #[inline]
+    #[inline(always)]
     pub fn try_send(&mut self, value: T) -> Result<(), TrySendError<T>> {
         match self.cur.claim(&self.ring, false) {
             Ok(_) => {

@@ -1,0 +1,198 @@
+//! Asymmetric fences across processes: a free [`light`] fence for the side that runs on
+//! every message, paid for by a [`heavy`] fence (a `membarrier(2)` syscall) on the side
+//! that runs rarely.
+//!
+//! After Folly's `asymmetric_thread_fence_light`/`_heavy` (folly/synchronization/
+//! AsymmetricThreadFence.h), which pairs a compiler fence with
+//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` inside one process; ours must reach the
+//! threads of other processes mapping the same file, so it uses the global form:
+//!
+//! - The first [`light`] of a process registers it with
+//!   `MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED` (once; a `SeqCst` fence meanwhile). From
+//!   then on [`light`] is a compiler fence: no instruction.
+//! - [`heavy`] is `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`: when it returns, every
+//!   thread of every registered process that was running has executed a full memory
+//!   barrier (by IPI), and every one that was not running will execute one before it runs
+//!   again (a context switch is a full barrier). A `SeqCst` fence precedes it, for the
+//!   processes that could not register and keep real fences.
+//!
+//! # Why a light/heavy pair is a store-buffering fence pair
+//!
+//! Thread L (light) writes `x` then reads `y`; thread H (heavy) writes `y` then reads `x`.
+//! H's membarrier puts a full barrier into L's instruction stream at some point P, while
+//! H waits. If P falls before L's read of `y`, that read comes after the barrier, which
+//! came after H's write of `y` (H wrote before the syscall): L sees `y`. If P falls after
+//! L's read, it also falls after L's write of `x`, which is therefore visible when the
+//! membarrier returns, before H's read: H sees `x`. Either way one side sees the other's
+//! write, exactly as with two `SeqCst` fences. The compiler fence keeps L's write and read
+//! in program order, so P cannot fall "between them the wrong way round".
+//!
+//! # Registration and mixed processes
+//!
+//! A process becomes light only after its registration returned: a [`heavy`] issued from
+//! then on reaches it. A process that cannot register (a kernel before 4.16 or without
+//! `CONFIG_MEMBARRIER`, a seccomp filter that refuses the syscall) keeps the `SeqCst`
+//! fence in [`light`], which pairs with the fence [`heavy`] also issues. A heavy side that
+//! cannot issue the membarrier while the kernel offers it (its own seccomp filter) cannot
+//! reach light processes: [`heavy`] returns [`Heavy::Unreached`], and the caller must not
+//! sleep without a bound (see `EventCount::wait`). Registration is per address space and a
+//! forked child starts unregistered, so a child forgets the parent's state (a
+//! `pthread_atfork` handler) and registers again at its first [`light`].
+//!
+//! Under loom and miri both functions are a `SeqCst` fence: loom's models cover the
+//! symmetric form, and miri runs no syscall.
+
+use crate::atomic::{Ordering, fence};
+
+/// The environment variable that keeps a process's [`light`] fences real: `off` (read
+/// once, at the first [`light`]). For a process that must never take the interrupt a
+/// global expedited membarrier sends to every core running a registered process, at the
+/// price of a `SeqCst` fence per notification.
+pub const ENV: &str = "SHM_MEMBARRIER";
+
+/// What a [`heavy`] fence reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heavy {
+    /// Every process's [`light`] fence pairs with this one.
+    Reached,
+    /// The membarrier failed while the kernel offers it: a process whose [`light`] is a
+    /// compiler fence may not have been reached. Sleep only for short bounded slices.
+    Unreached,
+}
+
+/// The light side: a compiler fence in a process registered for global expedited
+/// membarriers, a `SeqCst` fence otherwise (and during the first call, which registers).
+///
+/// Pairs with [`heavy`] as two `SeqCst` fences would (see the [module docs](self)); two
+/// light fences do not pair with each other.
+#[inline(always)]
+pub fn light() {
+    #[cfg(not(any(loom, miri)))]
+    imp::light();
+    #[cfg(any(loom, miri))]
+    fence(Ordering::SeqCst);
+}
+
+/// The heavy side: a `SeqCst` fence, then `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`
+/// (one syscall, a few microseconds: it interrupts the cores that run registered
+/// processes). For the side that is about to sleep anyway.
+///
+/// Returns [`Heavy::Unreached`] when the membarrier failed though the kernel offers it
+/// (see the [module docs](self)).
+#[inline]
+pub fn heavy() -> Heavy {
+    fence(Ordering::SeqCst);
+    #[cfg(not(any(loom, miri)))]
+    return imp::heavy();
+    #[cfg(any(loom, miri))]
+    Heavy::Reached
+}
+
+/// Whether this process's [`light`] fences are compiler fences now (it registered).
+#[must_use]
+pub fn is_light() -> bool {
+    #[cfg(not(any(loom, miri)))]
+    return imp::is_light();
+    #[cfg(any(loom, miri))]
+    false
+}
+
+#[cfg(not(any(loom, miri)))]
+mod imp {
+    use rustix::thread::{MembarrierCommand, membarrier, membarrier_query};
+
+    use super::Heavy;
+    use crate::atomic::{AtomicU8, Ordering, fence};
+
+    /// Not tried yet (also in a forked child).
+    const UNKNOWN: u8 = 0;
+    /// Registered: `light` is a compiler fence.
+    const LIGHT: u8 = 1;
+    /// Cannot register: `light` is a `SeqCst` fence.
+    const SYMMETRIC: u8 = 2;
+
+    use super::ENV;
+
+    /// This process's registration.
+    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+    #[inline(always)]
+    pub(super) fn light() {
+        // Acquire: the registration (a syscall that returned before the Release store of
+        // LIGHT) is complete before this thread relies on it. SYNC(registered).
+        if STATE.load(Ordering::Acquire) == LIGHT {
+            core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        } else {
+            light_slow();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn light_slow() {
+        fence(Ordering::SeqCst);
+        // Relaxed: only decides whether to try; racing registrations are idempotent.
+        if STATE.load(Ordering::Relaxed) == UNKNOWN {
+            register();
+        }
+    }
+
+    /// Registers this process, once; the state says how it went.
+    #[cold]
+    fn register() {
+        static ATFORK: std::sync::Once = std::sync::Once::new();
+        ATFORK.call_once(|| {
+            // SAFETY: `forget_in_child` is async-signal-safe (one atomic store), as a
+            // handler run in the child of a fork must be.
+            unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
+        });
+        let refused = std::env::var_os(ENV).is_some_and(|v| v == "off");
+        let state = if !refused && membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok() {
+            LIGHT
+        } else {
+            SYMMETRIC
+        };
+        // SYNC(registered): Release; pairs with the Acquire load in `light`.
+        STATE.store(state, Ordering::Release);
+    }
+
+    /// The `pthread_atfork` child handler: the child's address space is not registered.
+    extern "C" fn forget_in_child() {
+        // Relaxed: the child has one thread now.
+        STATE.store(UNKNOWN, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(super) fn heavy() -> Heavy {
+        if membarrier(MembarrierCommand::GlobalExpedited).is_ok()
+            || !membarrier_query().contains(MembarrierQuery::GLOBAL_EXPEDITED)
+        {
+            Heavy::Reached
+        } else {
+            Heavy::Unreached
+        }
+    }
+
+    pub(super) fn is_light() -> bool {
+        // Relaxed: a snapshot.
+        STATE.load(Ordering::Relaxed) == LIGHT
+    }
+
+    use rustix::thread::MembarrierQuery;
+}
+
+#[cfg(all(test, not(any(loom, miri))))]
+mod tests {
+    use super::*;
+
+    /// This kernel offers global expedited membarriers (4.16+): the first light fence
+    /// registers the process, and a heavy fence reaches it.
+    #[test]
+    fn registers_and_reaches() {
+        let offered = rustix::thread::membarrier_query()
+            .contains(rustix::thread::MembarrierQuery::GLOBAL_EXPEDITED);
+        light();
+        assert_eq!(is_light(), offered);
+        assert_eq!(heavy(), Heavy::Reached);
+    }
+}
