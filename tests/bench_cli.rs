@@ -26,7 +26,7 @@ fn run_json(args: &[&str]) -> Value {
 /// The transports this build of `shm bench` has, the physical limit first.
 fn transports() -> Vec<&'static str> {
     let mut names = vec![
-        "cache-line",
+        "limit",
         "shm-spsc",
         "shm-spsc-park",
         "shm-stream",
@@ -78,7 +78,7 @@ fn latency_json_has_every_transport_and_size_with_ordered_percentiles() {
             );
             let rounds = row["rounds"].as_array().unwrap();
             // The probe runs before every other transport's round.
-            let expected = if transport == "cache-line" {
+            let expected = if transport == "limit" {
                 2 * (transports().len() - 1)
             } else {
                 2
@@ -89,7 +89,7 @@ fn latency_json_has_every_transport_and_size_with_ordered_percentiles() {
                 assert!(round["ratio"].as_f64().unwrap() > 0.0);
             }
             let ratio = row["p50_vs_limit"].as_f64().unwrap();
-            if transport == "cache-line" {
+            if transport == "limit" {
                 assert_eq!(ratio, 1.0);
             } else {
                 assert!(ratio > 0.0, "{transport} {size}: ratio {ratio}");
@@ -144,7 +144,7 @@ fn other_transports_take_any_size_from_8_bytes() {
         .collect();
     assert_eq!(
         names,
-        ["cache-line", "shm-stream", "shm-loan", "uds", "pipe"].repeat(2),
+        ["limit", "shm-stream", "shm-loan", "uds", "pipe"].repeat(2),
         "every transport for 100 and then 1500 bytes"
     );
     assert!(rows.iter().all(|r| r["round_trips"].as_u64() > Some(0)));

@@ -7,11 +7,13 @@
 //! the two to a core pair, and opens every transport and payload size once. It then runs
 //! `--rounds` rounds; in each round, every transport and size in turn runs a short
 //! ping-pong of up to `round_trips / rounds` round trips (or `time_limit / rounds`),
-//! right after a cache-line probe between the same two cores. A virtual machine's vCPUs
-//! move between near and far physical cores every few seconds, and every busy-poll
-//! latency moves 3-5x with them; comparing each round with its own probe, and taking the
-//! median of these per-round ratios, keeps the comparison valid while the machine
-//! drifts. Every round's probe and p50 are kept in the JSON, so the drift can be seen.
+//! right after a probe of the physical limit of the same size between the same two cores
+//! (see [`transport::Limit`]: the payload and a sequence word after it, both ways). A
+//! virtual machine's vCPUs move between near and far physical cores every few seconds,
+//! and every busy-poll latency moves 3-5x with them; comparing each round with its own
+//! probe, and taking the median of these per-round ratios, keeps the comparison valid
+//! while the machine drifts. Every round's probe and p50 are kept in the JSON, so the
+//! drift can be seen.
 //!
 //! One-way latency is half a round trip. Round trips are timed with the TSC or
 //! `Instant`, whichever is cheaper here (see [`clock`]); each sample includes one clock
@@ -39,13 +41,13 @@ use clock::Clock;
 use machine::{Machine, Placement};
 use peer::Peer;
 use report::{Config, Report, Row};
-use transport::{CacheLines, Pinger, SPSC_SIZES, StreamPinger, Transport, by_spsc_size};
+use transport::{Limit, Pinger, SPSC_SIZES, StreamPinger, Transport, by_spsc_size};
 
 /// Round trips of each warm-up, per transport and size.
 const WARMUP_ROUND_TRIPS: usize = 10_000;
 /// The longest a warm-up lasts, per transport and size.
 const WARMUP_BUDGET: Duration = Duration::from_millis(100);
-/// Round trips of the cache-line probe before each round (fewer if a round has fewer).
+/// Round trips of the limit probe before each round (fewer if a round has fewer).
 const PROBE_ROUND_TRIPS: usize = 10_000;
 
 /// Set by Ctrl-C: the current round ends early and the report covers what was measured.
@@ -58,7 +60,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2_000_000)]
     pub round_trips: u64,
     /// Rounds: every transport and size runs in this many short rounds, interleaved,
-    /// each right after a cache-line probe.
+    /// each right after a probe of the limit of the same size.
     #[arg(long, default_value_t = 20)]
     pub rounds: u32,
     /// Seconds per transport and payload size at most: slow transports stop here
@@ -68,7 +70,7 @@ pub struct BenchArgs {
     /// Payload sizes, bytes (at least 8; shm-spsc takes powers of two up to 65536).
     #[arg(long, value_delimiter = ',', default_values_t = [8, 64, 256, 1024, 4096])]
     pub sizes: Vec<usize>,
-    /// Transports to compare (default: all this build has); the cache-line probe always
+    /// Transports to compare (default: all this build has); the limit probe always
     /// runs.
     #[arg(long, value_delimiter = ',')]
     pub transports: Vec<Transport>,
@@ -113,7 +115,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         args.transports.clone()
     };
-    transports.retain(|&t| t != Transport::CacheLine);
+    transports.retain(|&t| t != Transport::Limit);
     transports.dedup();
     let mut sizes = args.sizes.clone();
     sizes.dedup();
@@ -252,13 +254,16 @@ fn run_latency(
     cleanup: &mut Cleanup,
     progress: &Progress,
 ) -> Result<Vec<Row>> {
-    let probe_path = PathBuf::from("/dev/shm").join(format!("{run_id}-probe"));
-    cleanup.paths.push(probe_path.clone());
-    let lines = CacheLines::create(&probe_path)?;
-    peer.call(&format!("open cache-line 0 {}", probe_path.display()))?;
-    cleanup.remove_now();
-    // Its row is not reported: each size gets its own probe row below.
-    let mut probe = Series::new(Transport::CacheLine, 0, Box::new(lines));
+    // One probe of the limit per size: its row is the size's first.
+    let mut probes = Vec::new();
+    for &size in plan.sizes {
+        let path = PathBuf::from("/dev/shm").join(format!("{run_id}-limit-{size}"));
+        cleanup.paths.push(path.clone());
+        let limit = Limit::create(&path, size)?;
+        peer.call(&format!("open limit {size} {}", path.display()))?;
+        cleanup.remove_now();
+        probes.push(Series::new(Transport::Limit, size, Box::new(limit)));
+    }
 
     let mut series = Vec::new();
     for &size in plan.sizes {
@@ -274,15 +279,10 @@ fn run_latency(
             series.push(Series::new(transport, size, pinger));
         }
     }
-    let mut probe_rows: Vec<Row> = plan
-        .sizes
-        .iter()
-        .map(|&size| Row::new(Transport::CacheLine, size))
-        .collect();
 
     let mut samples = Vec::with_capacity(plan.per_round.max(WARMUP_ROUND_TRIPS));
     progress.say("warming up");
-    for s in std::iter::once(&mut probe).chain(&mut series) {
+    for s in probes.iter_mut().chain(&mut series) {
         round(
             peer,
             s,
@@ -307,33 +307,25 @@ fn run_latency(
             if STOP.load(Ordering::Relaxed) {
                 break 'rounds;
             }
-            round(
-                peer,
-                &mut probe,
-                clock,
-                probe_count,
-                plan.budget,
-                &mut samples,
-            )?;
+            let probe = probes
+                .iter_mut()
+                .find(|p| p.size == s.size)
+                .expect("a probe for every planned size");
+            round(peer, probe, clock, probe_count, plan.budget, &mut samples)?;
             let probe_p50 = if samples.is_empty() {
                 0.0
             } else {
                 report::sorted_median(&samples)
             };
-            let at = plan
-                .sizes
-                .iter()
-                .position(|&z| z == s.size)
-                .expect("a planned size");
-            probe_rows[at].add(&samples, probe_p50)?;
+            probe.row.add(&samples, probe_p50)?;
             round(peer, s, clock, plan.per_round, plan.budget, &mut samples)?;
             s.row.add(&samples, probe_p50)?;
         }
     }
 
     let mut rows = Vec::new();
-    for (&size, probe_row) in plan.sizes.iter().zip(probe_rows) {
-        rows.push(probe_row);
+    for (&size, probe) in plan.sizes.iter().zip(probes) {
+        rows.push(probe.row);
         rows.extend(
             series
                 .iter()
@@ -387,7 +379,7 @@ fn open_pinger(
     let base = format!("{run_id}-{}-{size}", transport.name());
     let open = |at: &dyn std::fmt::Display| format!("open {} {size} {at}", transport.name());
     let pinger: Box<dyn Pinger> = match transport {
-        Transport::CacheLine => bail!("the cache-line probe is opened on its own"),
+        Transport::Limit => bail!("the limit probes are opened on their own"),
         Transport::ShmSpsc | Transport::ShmSpscPark => {
             let park = transport == Transport::ShmSpscPark;
             cleanup.names.extend(transport::spsc_names(&base));

@@ -180,7 +180,7 @@ fn command(
 
 fn open(transport: Transport, size: usize, at: &str) -> Result<Box<dyn Echoer>> {
     Ok(match transport {
-        Transport::CacheLine => Box::new(transport::CacheLines::open(Path::new(at))?),
+        Transport::Limit => Box::new(transport::Limit::open(Path::new(at), size)?),
         Transport::ShmSpsc => by_spsc_size!(size, spsc_echo(at, false))?,
         Transport::ShmSpscPark => by_spsc_size!(size, spsc_echo(at, true))?,
         Transport::ShmStream => transport::shm_stream_echoer(at, size)?,

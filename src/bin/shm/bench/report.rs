@@ -59,7 +59,7 @@ impl Percentiles {
     }
 }
 
-/// One round of one transport and size, with the cache-line probe run just before it.
+/// One round of one transport and size, with the limit probe of its size run just before it.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Round {
     /// The probe's one-way p50 in this round, ns: the machine's state at the time.
@@ -74,7 +74,7 @@ pub struct Round {
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub transport: &'static str,
-    /// Payload bytes per message (the cache line moves 8 bytes whatever the size).
+    /// Payload bytes per message (the limit moves the same).
     pub size: usize,
     /// Timed round trips, over all rounds.
     pub round_trips: u64,
@@ -173,8 +173,8 @@ impl Report {
         if !self.latency.is_empty() {
             let _ = writeln!(
                 out,
-                "\none-way latency (round trip / 2), ns; x limit = p50 / the cache-line probe's p50 \
-                 in the same round, median over rounds"
+                "\none-way latency (round trip / 2), ns; x limit = p50 / the p50 of the limit of the \
+                 same size in the same round, median over rounds"
             );
             let _ = writeln!(
                 out,
@@ -218,7 +218,7 @@ impl Report {
             ) {
                 let _ = writeln!(
                     out,
-                    "drift: the cache-line probe's p50 ranged {lo:.1}..{hi:.1} ns over {} rounds \
+                    "drift: the limit probes' p50s ranged {lo:.1}..{hi:.1} ns over {} rounds \
                      (every round is in the JSON)",
                     probes.len()
                 );

@@ -49,9 +49,11 @@ pub const SPSC_SIZES: [usize; 14] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Transport {
-    /// The physical limit: one 8-byte store into a cache line of a shared mapping, and
-    /// the other process spinning on it (`pause` between loads), both ways.
-    CacheLine,
+    /// The physical limit of each size, in a shared mapping: the sender writes the
+    /// payload and then an 8-byte sequence word right after it; the receiver spins on the
+    /// sequence word (`pause` between loads) and reads the payload's first 8 bytes, as
+    /// the transports' receivers do; the same back.
+    Limit,
     /// `shm_ring::spsc`, both sides busy-polling, in place like iceoryx2 below: the
     /// sender writes the payload into a `reserve`d slot, the receiver reads the sequence
     /// number through `try_recv_ref`, polled as iceoryx2's benchmark polls `receive`.
@@ -92,7 +94,7 @@ impl Transport {
     /// The name used on the command line, in tables and in JSON.
     pub fn name(self) -> &'static str {
         match self {
-            Transport::CacheLine => "cache-line",
+            Transport::Limit => "limit",
             Transport::ShmSpsc => "shm-spsc",
             Transport::ShmSpscPark => "shm-spsc-park",
             Transport::ShmStream => "shm-stream",
@@ -214,105 +216,161 @@ impl Patience {
 }
 
 // ---------------------------------------------------------------------------------------
-// The physical limit: a bare cache line.
+// The physical limit of each size: the payload, then a sequence word.
 
-/// Offset of the line the timing side writes.
-const PING_LINE: usize = 0;
-/// Offset of the line the echo side writes: its own 128-byte block.
-const PONG_LINE: usize = 128;
-/// Size of the file holding the two lines.
-const LINES_LEN: u64 = 4096;
-
-/// Two cache lines in a shared mapping of a file under `/dev/shm`, the same kind of
-/// mapping the rings live in.
-pub struct CacheLines {
+/// Two blocks in a shared mapping of a file under `/dev/shm` (the same kind of mapping
+/// the rings live in), one per direction, each `size` payload bytes followed by an
+/// 8-byte sequence word (at the next multiple of 8), and starting on its own 128-byte
+/// boundary.
+///
+/// The least any transport does to move `size` bytes: the sender writes the payload and
+/// then the sequence word (`Release`); the receiver spins on the sequence word
+/// (`Acquire`, `pause` between loads) and then reads what the transports' receivers read,
+/// the payload's first 8 bytes; the echo side answers with a payload of the same size.
+pub struct Limit {
     map: MmapMut,
+    size: usize,
+    message: Vec<u8>,
 }
 
-impl CacheLines {
-    /// Creates the file (it must not exist) and maps it.
-    pub fn create(path: &Path) -> Result<Self> {
+impl Limit {
+    /// Where the sequence word sits in a block: right after the payload, 8-aligned.
+    fn word_at(size: usize) -> usize {
+        size.next_multiple_of(8)
+    }
+
+    /// The bytes of one direction's block: the payload and the sequence word, rounded up
+    /// to 128 bytes.
+    fn block(size: usize) -> usize {
+        (Self::word_at(size) + 8).next_multiple_of(128)
+    }
+
+    /// The length of the file for `size`-byte payloads.
+    fn file_len(size: usize) -> u64 {
+        (2 * Self::block(size)) as u64
+    }
+
+    /// Creates the file for `size`-byte payloads (it must not exist) and maps it.
+    pub fn create(path: &Path, size: usize) -> Result<Self> {
         let file = File::options()
             .read(true)
             .write(true)
             .create_new(true)
             .open(path)
             .with_context(|| format!("creating {}", path.display()))?;
-        file.set_len(LINES_LEN)
+        file.set_len(Self::file_len(size))
             .with_context(|| format!("sizing {}", path.display()))?;
-        Self::map(&file, path)
+        Self::map(&file, path, size)
     }
 
-    /// Maps the file made by [`create`](Self::create).
-    pub fn open(path: &Path) -> Result<Self> {
+    /// Maps the file made by [`create`](Self::create) for the same `size`.
+    pub fn open(path: &Path, size: usize) -> Result<Self> {
         let file = File::options()
             .read(true)
             .write(true)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
         anyhow::ensure!(
-            file.metadata()?.len() == LINES_LEN,
-            "{} is not {LINES_LEN} bytes long",
-            path.display()
+            file.metadata()?.len() == Self::file_len(size),
+            "{} is not {} bytes long",
+            path.display(),
+            Self::file_len(size)
         );
-        Self::map(&file, path)
+        Self::map(&file, path, size)
     }
 
-    fn map(file: &File, path: &Path) -> Result<Self> {
-        // SAFETY: the file is this run's own, sized above, and only ever accessed through
-        // the atomics below, so a concurrent change by the peer is no undefined behaviour.
+    fn map(file: &File, path: &Path, size: usize) -> Result<Self> {
+        anyhow::ensure!(size >= 8, "the limit needs payloads of at least 8 bytes");
+        // SAFETY: the file is this run's own, sized above. Its sequence words are only
+        // accessed through atomics; a payload is written only by its direction's sender
+        // before the Release store of the sequence word, and read by the receiver after
+        // the Acquire load that saw it, while the sender waits for the answer.
         let map = unsafe { MmapMut::map_mut(file) }
             .with_context(|| format!("mapping {}", path.display()))?;
-        Ok(CacheLines { map })
+        Ok(Limit {
+            map,
+            size,
+            message: vec![0x5a; size],
+        })
     }
 
-    fn word(&self, offset: usize) -> &AtomicU64 {
-        let ptr = self.map.as_ptr().wrapping_add(offset).cast::<AtomicU64>();
-        // SAFETY: `offset + 8 <= LINES_LEN`, the mapping is page-aligned so `ptr` is
-        // 8-aligned, `AtomicU64` is a transparent `u64` atomic, and the mapping lives as
-        // long as `self`.
+    /// The start of direction `dir`'s block (0: ping, 1: pong).
+    fn base(&self, dir: usize) -> *mut u8 {
+        self.map
+            .as_ptr()
+            .cast_mut()
+            .wrapping_add(dir * Self::block(self.size))
+    }
+
+    fn word(&self, dir: usize) -> &AtomicU64 {
+        let ptr = self
+            .base(dir)
+            .wrapping_add(Self::word_at(self.size))
+            .cast::<AtomicU64>();
+        // SAFETY: the word lies inside the block, 8-aligned (the block starts on a
+        // 128-byte boundary of a page-aligned mapping), and the mapping lives as long as
+        // `self`.
         unsafe { &*ptr }
     }
-}
 
-impl Pinger for CacheLines {
+    /// Writes the payload carrying `seq`, then the sequence word.
     #[inline]
-    fn round_trip(&mut self, seq: u64) -> Result<u64> {
-        // SYNC(probe-ping): Release; pairs with the echo side's Acquire load.
-        self.word(PING_LINE).store(seq, Ordering::Release);
+    fn send(&mut self, dir: usize, seq: u64) {
+        set_seq(&mut self.message, seq);
+        // SAFETY: the block holds `size` payload bytes; the receiver reads them only
+        // after seeing the sequence word stored below, and has finished reading the
+        // previous payload before it answered (see `map`).
+        unsafe { core::ptr::copy_nonoverlapping(self.message.as_ptr(), self.base(dir), self.size) };
+        // SYNC(limit-seq): Release; pairs with the receiver's Acquire load.
+        self.word(dir).store(seq, Ordering::Release);
+    }
+
+    /// Spins until direction `dir`'s sequence word differs from `last`, then reads the
+    /// payload's sequence number; returns the word and the payload's number.
+    #[inline]
+    fn receive(&self, dir: usize, last: u64, what: &str) -> Result<(u64, u64)> {
         let mut patience = Patience::new();
-        loop {
-            // SYNC(probe-pong): Acquire; pairs with the echo side's Release store.
-            let pong = self.word(PONG_LINE).load(Ordering::Acquire);
-            if pong == seq {
-                return Ok(pong);
+        let word = loop {
+            // SYNC(limit-seq): Acquire; pairs with the sender's Release store.
+            let word = self.word(dir).load(Ordering::Acquire);
+            if word != last {
+                break word;
             }
-            patience.spin("cache-line echo")?;
-        }
+            patience.spin(what)?;
+        };
+        let mut head = [0u8; 8];
+        // SAFETY: the payload is at least 8 bytes and was written before the sequence
+        // word this thread saw (SYNC(limit-seq)); the sender does not write it again
+        // before this side answers.
+        unsafe { core::ptr::copy_nonoverlapping(self.base(dir), head.as_mut_ptr(), 8) };
+        Ok((word, u64::from_le_bytes(head)))
     }
 }
 
-impl Echoer for CacheLines {
+impl Pinger for Limit {
+    #[inline]
+    fn round_trip(&mut self, seq: u64) -> Result<u64> {
+        // Relaxed: only the echo side writes the pong word; this side only compares.
+        let last = self.word(1).load(Ordering::Relaxed);
+        self.send(0, seq);
+        Ok(self.receive(1, last, "limit echo")?.1)
+    }
+}
+
+impl Echoer for Limit {
     fn echo(&mut self) -> Result<u64> {
-        // Relaxed: only this side writes the pong line.
-        let mut last = self.word(PONG_LINE).load(Ordering::Relaxed);
+        // Relaxed: this side's own pong word, the last ping it answered: a ping word that
+        // differs is a new ping (the timing side may have sent it before this loop began).
+        let mut last = self.word(1).load(Ordering::Relaxed);
         let mut echoed = 0;
-        let mut patience = Patience::new();
         loop {
-            // SYNC(probe-ping): Acquire; pairs with the timing side's Release store.
-            let ping = self.word(PING_LINE).load(Ordering::Acquire);
-            if ping != last {
-                // SYNC(probe-pong): Release; pairs with the timing side's Acquire load.
-                self.word(PONG_LINE).store(ping, Ordering::Release);
-                last = ping;
-                if ping == STOP {
-                    return Ok(echoed);
-                }
-                echoed += 1;
-                patience = Patience::new();
-            } else {
-                patience.spin("cache-line ping")?;
+            let (word, seq) = self.receive(0, last, "limit ping")?;
+            last = word;
+            self.send(1, seq);
+            if seq == STOP {
+                return Ok(echoed);
             }
+            echoed += 1;
         }
     }
 }
