@@ -88,11 +88,15 @@ fn latency_json_has_every_transport_and_size_with_ordered_percentiles() {
                 assert!(round["probe_p50_ns"].as_f64().unwrap() > 0.0);
                 assert!(round["ratio"].as_f64().unwrap() > 0.0);
             }
-            let ratio = row["p50_vs_limit"].as_f64().unwrap();
-            if transport == "limit" {
-                assert_eq!(ratio, 1.0);
-            } else {
-                assert!(ratio > 0.0, "{transport} {size}: ratio {ratio}");
+            let batched = row["batched_ns"].as_f64().unwrap();
+            assert!(batched > 0.0, "{transport} {size}: batched {batched}");
+            for key in ["p50_vs_limit", "batched_vs_limit"] {
+                let ratio = row[key].as_f64().unwrap();
+                if transport == "limit" {
+                    assert_eq!(ratio, 1.0, "{key}");
+                } else {
+                    assert!(ratio > 0.0, "{transport} {size}: {key} {ratio}");
+                }
             }
         }
     }
@@ -172,7 +176,9 @@ fn loans_carry_1_mib_payloads() {
         .find(|r| r["transport"] == "shm-loan")
         .expect("a shm-loan row");
     assert_eq!(loan["size"], 1_048_576);
-    assert_eq!(loan["round_trips"], 50);
+    // Half timed one by one, half in whole batches of 16.
+    assert_eq!(loan["round_trips"], 25);
+    assert_eq!(loan["batched_round_trips"], 16);
     let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
         .unwrap()
         .flatten()

@@ -6,7 +6,8 @@
 //! The timing process starts a second process of this binary (the echo process), pins
 //! the two to a core pair, and opens every transport and payload size once. It then runs
 //! `--rounds` rounds; in each round, every transport and size in turn runs a short
-//! ping-pong of up to `round_trips / rounds` round trips (or `time_limit / rounds`),
+//! ping-pong of up to `round_trips / rounds` round trips (or `time_limit / rounds`; half
+//! timed one by one for the percentiles, half in batches for a finer typical figure),
 //! right after a probe of the physical limit of the same size between the same two cores
 //! (see [`transport::Limit`]: the payload and a sequence word after it, both ways). A
 //! virtual machine's vCPUs move between near and far physical cores every few seconds,

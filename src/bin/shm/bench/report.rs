@@ -83,8 +83,10 @@ pub struct Row {
     pub transport: &'static str,
     /// Payload bytes per message (the limit moves the same).
     pub size: usize,
-    /// Timed round trips, over all rounds.
+    /// Round trips timed one by one (the percentiles), over all rounds.
     pub round_trips: u64,
+    /// Round trips timed in batches (the batched figure), over all rounds.
+    pub batched_round_trips: u64,
     /// One-way latency (round trip / 2) over all rounds, ns.
     pub one_way_ns: Percentiles,
     /// The median over rounds of this round's p50 / the paired probe's p50: how far
@@ -108,6 +110,7 @@ impl Row {
             transport: transport.name(),
             size,
             round_trips: 0,
+            batched_round_trips: 0,
             one_way_ns: Percentiles::of(&histogram()),
             p50_vs_limit: 0.0,
             batched_ns: 0.0,
@@ -165,6 +168,7 @@ impl Row {
         if sorted_ns.is_empty() {
             return;
         }
+        self.batched_round_trips += (sorted_ns.len() * batch) as u64;
         let one_way = batched_one_way(sorted_ns, batch);
         round.probe_batched_ns = probe_one_way;
         round.batched_ns = one_way;
