@@ -34,6 +34,8 @@ fn transports() -> Vec<&'static str> {
         "uds",
         "pipe",
         "tcp",
+        "rtrb",
+        "array-queue",
     ];
     if cfg!(feature = "iceoryx2") {
         names.push("iceoryx2");
@@ -106,7 +108,7 @@ fn latency_json_has_every_transport_and_size_with_ordered_percentiles() {
 fn throughput_json_counts_every_case() {
     let report = run_json(&["--throughput", "--rounds", "1", "--time-limit", "0.2"]);
     let rows = report["throughput"].as_array().unwrap();
-    assert_eq!(rows.len(), 8, "{rows:#?}");
+    assert_eq!(rows.len(), 12, "{rows:#?}");
     for row in rows {
         assert!(row["messages"].as_u64().unwrap() > 0, "{row}");
         let rate = row["messages_per_s"].as_f64().unwrap();

@@ -20,6 +20,7 @@
 //! `Instant`, whichever is cheaper here (see [`clock`]); each sample includes one clock
 //! read.
 
+mod anchor;
 mod clock;
 mod machine;
 pub mod peer;
@@ -130,12 +131,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "payload size {size} is outside 8..=1048576 bytes (a message carries an 8-byte \
              sequence number)"
         );
-        let spsc = transports
-            .iter()
-            .any(|t| matches!(t, Transport::ShmSpsc | Transport::ShmSpscPark));
+        let spsc = transports.iter().any(|t| {
+            matches!(
+                t,
+                Transport::ShmSpsc
+                    | Transport::ShmSpscPark
+                    | Transport::Rtrb
+                    | Transport::ArrayQueue
+            )
+        });
         ensure!(
             !spsc || SPSC_SIZES.contains(&size),
-            "shm-spsc carries fixed-size messages of {SPSC_SIZES:?} bytes, not {size}"
+            "shm-spsc, rtrb and array-queue carry fixed-size messages of {SPSC_SIZES:?} bytes, \
+             not {size}"
         );
     }
     let requested = match args.cores.as_deref() {
@@ -182,10 +190,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let budget = Duration::from_secs_f64(args.time_limit / f64::from(args.rounds));
     if args.throughput {
-        report.config.transports = vec![Transport::ShmSpsc.name(), Transport::Uds.name()];
+        report.config.transports = throughput::cases().iter().map(|c| c.transport.name()).fold(
+            Vec::new(),
+            |mut names, name| {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+                names
+            },
+        );
         report.config.sizes = vec![8, 64];
         report.throughput = run_throughput(
             &mut peer,
+            placement.cores.map(|[_, echo]| echo),
             args.rounds,
             budget,
             &run_id,
@@ -196,6 +213,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let per_round = args.round_trips.div_ceil(u64::from(args.rounds)) as usize;
         let plan = Plan {
             transports: &transports,
+            echo_core: placement.cores.map(|[_, echo]| echo),
             sizes: &sizes,
             rounds: args.rounds,
             per_round,
@@ -224,6 +242,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
 /// What a latency run measures.
 struct Plan<'a> {
     transports: &'a [Transport],
+    /// The echo side's core, for the in-process anchors' echo threads.
+    echo_core: Option<usize>,
     sizes: &'a [usize],
     rounds: u32,
     per_round: usize,
@@ -277,8 +297,8 @@ fn run_latency(
                 "opening {} with {size}-byte messages",
                 transport.name()
             ));
-            let pinger =
-                open_pinger(peer, transport, size, run_id, cleanup).with_context(|| {
+            let pinger = open_pinger(peer, transport, size, plan.echo_core, run_id, cleanup)
+                .with_context(|| {
                     format!("opening {} for {size}-byte messages", transport.name())
                 })?;
             series.push(Series::new(transport, size, pinger));
@@ -363,14 +383,21 @@ fn round(
     samples: &mut Vec<u64>,
 ) -> Result<()> {
     let name = series.transport.name();
+    let in_process = series.transport.in_process();
     samples.clear();
-    peer.send(&format!("echo {name} {}", series.size))?;
+    if !in_process {
+        peer.send(&format!("echo {name} {}", series.size))?;
+    }
     series.pinger.connect()?;
     let first = series.next_seq;
     series.next_seq = series
         .pinger
         .run(clock, first, count, batch, budget, &STOP, samples)?;
-    let echoed: u64 = peer.reply()?.parse()?;
+    let echoed: u64 = if in_process {
+        series.pinger.echoed()?
+    } else {
+        peer.reply()?.parse()?
+    };
     let timed = series.next_seq - first;
     ensure!(
         echoed == timed,
@@ -389,6 +416,7 @@ fn open_pinger(
     peer: &mut Peer,
     transport: Transport,
     size: usize,
+    echo_core: Option<usize>,
     run_id: &str,
     cleanup: &mut Cleanup,
 ) -> Result<Box<dyn Pinger>> {
@@ -396,6 +424,8 @@ fn open_pinger(
     let open = |at: &dyn std::fmt::Display| format!("open {} {size} {at}", transport.name());
     let pinger: Box<dyn Pinger> = match transport {
         Transport::Limit => bail!("the limit probes are opened on their own"),
+        Transport::Rtrb => by_spsc_size!(size, rtrb_pinger(echo_core))?,
+        Transport::ArrayQueue => by_spsc_size!(size, array_queue_pinger(echo_core))?,
         Transport::ShmSpsc | Transport::ShmSpscPark => {
             let park = transport == Transport::ShmSpscPark;
             cleanup.names.extend(transport::spsc_names(&base));
@@ -454,8 +484,17 @@ fn spsc_pinger<const N: usize>(base: &str, park: bool) -> Result<Box<dyn Pinger>
     transport::spsc_pinger::<N>(base, park)
 }
 
+fn rtrb_pinger<const N: usize>(echo_core: Option<usize>) -> Result<Box<dyn Pinger>> {
+    anchor::pinger::<anchor::Rtrb, N>(echo_core)
+}
+
+fn array_queue_pinger<const N: usize>(echo_core: Option<usize>) -> Result<Box<dyn Pinger>> {
+    anchor::pinger::<anchor::Crossbeam, N>(echo_core)
+}
+
 fn run_throughput(
     peer: &mut Peer,
+    echo_core: Option<usize>,
     rounds: u32,
     budget: Duration,
     run_id: &str,
@@ -480,7 +519,7 @@ fn run_throughput(
             if case.transport == Transport::ShmSpsc {
                 cleanup.names.push(name.clone());
             }
-            let (messages, ns) = throughput::send(peer, *case, &name, budget, &STOP)?;
+            let (messages, ns) = throughput::send(peer, *case, echo_core, &name, budget, &STOP)?;
             cleanup.remove_now();
             row.add(messages, ns);
         }

@@ -181,6 +181,9 @@ fn command(
 fn open(transport: Transport, size: usize, at: &str) -> Result<Box<dyn Echoer>> {
     Ok(match transport {
         Transport::Limit => Box::new(transport::Limit::open(Path::new(at), size)?),
+        Transport::Rtrb | Transport::ArrayQueue => {
+            bail!("{} runs inside the timing process", transport.name())
+        }
         Transport::ShmSpsc => by_spsc_size!(size, spsc_echo(at, false))?,
         Transport::ShmSpscPark => by_spsc_size!(size, spsc_echo(at, true))?,
         Transport::ShmStream => transport::shm_stream_echoer(at, size)?,

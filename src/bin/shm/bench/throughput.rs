@@ -1,5 +1,7 @@
 //! `shm bench --throughput`: one-way streams of 8-byte (`u64`) and 64-byte messages,
-//! one at a time and in batches, through `shm-spsc` and, for comparison, a Unix socket.
+//! one at a time and in batches, through `shm-spsc` and, for comparison, a Unix socket
+//! and the in-process anchors (rtrb and crossbeam's `ArrayQueue` between two threads on
+//! the same cores, one message per call).
 //!
 //! The timing process sends for the round's time budget, then a stop message; the echo
 //! process receives, checks that every message carries the next sequence number, and
@@ -16,6 +18,7 @@ use shm_transport::ring::{TryRecvError, TrySendError};
 use shm_transport::sync::WaitStrategy;
 use shm_transport::sync::atomic::{AtomicBool, Ordering, spin_loop};
 
+use super::anchor;
 use super::peer::Peer;
 use super::transport::{self, STOP, Transport};
 
@@ -36,6 +39,15 @@ pub struct Case {
 /// The cases, in the order they run in each round.
 pub fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
+    for transport in [Transport::Rtrb, Transport::ArrayQueue] {
+        for size in [8, 64] {
+            cases.push(Case {
+                transport,
+                size,
+                batch: 1,
+            });
+        }
+    }
     for transport in [Transport::ShmSpsc, Transport::Uds] {
         for size in [8, 64] {
             for batch in [1, 64] {
@@ -89,7 +101,7 @@ impl Row {
 }
 
 /// A fixed-size message with a sequence number.
-trait Numbered: Message + Copy {
+pub trait Numbered: Copy + Send + 'static {
     fn numbered(seq: u64) -> Self;
     fn seq(&self) -> u64;
 }
@@ -117,11 +129,24 @@ impl Numbered for [u64; 8] {
 pub fn send(
     peer: &mut Peer,
     case: Case,
+    echo_core: Option<usize>,
     name: &str,
     budget: Duration,
     stop: &AtomicBool,
 ) -> Result<(u64, u64)> {
     let sent = match (case.transport, case.size) {
+        (Transport::Rtrb, 8) => {
+            return anchor::stream::<anchor::Rtrb, u64>(echo_core, budget, stop);
+        }
+        (Transport::Rtrb, 64) => {
+            return anchor::stream::<anchor::Rtrb, [u64; 8]>(echo_core, budget, stop);
+        }
+        (Transport::ArrayQueue, 8) => {
+            return anchor::stream::<anchor::Crossbeam, u64>(echo_core, budget, stop);
+        }
+        (Transport::ArrayQueue, 64) => {
+            return anchor::stream::<anchor::Crossbeam, [u64; 8]>(echo_core, budget, stop);
+        }
         (Transport::ShmSpsc, 8) => spsc_send::<u64>(peer, case, name, budget, stop)?,
         (Transport::ShmSpsc, 64) => spsc_send::<[u64; 8]>(peer, case, name, budget, stop)?,
         (Transport::Uds, _) => uds_send(peer, case, name, budget, stop)?,
@@ -153,7 +178,7 @@ fn done(deadline: Instant, stop: &AtomicBool) -> bool {
     stop.load(Ordering::Relaxed) || Instant::now() >= deadline
 }
 
-fn spsc_send<T: Numbered>(
+fn spsc_send<T: Numbered + Message>(
     peer: &mut Peer,
     case: Case,
     name: &str,
@@ -172,9 +197,18 @@ fn spsc_send<T: Numbered>(
     let deadline = Instant::now() + budget;
     let mut seq = 1;
     if case.batch == 1 {
+        // `try_send` in a busy loop, as the anchors `push`.
         while !done(deadline, stop) {
             for _ in 0..1024 {
-                tx.send(T::numbered(seq)).map_err(|e| anyhow!("{e}"))?;
+                let mut message = T::numbered(seq);
+                loop {
+                    match tx.try_send(message) {
+                        Ok(()) => break,
+                        Err(TrySendError::Full(back)) => message = back,
+                        Err(e) => bail!("{e}"),
+                    }
+                    spin_loop();
+                }
                 seq += 1;
             }
         }
@@ -285,7 +319,7 @@ impl Tally {
     }
 }
 
-fn spsc_receive<T: Numbered>(batch: usize, name: &str) -> Result<(u64, u64)> {
+fn spsc_receive<T: Numbered + Message>(batch: usize, name: &str) -> Result<(u64, u64)> {
     let mut rx = Builder::<T>::new(name)
         .capacity(CAPACITY)
         .wait_strategy(WaitStrategy::BusySpin)
@@ -293,10 +327,16 @@ fn spsc_receive<T: Numbered>(batch: usize, name: &str) -> Result<(u64, u64)> {
         .consumer()?;
     let mut tally = Tally::new();
     if batch == 1 {
+        // `try_recv` in a busy loop, as the anchors `pop`.
         loop {
-            let message = rx.recv().map_err(|e| anyhow!("{e}"))?;
-            if tally.count(message.seq())? {
-                return Ok(tally.result());
+            match rx.try_recv() {
+                Ok(message) => {
+                    if tally.count(message.seq())? {
+                        return Ok(tally.result());
+                    }
+                }
+                Err(TryRecvError::Empty) => spin_loop(),
+                Err(e) => bail!("{e}"),
             }
         }
     }

@@ -77,6 +77,12 @@ pub enum Transport {
     Pipe,
     /// TCP on 127.0.0.1 with `TCP_NODELAY`, blocking reads.
     Tcp,
+    /// An in-process anchor: rtrb's SPSC ring buffer between two threads of one process
+    /// on the same two cores, busy-polling `push`/`pop` (copies).
+    Rtrb,
+    /// An in-process anchor: crossbeam's `ArrayQueue` (Vyukov's bounded MPMC queue)
+    /// between two threads of one process on the same two cores, busy-polling.
+    ArrayQueue,
     /// iceoryx2 publish-subscribe (`ipc::Service`), set up as in its own benchmark: two
     /// services, history 0, subscriber buffer 1, busy-polling `receive`. The sender
     /// copies the payload into a loaned sample; the receiver reads the sequence number in
@@ -102,9 +108,16 @@ impl Transport {
             Transport::Uds => "uds",
             Transport::Pipe => "pipe",
             Transport::Tcp => "tcp",
+            Transport::Rtrb => "rtrb",
+            Transport::ArrayQueue => "array-queue",
             #[cfg(feature = "iceoryx2")]
             Transport::Iceoryx2 => "iceoryx2",
         }
+    }
+
+    /// Whether both sides are threads of the timing process (the in-process anchors).
+    pub fn in_process(self) -> bool {
+        matches!(self, Transport::Rtrb | Transport::ArrayQueue)
     }
 
     /// Parses [`name`](Self::name) (clap's parser of `--transports`).
@@ -124,6 +137,13 @@ pub trait Pinger {
     /// both ends are connected need it; they do it once.
     fn connect(&mut self) -> Result<()> {
         Ok(())
+    }
+
+    /// How many messages the echo side echoed before the last stop message, for
+    /// transports echoed by a thread of this process (the echo process says it
+    /// otherwise).
+    fn echoed(&mut self) -> Result<u64> {
+        bail!("this transport is echoed by the echo process")
     }
 
     /// Times up to `count` round trips with sequence numbers from `first_seq`, in
