@@ -5,7 +5,8 @@
 //!
 //! The echo side is a thread of the timing process (the echo process idles meanwhile on
 //! its core); it counts what it echoed in each round and hands the count back at the
-//! stop message, as the echo process does.
+//! stop message, as the echo process does. Between its rounds it sleeps on a channel,
+//! so that it never spins on the echo core while other transports run there.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -104,7 +105,8 @@ pub struct AnchorPinger<Q: Queue<[u8; N]>, const N: usize> {
     rx: Q::Rx,
     message: [u8; N],
     echoed: mpsc::Receiver<Result<u64>>,
-    quit: Arc<AtomicBool>,
+    /// Starts the echo thread's next round; dropped, it ends the thread.
+    go: Option<mpsc::Sender<()>>,
     echo: Option<JoinHandle<()>>,
 }
 
@@ -115,23 +117,23 @@ pub fn pinger<Q: Queue<[u8; N]> + 'static, const N: usize>(
     let (tx, mut echo_rx) = Q::with_capacity(LATENCY_CAPACITY);
     let (mut echo_tx, rx) = Q::with_capacity(LATENCY_CAPACITY);
     let (counts, echoed) = mpsc::channel();
-    let quit = Arc::new(AtomicBool::new(false));
-    let stop = quit.clone();
+    let (go, rounds) = mpsc::channel::<()>();
     let echo = std::thread::Builder::new()
         .name("anchor-echo".into())
         .spawn(move || {
             let result = pin(echo_core).and_then(|()| {
                 let mut count = 0u64;
+                // Sleeps until a round starts; ends when the pinger is dropped.
+                if rounds.recv().is_err() {
+                    return Ok(());
+                }
                 loop {
+                    let (mut spins, mut since) = (0, None);
                     let mut message = loop {
                         if let Some(m) = Q::pop(&mut echo_rx) {
                             break m;
                         }
-                        // Relaxed: a request to end, no data with it.
-                        if stop.load(Ordering::Relaxed) {
-                            return Ok(());
-                        }
-                        spin_loop();
+                        wait(&mut spins, &mut since, "anchor ping")?;
                     };
                     let seq = seq_of(&message);
                     loop {
@@ -142,7 +144,7 @@ pub fn pinger<Q: Queue<[u8; N]> + 'static, const N: usize>(
                         spin_loop();
                     }
                     if seq == STOP {
-                        if counts.send(Ok(count)).is_err() {
+                        if counts.send(Ok(count)).is_err() || rounds.recv().is_err() {
                             return Ok(());
                         }
                         count = 0;
@@ -161,12 +163,20 @@ pub fn pinger<Q: Queue<[u8; N]> + 'static, const N: usize>(
         rx,
         message: [0x5a; N],
         echoed,
-        quit,
+        go: Some(go),
         echo: Some(echo),
     }))
 }
 
 impl<Q: Queue<[u8; N]>, const N: usize> Pinger for AnchorPinger<Q, N> {
+    /// Wakes the echo thread for this round.
+    fn connect(&mut self) -> Result<()> {
+        self.go
+            .as_ref()
+            .and_then(|go| go.send(()).ok())
+            .ok_or_else(|| anyhow!("the anchor's echo thread ended"))
+    }
+
     #[inline]
     fn round_trip(&mut self, seq: u64) -> Result<u64> {
         self.message[..8].copy_from_slice(&seq.to_le_bytes());
@@ -193,8 +203,7 @@ impl<Q: Queue<[u8; N]>, const N: usize> Pinger for AnchorPinger<Q, N> {
 
 impl<Q: Queue<[u8; N]>, const N: usize> Drop for AnchorPinger<Q, N> {
     fn drop(&mut self) {
-        // Relaxed: see the echo thread's load.
-        self.quit.store(true, Ordering::Relaxed);
+        drop(self.go.take());
         if let Some(echo) = self.echo.take() {
             let _ = echo.join();
         }
