@@ -73,6 +73,25 @@ pub fn light() {
     fence(Ordering::SeqCst);
 }
 
+/// A [`light`] fence followed by `load`, fused so that the common case (this process is
+/// registered, and `load` reads 0) costs the load and one branch: returns what `load`
+/// read after the fence.
+///
+/// For a notifier that reads a waiter count after its publication: in a registered
+/// process `load` runs once behind a compiler fence; otherwise its first read is
+/// discarded, and it runs again after a `SeqCst` fence (and the registration, on first
+/// use).
+#[inline(always)]
+pub fn light_then_load(load: impl Fn() -> u32) -> u32 {
+    #[cfg(not(any(loom, miri)))]
+    return imp::light_then_load(load);
+    #[cfg(any(loom, miri))]
+    {
+        fence(Ordering::SeqCst);
+        load()
+    }
+}
+
 /// The heavy side: a `SeqCst` fence, then `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`
 /// (one syscall, a few microseconds: it interrupts the cores that run registered
 /// processes). For the side that is about to sleep anyway.
@@ -102,19 +121,21 @@ mod imp {
     use rustix::thread::{MembarrierCommand, membarrier, membarrier_query};
 
     use super::Heavy;
-    use crate::atomic::{AtomicU8, Ordering, fence};
+    use crate::atomic::{AtomicU32, Ordering, fence};
 
+    /// Registered: `light` is a compiler fence. Zero, so that `light_then_load` tests
+    /// it together with the value loaded.
+    const LIGHT: u32 = 0;
     /// Not tried yet (also in a forked child).
-    const UNKNOWN: u8 = 0;
-    /// Registered: `light` is a compiler fence.
-    const LIGHT: u8 = 1;
+    const UNKNOWN: u32 = 1;
     /// Cannot register: `light` is a `SeqCst` fence.
-    const SYMMETRIC: u8 = 2;
+    const SYMMETRIC: u32 = 2;
 
     use super::ENV;
 
-    /// This process's registration.
-    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+    /// This process's registration (32 bits wide, so that `light_then_load` ORs it into
+    /// the loaded value in one instruction).
+    static STATE: AtomicU32 = AtomicU32::new(UNKNOWN);
 
     #[inline(always)]
     pub(super) fn light() {
@@ -125,6 +146,21 @@ mod imp {
         } else {
             light_slow();
         }
+    }
+
+    #[inline(always)]
+    pub(super) fn light_then_load(load: impl Fn() -> u32) -> u32 {
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        let value = load();
+        // Acquire: as in `light`. SYNC(registered).
+        if value | STATE.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        if STATE.load(Ordering::Acquire) == LIGHT {
+            return value;
+        }
+        light_slow();
+        load()
     }
 
     #[cold]

@@ -203,10 +203,9 @@ impl EventCount {
     #[inline(always)]
     pub fn notify(&self) -> Notified {
         // SYNC(announce): light fence; orders the caller's publication before the load of
-        // `waiters`, pairs with the heavy fence in `prepare_wait`.
-        asymmetric::light();
-        // Relaxed: the fence above provides the ordering this load needs.
-        if self.waiters.load(Ordering::Relaxed) != 0 {
+        // `waiters`, pairs with the heavy fence in `prepare_wait`. Relaxed: the fence
+        // provides the ordering this load needs.
+        if asymmetric::light_then_load(|| self.waiters.load(Ordering::Relaxed)) != 0 {
             self.wake_waiters()
         } else {
             Notified::Quiet

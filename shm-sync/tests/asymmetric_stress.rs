@@ -129,7 +129,7 @@ fn await_move(word: &AtomicU64, event: &EventCount, round: u64, rng: &mut Rng, n
         }
         assert!(
             outcome != WaitOutcome::TimedOut,
-            "no move for {LOST:?} at round {round}: the other side died or hung (saw {seen})"
+            "no move for {LOST:?} at round {round}: a wake-up was lost, or the other side died or hung (saw {seen})"
         );
     }
 }
