@@ -19,7 +19,7 @@ handle_common!(Consumer, Side::Consumer, "consumer");
 impl<T: Message> Consumer<T> {
     /// Claims the next published position: returns it, and this consumer's entry names
     /// it. Passes over skipped slots, releasing them.
-    #[inline]
+    #[inline(always)]
     fn claim(ring: &Ring<T>, me: &mut Member, probe: bool) -> Result<u64, Refusal> {
         if me.pending.is_some() {
             me.finish_pending(ring);
@@ -170,7 +170,7 @@ impl<T: Message> Consumer<T> {
     /// [`TryRecvError::Empty`]; [`TryRecvError::Disconnected`] when the ring is empty and
     /// every producer that attached is gone (every message sent before is received
     /// first); [`TryRecvError::Corrupted`].
-    #[inline]
+    #[inline(always)]
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         let position = Self::claim(&self.ring, &mut self.me, false).map_err(Refusal::try_recv)?;
         Ok(self.read_and_release(position))

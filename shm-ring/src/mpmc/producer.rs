@@ -43,7 +43,7 @@ impl<T: Message> Producer<T> {
     /// The value comes back in [`TrySendError::Full`] (no free slot),
     /// [`TrySendError::Disconnected`] (every consumer that attached is gone), or
     /// [`TrySendError::Corrupted`].
-    #[inline]
+    #[inline(always)]
     pub fn try_send(&mut self, value: T) -> Result<(), TrySendError<T>> {
         match claim(&self.ring, &mut self.me, false) {
             Ok(position) => {
@@ -203,7 +203,7 @@ impl<T: Message> DerefMut for SendSlot<'_, T> {
 }
 
 /// Claims the next free position: returns it, and this producer's entry names it.
-#[inline]
+#[inline(always)]
 fn claim<T>(ring: &Ring<T>, me: &mut Member, probe: bool) -> Result<u64, Refusal> {
     if me.pending.is_some() {
         me.finish_pending(ring);
