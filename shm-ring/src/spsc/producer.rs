@@ -46,16 +46,21 @@ impl Cursor {
     /// subtraction, inlined; the rest is [`claim_slow`](Self::claim_slow).
     #[inline(always)]
     fn claim<T>(&mut self, ring: &Ring<T>, probe: bool) -> Result<u64, Refusal> {
+        if !probe && self.room(ring) {
+            return Ok(ring.capacity() - self.tail.wrapping_sub(self.head_cache));
+        }
+        self.claim_slow(ring, probe)
+    }
+
+    /// The fast path of [`claim`](Self::claim) without a probe, as one test: the
+    /// consumer attached or absent, not seen dead, and the cached head leaves a slot.
+    #[inline(always)]
+    fn room<T>(&self, ring: &Ring<T>) -> bool {
         // Relaxed: the session line is written only at attach and close, and a close is
         // acted on at the next call; the Acquire load in `peer_state` orders the rest.
         let peer = ring.peer_session().load(Ordering::Relaxed) & STATE_MASK;
-        let free = ring.capacity() - self.tail.wrapping_sub(self.head_cache);
-        let quiet =
-            (peer == ATTACHED || peer == ABSENT) && !probe && self.watch.dead_word.is_none();
-        if quiet && free != 0 {
-            return Ok(free);
-        }
-        self.claim_slow(ring, probe)
+        let full = self.tail.wrapping_sub(self.head_cache) == ring.capacity();
+        (peer == ATTACHED || peer == ABSENT) && self.watch.dead_word.is_none() && !full
     }
 
     /// [`claim`](Self::claim) when the consumer's session needs a look, a probe is asked
@@ -189,7 +194,20 @@ impl<T: Message> Producer<T> {
     /// the ring is full or at the next liveness probe), or [`TrySendError::Corrupted`].
     #[inline(always)]
     pub fn try_send(&mut self, value: T) -> Result<(), TrySendError<T>> {
-        match self.cur.claim(&self.ring, false) {
+        if self.cur.room(&self.ring) {
+            self.cur.write(&self.ring, 0, value);
+            self.cur.publish(&self.ring, 1);
+            return Ok(());
+        }
+        self.try_send_slow(value)
+    }
+
+    /// [`try_send`](Self::try_send) when the fast test found no room or something to
+    /// look at.
+    #[cold]
+    #[inline(never)]
+    fn try_send_slow(&mut self, value: T) -> Result<(), TrySendError<T>> {
+        match self.cur.claim_slow(&self.ring, false) {
             Ok(_) => {
                 self.cur.write(&self.ring, 0, value);
                 self.cur.publish(&self.ring, 1);
