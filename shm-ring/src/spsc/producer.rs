@@ -194,27 +194,16 @@ impl<T: Message> Producer<T> {
     /// the ring is full or at the next liveness probe), or [`TrySendError::Corrupted`].
     #[inline(always)]
     pub fn try_send(&mut self, value: T) -> Result<(), TrySendError<T>> {
-        if self.cur.room(&self.ring) {
-            self.cur.write(&self.ring, 0, value);
-            self.cur.publish(&self.ring, 1);
-            return Ok(());
-        }
-        self.try_send_slow(value)
-    }
-
-    /// [`try_send`](Self::try_send) when the fast test found no room or something to
-    /// look at.
-    #[cold]
-    #[inline(never)]
-    fn try_send_slow(&mut self, value: T) -> Result<(), TrySendError<T>> {
-        match self.cur.claim_slow(&self.ring, false) {
-            Ok(_) => {
-                self.cur.write(&self.ring, 0, value);
-                self.cur.publish(&self.ring, 1);
-                Ok(())
+        // The value never leaves this frame for the slow path, so that a large `T` can
+        // go from registers to the slot.
+        if !self.cur.room(&self.ring) {
+            if let Err(refusal) = self.cur.claim_slow(&self.ring, false) {
+                return Err(refusal.try_send(value));
             }
-            Err(refusal) => Err(refusal.try_send(value)),
         }
+        self.cur.write(&self.ring, 0, value);
+        self.cur.publish(&self.ring, 1);
+        Ok(())
     }
 
     /// Sends as many values from the front of `values` as there are free slots, and
