@@ -6,7 +6,7 @@
 //! and only then sleeps on a sequence word; a notifier publishes its change, then looks
 //! for announced waiters and, only if there are any, bumps the sequence and wakes them.
 //! Unlike Folly's, [`EventCount::notify`] makes no read-modify-write when nobody waits:
-//! one load, behind an [asymmetric](crate::asymmetric) fence that is no instruction at
+//! one load, behind an [asymmetric] fence that is no instruction at
 //! all in a process registered for global expedited membarriers; the waiter, about to
 //! sleep anyway, pays for both sides with one `membarrier(2)` syscall.
 //!
@@ -29,7 +29,7 @@
 //!   puts a fence between its write and its read: the notifier a
 //!   [`light`](crate::asymmetric::light) one, the waiter a
 //!   [`heavy`](crate::asymmetric::heavy) one, which together order as two `SeqCst` fences
-//!   do (the argument is in [`asymmetric`](crate::asymmetric)); whichever comes second
+//!   do (the argument is in [`asymmetric`]); whichever comes second
 //!   reads what the other side wrote before its fence. So either the notifier sees
 //!   `waiters > 0` (and will wake), or the waiter's re-check sees the condition (and does
 //!   not sleep). Without the fences both reads may return old values and the waiter
@@ -191,7 +191,7 @@ impl EventCount {
     /// Wakes waiters if there are any: call after making a waited-for condition true.
     ///
     /// Costs one load when nobody waits, behind a light fence (no instruction once the
-    /// process registered, see [`asymmetric`](crate::asymmetric); a `SeqCst` fence in a
+    /// process registered, see [`asymmetric`]; a `SeqCst` fence in a
     /// process that cannot), no syscall and no write to shared memory; otherwise one
     /// increment and one `FUTEX_WAKE` syscall. Wakes every
     /// waiter: waiters of one event count may wait for different conditions (the
