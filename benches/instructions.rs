@@ -69,17 +69,24 @@ fn wide(i: u64) -> [u8; 64] {
     m
 }
 
-/// A segment-backed SPSC ring, its file unlinked at once (the mappings stay).
-fn spsc_shm<T: shm_transport::ring::Message>() -> (spsc::Producer<T>, spsc::Consumer<T>) {
-    let name = format!("shm-instructions-spsc-{}", std::process::id());
-    let b = spsc::Builder::<T>::new(name.as_str())
-        .capacity(CAPACITY)
-        .mode(OpenMode::Create)
-        .wait_strategy(WaitStrategy::BusySpin);
-    let tx = b.producer().unwrap();
-    let rx = b.mode(OpenMode::Open).consumer().unwrap();
-    Segment::remove(&Location::Name(name)).unwrap();
-    (tx, rx)
+/// A segment-backed ring of module `$kind` (`spsc` or `mpmc`) carrying `$T`, its file
+/// unlinked at once (the mappings stay).
+macro_rules! shm_pair {
+    ($kind:ident, $T:ty) => {{
+        let name = format!(
+            "shm-instructions-{}-{}",
+            stringify!($kind),
+            std::process::id()
+        );
+        let b = $kind::Builder::<$T>::new(name.as_str())
+            .capacity(CAPACITY)
+            .mode(OpenMode::Create)
+            .wait_strategy(WaitStrategy::BusySpin);
+        let tx = b.producer().unwrap();
+        let rx = b.mode(OpenMode::Open).consumer().unwrap();
+        Segment::remove(&Location::Name(name)).unwrap();
+        (tx, rx)
+    }};
 }
 
 fn main() {
@@ -104,13 +111,13 @@ fn main() {
         ),
         "spsc-shm" => pairs!(
             pairs,
-            spsc_shm::<u64>(),
+            shm_pair!(spsc, u64),
             |tx, v| tx.try_send(v).unwrap(),
             |rx| rx.try_recv().unwrap()
         ),
         "spsc-shm-64" => pairs!(
             pairs,
-            spsc_shm::<[u8; 64]>(),
+            shm_pair!(spsc, [u8; 64]),
             |tx, v| tx.try_send(wide(v)).unwrap(),
             |rx| rx.try_recv().unwrap()
         ),
@@ -134,17 +141,7 @@ fn main() {
         ),
         "mpmc-shm" => pairs!(
             pairs,
-            {
-                let name = format!("shm-instructions-mpmc-{}", std::process::id());
-                let b = mpmc::Builder::<u64>::new(name.as_str())
-                    .capacity(CAPACITY)
-                    .mode(OpenMode::Create)
-                    .wait_strategy(WaitStrategy::BusySpin);
-                let tx = b.producer().unwrap();
-                let rx = b.mode(OpenMode::Open).consumer().unwrap();
-                Segment::remove(&Location::Name(name)).unwrap();
-                (tx, rx)
-            },
+            shm_pair!(mpmc, u64),
             |tx, v| tx.try_send(v).unwrap(),
             |rx| rx.try_recv().unwrap()
         ),

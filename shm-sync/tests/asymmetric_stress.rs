@@ -11,7 +11,6 @@
 //! `SHM_STRESS_ROUNDS` sets the rounds (default 100,000; each has two waits). The mixed
 //! test runs the child with `SHM_MEMBARRIER=off` (real fences) against a light parent.
 
-use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -52,14 +51,7 @@ struct Mapped {
 
 impl Mapped {
     fn open(path: &Path) -> Self {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .unwrap();
-        // SAFETY: the file is this test's own temporary file; nobody truncates it while
-        // it is mapped.
-        let map = unsafe { MmapMut::map_mut(&file) }.unwrap();
+        let map = shm_testkit::map_shared(path);
         assert!(map.len() >= size_of::<Page>());
         Self { map }
     }
@@ -167,14 +159,7 @@ fn child() {
 /// Plays `rounds()` rounds against a child started with `env`; returns both sides'
 /// counts and whether the child's fences were light.
 fn play(tag: &str, env: &[(&str, &str)]) -> (Counts, Counts, bool) {
-    let tmp = TempPath::new(tag);
-    let file: File = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(tmp.path())
-        .unwrap();
-    file.set_len(4096).unwrap();
+    let tmp = TempPath::file(tag, 4096);
     let mapped = Mapped::open(tmp.path());
     let page = mapped.page();
     let mut cmd = shm_testkit::child("child");

@@ -4,7 +4,6 @@
 //! The child is this test binary again, started on the ignored test `child` with the
 //! file's path in `SHM_FUTEX_CHILD`.
 
-use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -36,14 +35,7 @@ struct Mapped {
 
 impl Mapped {
     fn open(path: &Path) -> Self {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .unwrap();
-        // SAFETY: the file is this test's own temporary file; nobody truncates it while
-        // it is mapped.
-        let map = unsafe { MmapMut::map_mut(&file) }.unwrap();
+        let map = shm_testkit::map_shared(path);
         assert!(map.len() >= size_of::<Page>());
         Self { map }
     }
@@ -59,15 +51,7 @@ impl Mapped {
 
 /// A new zero-filled page-long file, removed when the returned guard drops.
 fn temp_file(tag: &str) -> TempPath {
-    let tmp = TempPath::new(tag);
-    let file: File = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(tmp.path())
-        .unwrap();
-    file.set_len(4096).unwrap();
-    tmp
+    TempPath::file(tag, 4096)
 }
 
 /// Is thread `tid` of process `pid` asleep in the kernel's futex wait?

@@ -123,11 +123,47 @@ impl TempPath {
         Self { path }
     }
 
+    /// A fresh path for `tag` holding a new zero-filled file of `len` bytes.
+    ///
+    /// # Panics
+    ///
+    /// If the file cannot be made.
+    #[must_use]
+    pub fn file(tag: &str, len: u64) -> Self {
+        let tmp = Self::new(tag);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(tmp.path())
+            .expect("a new temporary file");
+        file.set_len(len).expect("sizing the temporary file");
+        tmp
+    }
+
     /// The path.
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Maps the whole file at `path` read-write and shared, as the processes of a test share
+/// it.
+///
+/// # Panics
+///
+/// If the file cannot be opened or mapped.
+#[must_use]
+pub fn map_shared(path: &Path) -> memmap2::MmapMut {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("opening the shared file");
+    // SAFETY: the file is the test's own temporary file, which nothing truncates while
+    // it is mapped; the test accesses what both processes write only through atomics.
+    unsafe { memmap2::MmapMut::map_mut(&file) }.expect("mapping the shared file")
 }
 
 impl Drop for TempPath {
