@@ -1,6 +1,7 @@
 //! Costs of the wake-up path, on this machine, in one run:
 //!
-//! - `notify/no_waiter`: `EventCount::notify` with nobody waiting (a fence and a load);
+//! - `notify/no_waiter`: `EventCount::notify` with nobody waiting (two loads behind a
+//!   compiler fence, once the process registered its membarrier);
 //! - `notify/raw_futex_wake`: a `FUTEX_WAKE` syscall on a word nobody waits on, which is
 //!   what a notifier without an event count would pay for every message;
 //! - `pingpong/{park,busy_spin}`: a round trip between two processes pinned to two cores,

@@ -1,7 +1,8 @@
 //! SPSC ring throughput, on this machine, in one run:
 //!
 //! - `spsc/pair`: `try_send` then `try_recv` of a `u64` in one thread (no sharing: the
-//!   cost of the instructions and the notify fence);
+//!   cost of the instructions, with no fence instruction once the process registered its
+//!   membarrier);
 //! - `spsc/stream/{single,batch64}`: a producer thread and a consumer thread, pinned to
 //!   the recommended core pair, streaming `u64`s one way through a ring of 4096 slots in a
 //!   segment under `/dev/shm`, one message per call or 64 per `send_slice`/`recv_into`.
