@@ -62,9 +62,7 @@
 //! notifications would miss one, which at one notification per 190 ns syscall takes over
 //! 13 minutes of notifying while it never runs.
 
-use std::time::Instant;
-
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::asymmetric::{self, Heavy};
 use crate::atomic::{AtomicU32, Ordering};

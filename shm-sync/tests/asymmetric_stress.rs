@@ -15,11 +15,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use memmap2::MmapMut;
 use shm_sync::atomic::{AtomicU64, Ordering, spin_loop};
 use shm_sync::futex::WaitOutcome;
 use shm_sync::{CachePadded, EventCount, asymmetric};
-use shm_testkit::{Reap, TempPath, wait_child};
+use shm_testkit::{Reap, SharedPage, TempPath, wait_child};
 
 const CHILD_ENV: &str = "SHM_STRESS_CHILD";
 const ROUNDS_ENV: &str = "SHM_STRESS_ROUNDS";
@@ -43,25 +42,6 @@ struct Page {
     child_slept: CachePadded<AtomicU64>,
     child_caught: CachePadded<AtomicU64>,
     child_light: CachePadded<AtomicU64>,
-}
-
-struct Mapped {
-    map: MmapMut,
-}
-
-impl Mapped {
-    fn open(path: &Path) -> Self {
-        let map = shm_testkit::map_shared(path);
-        assert!(map.len() >= size_of::<Page>());
-        Self { map }
-    }
-
-    fn page(&self) -> &Page {
-        // SAFETY: the mapping is page-aligned and 4096 bytes long (Page needs 896 bytes,
-        // aligned to 128); the file was zero-filled and all-zero is a valid Page; the
-        // reference borrows `self`; every access is atomic.
-        unsafe { &*self.map.as_ptr().cast::<Page>() }
-    }
 }
 
 fn rounds() -> u64 {
@@ -141,8 +121,8 @@ fn make_move(word: &AtomicU64, event: &EventCount, round: u64, rng: &mut Rng) {
 #[ignore = "child process entry point, started by the tests below"]
 fn child() {
     let path = std::env::var(CHILD_ENV).expect("run by the parent test");
-    let mapped = Mapped::open(Path::new(&path));
-    let page = mapped.page();
+    let mapped = open_page(Path::new(&path));
+    let page = mapped.get();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id()));
     let mut n = Counts::default();
     for round in 1..=rounds() {
@@ -160,8 +140,8 @@ fn child() {
 /// counts and whether the child's fences were light.
 fn play(tag: &str, env: &[(&str, &str)]) -> (Counts, Counts, bool) {
     let tmp = TempPath::file(tag, 4096);
-    let mapped = Mapped::open(tmp.path());
-    let page = mapped.page();
+    let mapped = open_page(tmp.path());
+    let page = mapped.get();
     let mut cmd = shm_testkit::child("child");
     cmd.env(CHILD_ENV, tmp.path()).stdout(Stdio::null());
     for (k, v) in env {
@@ -224,4 +204,11 @@ fn no_lost_wakeup_between_a_light_and_a_symmetric_process() {
     if membarrier_offered() {
         assert!(asymmetric::is_light(), "the parent did not register");
     }
+}
+
+/// The test's page in the file at `path`.
+fn open_page(path: &Path) -> SharedPage<Page> {
+    // SAFETY: `Page` is atomics only, all-zero is a valid `Page`, and both processes
+    // touch the file through them alone.
+    unsafe { SharedPage::open(path) }
 }

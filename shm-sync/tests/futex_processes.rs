@@ -8,11 +8,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use memmap2::MmapMut;
 use shm_sync::CachePadded;
 use shm_sync::atomic::{AtomicU32, Ordering};
 use shm_sync::futex::{self, WaitOutcome};
-use shm_testkit::{Reap, TempPath, wait_for};
+use shm_testkit::{Reap, SharedPage, TempPath, wait_for};
 
 const CHILD_ENV: &str = "SHM_FUTEX_CHILD";
 
@@ -27,26 +26,6 @@ struct Page {
     seen: CachePadded<AtomicU32>,
     /// The child's `WaitOutcome`: 1 woken, 2 value changed, 3 timed out (0: not yet).
     outcome: CachePadded<AtomicU32>,
-}
-
-struct Mapped {
-    map: MmapMut,
-}
-
-impl Mapped {
-    fn open(path: &Path) -> Self {
-        let map = shm_testkit::map_shared(path);
-        assert!(map.len() >= size_of::<Page>());
-        Self { map }
-    }
-
-    fn page(&self) -> &Page {
-        // SAFETY: the mapping is page-aligned and 4096 bytes long (Page needs 512 bytes,
-        // aligned to 128); the file was zero-filled and all-zero is a valid Page; the
-        // reference borrows `self`, so it cannot outlive the mapping; every access is
-        // atomic.
-        unsafe { &*self.map.as_ptr().cast::<Page>() }
-    }
 }
 
 /// A new zero-filled page-long file, removed when the returned guard drops.
@@ -67,8 +46,8 @@ fn sleeps_on_futex(pid: u32, tid: u32) -> bool {
 #[ignore = "child process entry point, started by `child_parked_on_futex_is_woken_by_parent`"]
 fn child() {
     let path = std::env::var(CHILD_ENV).expect("run by the parent test");
-    let mapped = Mapped::open(Path::new(&path));
-    let page = mapped.page();
+    let mapped = open_page(Path::new(&path));
+    let page = mapped.get();
     let tid = rustix::thread::gettid().as_raw_nonzero().get();
     page.waiter.store(
         u32::try_from(tid).expect("thread ids are positive"),
@@ -92,8 +71,8 @@ fn child() {
 #[test]
 fn child_parked_on_futex_is_woken_by_parent() {
     let tmp = temp_file("futex-wake");
-    let mapped = Mapped::open(tmp.path());
-    let page = mapped.page();
+    let mapped = open_page(tmp.path());
+    let page = mapped.get();
     let mut child = Reap(
         shm_testkit::child("child")
             .env(CHILD_ENV, tmp.path())
@@ -170,4 +149,11 @@ fn wake_with_no_sleeper_wakes_none() {
     let word = AtomicU32::new(0);
     assert_eq!(futex::wake(&word, 1), 0);
     assert_eq!(futex::wake_all(&word), 0);
+}
+
+/// The test's page in the file at `path`.
+fn open_page(path: &Path) -> SharedPage<Page> {
+    // SAFETY: `Page` is atomics only, all-zero is a valid `Page`, and both processes
+    // touch the file through them alone.
+    unsafe { SharedPage::open(path) }
 }

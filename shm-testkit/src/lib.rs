@@ -148,6 +148,49 @@ impl TempPath {
     }
 }
 
+/// A `P` laid over the start of a file mapped read-write and shared (see
+/// [`map_shared`]): the page several processes of a test share.
+#[derive(Debug)]
+pub struct SharedPage<P> {
+    map: memmap2::MmapMut,
+    _page: core::marker::PhantomData<P>,
+}
+
+impl<P> SharedPage<P> {
+    /// Maps the file at `path` and views its start as a `P`.
+    ///
+    /// # Safety
+    ///
+    /// Every byte pattern the test's processes leave in the file (all-zero at first) is
+    /// a valid `P`, and they share it only through atomics.
+    ///
+    /// # Panics
+    ///
+    /// If the file cannot be mapped, or is shorter than a `P`.
+    #[must_use]
+    pub unsafe fn open(path: &Path) -> Self {
+        let map = map_shared(path);
+        assert!(
+            map.len() >= size_of::<P>(),
+            "the file is shorter than the page"
+        );
+        assert!(align_of::<P>() <= 4096, "a mapping is only page-aligned");
+        Self {
+            map,
+            _page: core::marker::PhantomData,
+        }
+    }
+
+    /// The page.
+    #[must_use]
+    pub fn get(&self) -> &P {
+        // SAFETY: the mapping is page-aligned and at least a `P` long (checked in
+        // `open`), its bytes are a valid `P` (the contract of `open`), and the reference
+        // borrows `self`, so it cannot outlive the mapping.
+        unsafe { &*self.map.as_ptr().cast::<P>() }
+    }
+}
+
 /// Maps the whole file at `path` read-write and shared, as the processes of a test share
 /// it.
 ///

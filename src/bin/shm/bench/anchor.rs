@@ -13,20 +13,20 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use crossbeam_queue::ArrayQueue;
 use shm_transport::sync::affinity;
 use shm_transport::sync::atomic::{AtomicBool, Ordering, spin_loop};
 
-use super::throughput::Numbered;
-use super::transport::{Pinger, STOP};
+use super::throughput::{Numbered, Tally};
+use super::transport::{Patience, Pinger, STOP, seq_of, set_seq};
 
 /// Slots of each latency queue (as the rings' latency capacity).
 const LATENCY_CAPACITY: usize = 16;
 /// Slots of each throughput queue (as the rings' throughput capacity).
 const THROUGHPUT_CAPACITY: usize = 4096;
-/// How long a side waits for the other before it declares it stuck.
-const PATIENCE: Duration = Duration::from_secs(10);
+/// How long the timing side waits for the echo thread's count of a round.
+const REPORT_PATIENCE: Duration = Duration::from_secs(10);
 
 /// One in-process queue: its two ends and their non-blocking calls.
 pub trait Queue<T: Send + 'static> {
@@ -83,21 +83,6 @@ fn pin(core: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-/// Spins once; fails once `since` is older than [`PATIENCE`] (checked every 2^16 spins).
-#[inline]
-fn wait(spins: &mut u32, since: &mut Option<Instant>, what: &str) -> Result<()> {
-    spin_loop();
-    *spins = spins.wrapping_add(1);
-    if *spins % (1 << 16) == 0 && since.get_or_insert_with(Instant::now).elapsed() > PATIENCE {
-        bail!("no {what} for {PATIENCE:?}: the other thread is stuck");
-    }
-    Ok(())
-}
-
-fn seq_of<const N: usize>(m: &[u8; N]) -> u64 {
-    u64::from_le_bytes(m[..8].try_into().expect("N >= 8"))
-}
-
 /// The timing side of an anchor's ping-pong: the ping queue's producer, the pong
 /// queue's consumer, and the echo thread.
 pub struct AnchorPinger<Q: Queue<[u8; N]>, const N: usize> {
@@ -128,12 +113,12 @@ pub fn pinger<Q: Queue<[u8; N]> + 'static, const N: usize>(
                     return Ok(());
                 }
                 loop {
-                    let (mut spins, mut since) = (0, None);
+                    let mut patience = Patience::new();
                     let mut message = loop {
                         if let Some(m) = Q::pop(&mut echo_rx) {
                             break m;
                         }
-                        wait(&mut spins, &mut since, "anchor ping")?;
+                        patience.spin("anchor ping")?;
                     };
                     let seq = seq_of(&message);
                     loop {
@@ -179,24 +164,24 @@ impl<Q: Queue<[u8; N]>, const N: usize> Pinger for AnchorPinger<Q, N> {
 
     #[inline]
     fn round_trip(&mut self, seq: u64) -> Result<u64> {
-        self.message[..8].copy_from_slice(&seq.to_le_bytes());
+        set_seq(&mut self.message, seq);
         let mut message = self.message;
-        let (mut spins, mut since) = (0, None);
+        let mut patience = Patience::new();
         while let Err(back) = Q::push(&mut self.tx, message) {
             message = back;
-            wait(&mut spins, &mut since, "room in the anchor's ping queue")?;
+            patience.spin("room in the anchor's ping queue")?;
         }
         loop {
             if let Some(reply) = Q::pop(&mut self.rx) {
                 return Ok(seq_of(&reply));
             }
-            wait(&mut spins, &mut since, "anchor echo")?;
+            patience.spin("anchor echo")?;
         }
     }
 
     fn echoed(&mut self) -> Result<u64> {
         self.echoed
-            .recv_timeout(PATIENCE)
+            .recv_timeout(REPORT_PATIENCE)
             .map_err(|_| anyhow!("the anchor's echo thread did not report"))?
     }
 }
@@ -223,26 +208,17 @@ pub fn stream<Q: Queue<T>, T: Numbered>(
         .name("anchor-consumer".into())
         .spawn(move || -> Result<(u64, u64)> {
             pin(echo_core)?;
-            let mut expected = 1u64;
-            let mut start = None;
-            let (mut spins, mut since) = (0, None);
+            // Spins as `shm-spsc`'s receiver does; the sender always ends with the stop
+            // message, unless this thread ended first.
+            let mut tally = Tally::new();
             loop {
                 let Some(message) = Q::pop(&mut rx) else {
-                    wait(&mut spins, &mut since, "anchor stream message")?;
+                    spin_loop();
                     continue;
                 };
-                let seq = message.seq();
-                if seq == STOP {
-                    let ns = start.map_or(0, |s: Instant| s.elapsed().as_nanos() as u64);
-                    return Ok((expected - 1, ns));
+                if tally.count(message.seq())? {
+                    return Ok(tally.result());
                 }
-                if seq != expected {
-                    bail!("message lost or corrupted: expected {expected}, got {seq}");
-                }
-                if expected == 1 {
-                    start = Some(Instant::now());
-                }
-                expected += 1;
             }
         })
         .context("starting the anchor's consumer thread")?;

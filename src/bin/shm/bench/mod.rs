@@ -131,17 +131,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "payload size {size} is outside 8..=1048576 bytes (a message carries an 8-byte \
              sequence number)"
         );
-        let spsc = transports.iter().any(|t| {
-            matches!(
-                t,
-                Transport::ShmSpsc
-                    | Transport::ShmSpscPark
-                    | Transport::Rtrb
-                    | Transport::ArrayQueue
-            )
-        });
+        let fixed = transports.iter().any(|t| t.fixed_sizes());
         ensure!(
-            !spsc || SPSC_SIZES.contains(&size),
+            !fixed || SPSC_SIZES.contains(&size),
             "shm-spsc, rtrb and array-queue carry fixed-size messages of {SPSC_SIZES:?} bytes, \
              not {size}"
         );
@@ -164,7 +156,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     // The echo process is started before this one pins itself, so that it does not
     // inherit this core; it pins itself to its own.
-    let mut peer = Peer::spawn(placement.cores.map(|[_, echo]| echo))?;
+    let echo_core = placement.cores.map(|[_, echo]| echo);
+    let mut peer = Peer::spawn(echo_core)?;
     if let Some([ping, _]) = placement.cores {
         affinity::pin_current_thread(ping)?;
     }
@@ -190,19 +183,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let budget = Duration::from_secs_f64(args.time_limit / f64::from(args.rounds));
     if args.throughput {
-        report.config.transports = throughput::cases().iter().map(|c| c.transport.name()).fold(
-            Vec::new(),
-            |mut names, name| {
-                if !names.contains(&name) {
-                    names.push(name);
-                }
-                names
-            },
-        );
+        // The cases come grouped by transport.
+        report.config.transports = throughput::cases()
+            .iter()
+            .map(|c| c.transport.name())
+            .collect();
+        report.config.transports.dedup();
         report.config.sizes = vec![8, 64];
         report.throughput = run_throughput(
             &mut peer,
-            placement.cores.map(|[_, echo]| echo),
+            echo_core,
             args.rounds,
             budget,
             &run_id,
@@ -213,7 +203,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let per_round = args.round_trips.div_ceil(u64::from(args.rounds)) as usize;
         let plan = Plan {
             transports: &transports,
-            echo_core: placement.cores.map(|[_, echo]| echo),
+            echo_core,
             sizes: &sizes,
             rounds: args.rounds,
             per_round,

@@ -281,13 +281,13 @@ pub fn receive(transport: Transport, size: usize, batch: usize, at: &str) -> Res
 }
 
 /// Checks sequence numbers and times the stream.
-struct Tally {
+pub(super) struct Tally {
     expected: u64,
     start: Option<Instant>,
 }
 
 impl Tally {
-    fn new() -> Tally {
+    pub(super) fn new() -> Tally {
         Tally {
             expected: 1,
             start: None,
@@ -296,7 +296,7 @@ impl Tally {
 
     /// Counts one message; `Ok(true)` at the stop message.
     #[inline]
-    fn count(&mut self, seq: u64) -> Result<bool> {
+    pub(super) fn count(&mut self, seq: u64) -> Result<bool> {
         if seq == STOP {
             return Ok(true);
         }
@@ -313,7 +313,7 @@ impl Tally {
         Ok(false)
     }
 
-    fn result(&self) -> (u64, u64) {
+    pub(super) fn result(&self) -> (u64, u64) {
         let ns = self.start.map_or(0, |s| s.elapsed().as_nanos() as u64);
         (self.expected - 1, ns)
     }

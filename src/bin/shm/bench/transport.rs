@@ -115,6 +115,14 @@ impl Transport {
         }
     }
 
+    /// Whether it carries `[u8; N]` messages, for the sizes of [`SPSC_SIZES`] only.
+    pub fn fixed_sizes(self) -> bool {
+        matches!(
+            self,
+            Transport::ShmSpsc | Transport::ShmSpscPark | Transport::Rtrb | Transport::ArrayQueue
+        )
+    }
+
     /// Whether both sides are threads of the timing process (the in-process anchors).
     pub fn in_process(self) -> bool {
         matches!(self, Transport::Rtrb | Transport::ArrayQueue)
@@ -207,25 +215,25 @@ pub trait Echoer {
     fn echo(&mut self) -> Result<u64>;
 }
 
-fn seq_of(bytes: &[u8]) -> u64 {
+pub(super) fn seq_of(bytes: &[u8]) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(&bytes[..8]);
     u64::from_le_bytes(word)
 }
 
-fn set_seq(bytes: &mut [u8], seq: u64) {
+pub(super) fn set_seq(bytes: &mut [u8], seq: u64) {
     bytes[..8].copy_from_slice(&seq.to_le_bytes());
 }
 
 /// Counts busy-poll iterations and fails once a reply has taken longer than
 /// [`PATIENCE`], so that a dead peer ends a busy-polling loop.
-struct Patience {
+pub(super) struct Patience {
     spins: u32,
     since: Option<Instant>,
 }
 
 impl Patience {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Patience {
             spins: 0,
             since: None,
@@ -233,7 +241,7 @@ impl Patience {
     }
 
     #[inline]
-    fn spin(&mut self, what: &str) -> Result<()> {
+    pub(super) fn spin(&mut self, what: &str) -> Result<()> {
         spin_loop();
         self.spins = self.spins.wrapping_add(1);
         if self.spins % (1 << 16) == 0 {
