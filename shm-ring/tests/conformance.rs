@@ -733,8 +733,10 @@ fn restart<F: Flavour>() {
 }
 
 /// The producer's position set behind the consumer's, in the file: the consumer's
-/// receives (blocking too) report `Positions` at once, and a new consumer is refused;
-/// so is one after the producer's position is set far past the consumer's.
+/// receives (blocking too) report `Positions` (a polling MPMC consumer checks the
+/// positions with its liveness probe, so a loop of `try_recv` within about a
+/// millisecond, until then `Empty`), and a new consumer is refused; so is one after the
+/// producer's position is set far past the consumer's.
 fn corrupted_positions_are_errors<F: Flavour>() {
     let (name, mut tx, rx) = segment::<F>("positions", CAP);
     F::try_send(&mut tx, 0).unwrap();
@@ -743,7 +745,14 @@ fn corrupted_positions_are_errors<F: Flavour>() {
     poke(&file(&name), TAIL, &0u64.to_ne_bytes());
     let positions =
         |e: &Corruption| matches!(e, Corruption::Positions { head, tail: 0, .. } if *head > 0);
-    let (rx, received) = within(LONG, "try_recv", rx, F::try_recv);
+    let (rx, received) = within(LONG, "try_recv", rx, |rx| {
+        loop {
+            match F::try_recv(rx) {
+                Err(TryRecvError::Empty) => std::hint::spin_loop(),
+                other => break other,
+            }
+        }
+    });
     assert!(
         matches!(received, Err(TryRecvError::Corrupted(ref c)) if positions(c)),
         "{received:?}"
@@ -772,8 +781,9 @@ fn corrupted_positions_are_errors<F: Flavour>() {
 }
 
 /// The consumer's position set far past the producer's, in the file, while the ring is
-/// full: the producer's sends (blocking too) report the corruption with their value, at
-/// once.
+/// full: the producer's sends (blocking too) report the corruption with their value (a
+/// polling MPMC producer checks the positions with its liveness probe, so a loop of
+/// `try_send` within about a millisecond, until then `Full`).
 fn corrupted_consumer_position_stops_the_producer<F: Flavour>() {
     let (name, tx, _rx) = segment::<F>("head", CAP);
     let (tx, _) = within(LONG, "filling the ring", tx, |tx| {
@@ -782,7 +792,14 @@ fn corrupted_consumer_position_stops_the_producer<F: Flavour>() {
         }
     });
     poke(&file(&name), HEAD, &(1u64 << 40).to_ne_bytes());
-    let (tx, sent) = within(LONG, "try_send", tx, |tx| F::try_send(tx, 50));
+    let (tx, sent) = within(LONG, "try_send", tx, |tx| {
+        loop {
+            match F::try_send(tx, 50) {
+                Err(TrySendError::Full(_)) => std::hint::spin_loop(),
+                other => break other,
+            }
+        }
+    });
     assert!(
         matches!(sent, Err(TrySendError::Corrupted(50, _))),
         "{sent:?}"

@@ -69,10 +69,24 @@ impl Member {
     /// after [`LIVENESS_POLLS`] polls once [`LIVENESS_PROBE_INTERVAL`] has passed.
     #[cold]
     pub(crate) fn watch<T>(&mut self, ring: &Ring<T>, probe: bool) -> Result<(), Corruption> {
-        if self.watch.tick(probe) {
-            ring.reap(self.side.other(), self.index)?;
+        if self.probe_due(probe) {
+            self.probe(ring)?;
         }
         Ok(())
+    }
+
+    /// Counts an empty (or full) poll, as [`watch`](Self::watch), and says whether a
+    /// probe is due now, without making it: the caller makes it with [`probe`](Self::probe),
+    /// after the checks that a plain poll skips.
+    #[inline]
+    pub(crate) fn probe_due(&mut self, probe: bool) -> bool {
+        self.watch.tick(probe)
+    }
+
+    /// Probes the other side's locks, settling its dead participants.
+    #[cold]
+    pub(crate) fn probe<T>(&self, ring: &Ring<T>) -> Result<(), Corruption> {
+        ring.reap(self.side.other(), self.index)
     }
 
     /// Takes note of what a wake-up this participant made did; after

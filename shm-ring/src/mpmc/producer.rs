@@ -8,7 +8,7 @@ use shm_sync::Retries;
 use shm_sync::atomic::Ordering;
 
 use super::Producer;
-use super::layout::{EMPTY, FULL, STAMP_STATE, Side};
+use super::layout::{EMPTY, FULL, SKIPPED, STAMP_STATE, Side};
 use super::member::Member;
 use super::ring::Ring;
 use crate::core::blocking::{Refusal, block};
@@ -257,6 +257,17 @@ fn not_free<T>(
     stamp: u64,
     probe: bool,
 ) -> Result<u64, Refusal> {
+    let due = me.probe_due(probe);
+    let previous = tail.wrapping_sub(ring.capacity());
+    if (stamp == ring.stamp(previous, FULL) || stamp == ring.stamp(previous, SKIPPED)) && !due {
+        // The message of the lap before is not consumed yet, the common full poll:
+        // answered without reading the consumers' head, whose line their next claim
+        // would otherwise have to take back from this core (as a consumer's empty
+        // poll leaves the producers' tail alone). Nothing is claimed, so the positions
+        // are checked with each liveness probe, below; `claim` asked whether the
+        // consumers are gone.
+        return Err(Refusal::Busy);
+    }
     let control = ring.control();
     let corrupt = |stamp| {
         Refusal::Corrupted(Corruption::Slot {
@@ -318,7 +329,9 @@ fn not_free<T>(
     if ring.side_gone(Side::Consumer) {
         return Err(Refusal::Disconnected);
     }
-    me.watch(ring, probe).map_err(Refusal::Corrupted)?;
+    if due {
+        me.probe(ring).map_err(Refusal::Corrupted)?;
+    }
     Err(Refusal::Busy)
 }
 
