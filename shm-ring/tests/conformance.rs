@@ -748,7 +748,7 @@ fn corrupted_positions_are_errors<F: Flavour>() {
     let (rx, received) = within(LONG, "try_recv", rx, |rx| {
         loop {
             match F::try_recv(rx) {
-                Err(TryRecvError::Empty) => std::hint::spin_loop(),
+                Err(TryRecvError::Empty) => shm_sync::atomic::spin_loop(),
                 other => break other,
             }
         }
@@ -795,7 +795,7 @@ fn corrupted_consumer_position_stops_the_producer<F: Flavour>() {
     let (tx, sent) = within(LONG, "try_send", tx, |tx| {
         loop {
             match F::try_send(tx, 50) {
-                Err(TrySendError::Full(_)) => std::hint::spin_loop(),
+                Err(TrySendError::Full(_)) => shm_sync::atomic::spin_loop(),
                 other => break other,
             }
         }
