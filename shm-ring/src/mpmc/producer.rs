@@ -35,8 +35,10 @@ impl<T: Message> Producer<T> {
     ///
     /// Costs, when nobody else sends at the same moment and no consumer sleeps: a load
     /// of the consumer count, of `tail` and of the slot's stamp, a store to this
-    /// producer's entry, a CAS on `tail`, the slot write, a `Release` store, and a `SeqCst`
-    /// fence and a load (no syscall). With a parked consumer, one `FUTEX_WAKE`.
+    /// producer's entry, a CAS on `tail`, the slot write, a `Release` store, and the event
+    /// count's load of its waiter count (no fence instruction in a process registered for
+    /// `membarrier`, see `shm_sync::asymmetric`; no syscall). With a parked consumer, one
+    /// `FUTEX_WAKE`.
     ///
     /// # Errors
     ///
