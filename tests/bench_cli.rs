@@ -108,7 +108,10 @@ fn latency_json_has_every_transport_and_size_with_ordered_percentiles() {
 fn throughput_json_counts_every_case() {
     let report = run_json(&["--throughput", "--rounds", "1", "--time-limit", "0.2"]);
     let rows = report["throughput"].as_array().unwrap();
-    assert_eq!(rows.len(), 12, "{rows:#?}");
+    // rtrb and array-queue at 2 sizes, shm-spsc and uds at 2 sizes x 2 batches, and
+    // iceoryx2 at 2 sizes with the feature.
+    let cases = if cfg!(feature = "iceoryx2") { 14 } else { 12 };
+    assert_eq!(rows.len(), cases, "{rows:#?}");
     for row in rows {
         assert!(row["messages"].as_u64().unwrap() > 0, "{row}");
         let rate = row["messages_per_s"].as_f64().unwrap();

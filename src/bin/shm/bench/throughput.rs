@@ -1,7 +1,8 @@
 //! `shm bench --throughput`: one-way streams of 8-byte (`u64`) and 64-byte messages,
-//! one at a time and in batches, through `shm-spsc` and, for comparison, a Unix socket
-//! and the in-process anchors (rtrb and crossbeam's `ArrayQueue` between two threads on
-//! the same cores, one message per call).
+//! one at a time and in batches, through `shm-spsc` and, for comparison, a Unix socket,
+//! the in-process anchors (rtrb and crossbeam's `ArrayQueue` between two threads on
+//! the same cores, one message per call) and, with the `iceoryx2` feature, iceoryx2
+//! publish-subscribe (one message per call).
 //!
 //! The timing process sends for the round's time budget, then a stop message; the echo
 //! process receives, checks that every message carries the next sequence number, and
@@ -47,6 +48,14 @@ pub fn cases() -> Vec<Case> {
                 batch: 1,
             });
         }
+    }
+    #[cfg(feature = "iceoryx2")]
+    for size in [8, 64] {
+        cases.push(Case {
+            transport: Transport::Iceoryx2,
+            size,
+            batch: 1,
+        });
     }
     for transport in [Transport::ShmSpsc, Transport::Uds] {
         for size in [8, 64] {
@@ -150,6 +159,10 @@ pub fn send(
         (Transport::ShmSpsc, 8) => spsc_send::<u64>(peer, case, name, budget, stop)?,
         (Transport::ShmSpsc, 64) => spsc_send::<[u64; 8]>(peer, case, name, budget, stop)?,
         (Transport::Uds, _) => uds_send(peer, case, name, budget, stop)?,
+        #[cfg(feature = "iceoryx2")]
+        (Transport::Iceoryx2, 8) => iox::send::<u64>(peer, case, name, budget, stop)?,
+        #[cfg(feature = "iceoryx2")]
+        (Transport::Iceoryx2, 64) => iox::send::<[u64; 8]>(peer, case, name, budget, stop)?,
         _ => bail!(
             "no throughput case for {} with {} bytes",
             case.transport.name(),
@@ -273,6 +286,10 @@ pub fn receive(transport: Transport, size: usize, batch: usize, at: &str) -> Res
         (Transport::ShmSpsc, 8) => spsc_receive::<u64>(batch, at),
         (Transport::ShmSpsc, 64) => spsc_receive::<[u64; 8]>(batch, at),
         (Transport::Uds, _) => uds_receive(size, batch, at),
+        #[cfg(feature = "iceoryx2")]
+        (Transport::Iceoryx2, 8) => iox::receive::<u64>(at),
+        #[cfg(feature = "iceoryx2")]
+        (Transport::Iceoryx2, 64) => iox::receive::<[u64; 8]>(at),
         _ => bail!(
             "no throughput case for {} with {size} bytes",
             transport.name()
@@ -367,6 +384,104 @@ fn uds_receive(size: usize, batch: usize, name: &str) -> Result<(u64, u64)> {
             word.copy_from_slice(&message[..8]);
             if tally.count(u64::from_le_bytes(word))? {
                 return Ok(tally.result());
+            }
+        }
+    }
+}
+
+#[cfg(feature = "iceoryx2")]
+mod iox {
+    //! iceoryx2 publish-subscribe as a stream: a service whose subscriber buffer holds
+    //! [`CAPACITY`] samples and never overflows, and whose publisher retries until a
+    //! sample is delivered: a ring of that many slots whose full producer waits.
+    //! `send_copy` in a busy loop, `receive` polled, as the other cases.
+
+    use core::fmt::Debug;
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Result, bail};
+    use iceoryx2::port::publisher::Publisher;
+    use iceoryx2::port::subscriber::Subscriber;
+    use iceoryx2::prelude::*;
+    use shm_transport::sync::atomic::{AtomicBool, spin_loop};
+
+    use super::super::peer::Peer;
+    use super::super::transport::{STOP, iox::err};
+    use super::{CAPACITY, Case, Numbered, Tally, done};
+
+    /// The node, and the service named `name` carrying `T`, opened or created.
+    fn service<T: Numbered + Debug + ZeroCopySend>(
+        name: &str,
+    ) -> Result<(Node<ipc::Service>, PortFactory<T>)> {
+        set_log_level(LogLevel::Error);
+        let node = NodeBuilder::new().create::<ipc::Service>().map_err(err)?;
+        let service = node
+            .service_builder(&ServiceName::new(name).map_err(err)?)
+            .publish_subscribe::<T>()
+            .max_publishers(1)
+            .max_subscribers(1)
+            .history_size(0)
+            .subscriber_max_buffer_size(CAPACITY as usize)
+            .enable_safe_overflow(false)
+            .open_or_create()
+            .map_err(err)?;
+        Ok((node, service))
+    }
+
+    type PortFactory<T> =
+        iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, T, ()>;
+
+    pub(super) fn send<T: Numbered + Debug + ZeroCopySend>(
+        peer: &mut Peer,
+        case: Case,
+        name: &str,
+        budget: Duration,
+        stop: &AtomicBool,
+    ) -> Result<u64> {
+        let (_node, service) = service::<T>(name)?;
+        let publisher: Publisher<ipc::Service, T, ()> = service
+            .publisher_builder()
+            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+            .create()
+            .map_err(err)?;
+        peer.send(&format!(
+            "stream iceoryx2 {} {} {name}",
+            case.size, case.batch
+        ))?;
+        // A publisher delivers only to the subscribers it has connected to: the first
+        // message goes again until it reaches one.
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while publisher.send_copy(T::numbered(1)).map_err(err)? == 0 {
+            if Instant::now() > give_up {
+                bail!("iceoryx2: no subscriber within 10 s");
+            }
+            spin_loop();
+        }
+        let deadline = Instant::now() + budget;
+        let mut seq = 2;
+        while !done(deadline, stop) {
+            for _ in 0..1024 {
+                publisher.send_copy(T::numbered(seq)).map_err(err)?;
+                seq += 1;
+            }
+        }
+        publisher.send_copy(T::numbered(STOP)).map_err(err)?;
+        Ok(seq - 1)
+    }
+
+    pub(super) fn receive<T: Numbered + Debug + ZeroCopySend>(name: &str) -> Result<(u64, u64)> {
+        let (_node, service) = service::<T>(name)?;
+        let subscriber: Subscriber<ipc::Service, T, ()> =
+            service.subscriber_builder().create().map_err(err)?;
+        let mut tally = Tally::new();
+        loop {
+            match subscriber.receive().map_err(err)? {
+                Some(sample) => {
+                    if tally.count(sample.payload().seq())? {
+                        return Ok(tally.result());
+                    }
+                }
+                None => spin_loop(),
             }
         }
     }

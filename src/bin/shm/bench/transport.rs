@@ -932,7 +932,8 @@ pub mod iox {
         connected: bool,
     }
 
-    fn err(e: impl core::fmt::Debug) -> anyhow::Error {
+    /// An iceoryx2 error as ours.
+    pub(crate) fn err(e: impl core::fmt::Debug) -> anyhow::Error {
         anyhow!("iceoryx2: {e:?}")
     }
 
