@@ -40,7 +40,8 @@
 //! `pthread_atfork` handler) and registers again at its first [`light`].
 //!
 //! Under loom and miri both functions are a `SeqCst` fence: loom's models cover the
-//! symmetric form, and miri runs no syscall.
+//! symmetric form, and miri runs no syscall. Under loom, a test can drop either fence
+//! ([`faults`]), to show that its model catches what the fence prevents.
 
 use crate::atomic::{Ordering, fence};
 
@@ -84,7 +85,13 @@ pub fn light_then_load(load: impl Fn() -> u32) -> u32 {
     return imp::light_then_load(load);
     #[cfg(any(loom, miri))]
     {
-        fence(Ordering::SeqCst);
+        #[cfg(loom)]
+        let weak = faults::light_dropped();
+        #[cfg(not(loom))]
+        let weak = false;
+        if !weak {
+            fence(Ordering::SeqCst);
+        }
         load()
     }
 }
@@ -97,11 +104,49 @@ pub fn light_then_load(load: impl Fn() -> u32) -> u32 {
 /// (see the [module docs](self)).
 #[inline]
 pub fn heavy() -> Heavy {
-    fence(Ordering::SeqCst);
+    #[cfg(loom)]
+    let weak = faults::heavy_dropped();
+    #[cfg(not(loom))]
+    let weak = false;
+    if !weak {
+        fence(Ordering::SeqCst);
+    }
     #[cfg(not(any(loom, miri)))]
     return imp::heavy();
     #[cfg(any(loom, miri))]
     Heavy::Reached
+}
+
+/// Fault injection for loom models: drop the [`light`] or the [`heavy`] fence on the
+/// calling thread (loom runs a model's threads on the thread that calls
+/// `loom::model`), so that a negative control runs the real code with one fence
+/// missing rather than a copy of it.
+#[cfg(loom)]
+pub mod faults {
+    use std::cell::Cell;
+
+    std::thread_local! {
+        static LIGHT_DROPPED: Cell<bool> = const { Cell::new(false) };
+        static HEAVY_DROPPED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Drops the [`light`](super::light) fence (`true`) or restores it (`false`).
+    pub fn drop_light(dropped: bool) {
+        LIGHT_DROPPED.with(|d| d.set(dropped));
+    }
+
+    /// Drops the [`heavy`](super::heavy) fence (`true`) or restores it (`false`).
+    pub fn drop_heavy(dropped: bool) {
+        HEAVY_DROPPED.with(|d| d.set(dropped));
+    }
+
+    pub(super) fn light_dropped() -> bool {
+        LIGHT_DROPPED.with(Cell::get)
+    }
+
+    pub(super) fn heavy_dropped() -> bool {
+        HEAVY_DROPPED.with(Cell::get)
+    }
 }
 
 /// Whether this process's [`light`] fences are compiler fences now (it registered).
@@ -202,13 +247,14 @@ mod imp {
     }
 }
 
-#[cfg(all(test, not(any(loom, miri))))]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
     /// This kernel offers global expedited membarriers (4.16+): the first light fence
     /// registers the process, and a heavy fence reaches it.
     #[test]
+    #[cfg_attr(miri, ignore = "membarrier is a syscall, which miri does not run")]
     fn registers_and_reaches() {
         let offered = rustix::thread::membarrier_query()
             .contains(rustix::thread::MembarrierQuery::GLOBAL_EXPEDITED);

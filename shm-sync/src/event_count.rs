@@ -33,8 +33,10 @@
 //!   reads what the other side wrote before its fence. So either the notifier sees
 //!   `waiters > 0` (and will wake), or the waiter's re-check sees the condition (and does
 //!   not sleep). Without the fences both reads may return old values and the waiter
-//!   sleeps through the only notification: the loom model `lost_wakeup_without_fences`
-//!   shows it. Loom checks the symmetric form (both fences `SeqCst`); the cross-process
+//!   sleeps through the only notification: the loom models
+//!   `lost_wakeup_without_the_light_fence` and `lost_wakeup_without_the_heavy_fence`
+//!   show it for either fence, dropped from the real code. Loom checks the symmetric
+//!   form (both fences `SeqCst`); the cross-process
 //!   stress test `shm-sync/tests/asymmetric_stress.rs` runs the asymmetric one. A waiter
 //!   whose membarrier cannot reach the notifiers ([`Heavy::Unreached`]) sleeps in slices
 //!   of [`UNREACHED_SLICE`] and re-checks: late, never lost.
@@ -355,7 +357,8 @@ impl EventCount {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::atomic::{AtomicBool, fence};
+    use crate::asymmetric;
+    use crate::atomic::AtomicBool;
     use loom::sync::Arc;
 
     /// One waiter, one notifier, one flag: the waiter always ends (loom reports a
@@ -420,45 +423,39 @@ mod loom_tests {
         });
     }
 
-    /// The experiment of the module docs: the same protocol with both SeqCst fences
-    /// weakened to AcqRel must lose a wake-up in some interleaving, which loom reports as
-    /// a deadlock. If this test fails, the model can no longer see the bug that the fences
-    /// prevent, and `no_lost_wakeup` proves nothing.
-    #[test]
-    fn lost_wakeup_without_fences() {
+    /// One waiter and one notifier of the real event count, with the notifier's light
+    /// fence or the waiter's heavy one dropped ([`asymmetric::faults`]): loom must find
+    /// the interleaving that loses the wake-up, which it reports as a deadlock. If it
+    /// does not, the model can no longer see what the fences prevent, and
+    /// `no_lost_wakeup` proves nothing.
+    fn lost_wakeup_with_a_fence_dropped(set_dropped: fn(bool)) {
+        set_dropped(true);
         let result = std::panic::catch_unwind(|| {
             loom::model(|| {
-                let seq = Arc::new(AtomicU32::new(0));
-                let waiters = Arc::new(AtomicU32::new(0));
+                let ec = Arc::new(EventCount::new());
                 let flag = Arc::new(AtomicBool::new(false));
-                let (seq2, waiters2, flag2) = (seq.clone(), waiters.clone(), flag.clone());
+                let (ec2, flag2) = (ec.clone(), flag.clone());
                 let notifier = loom::thread::spawn(move || {
                     flag2.store(true, Ordering::Release);
-                    fence(Ordering::AcqRel); // weakened from SeqCst
-                    if waiters2.load(Ordering::Relaxed) != 0 {
-                        seq2.fetch_add(1, Ordering::Release);
-                        futex::wake_all(&seq2);
-                    }
+                    ec2.notify();
                 });
                 loop {
                     if flag.load(Ordering::Acquire) {
                         break;
                     }
-                    waiters.fetch_add(1, Ordering::Relaxed);
-                    fence(Ordering::AcqRel); // weakened from SeqCst
-                    let key = seq.load(Ordering::Acquire);
+                    let key = ec.prepare_wait();
                     if flag.load(Ordering::Acquire) {
-                        waiters.fetch_sub(1, Ordering::Relaxed);
+                        ec.cancel_wait();
                         break;
                     }
-                    futex::wait(&seq, key, None);
-                    waiters.fetch_sub(1, Ordering::Relaxed);
+                    ec.wait(key, None);
                 }
                 notifier.join().unwrap();
             });
         });
+        set_dropped(false);
         let message = match &result {
-            Ok(()) => panic!("loom found no lost wake-up with the fences weakened"),
+            Ok(()) => panic!("loom found no lost wake-up with a fence dropped"),
             Err(payload) => payload
                 .downcast_ref::<String>()
                 .cloned()
@@ -469,5 +466,15 @@ mod loom_tests {
             message.contains("deadlock"),
             "unexpected failure: {message}"
         );
+    }
+
+    #[test]
+    fn lost_wakeup_without_the_light_fence() {
+        lost_wakeup_with_a_fence_dropped(asymmetric::faults::drop_light);
+    }
+
+    #[test]
+    fn lost_wakeup_without_the_heavy_fence() {
+        lost_wakeup_with_a_fence_dropped(asymmetric::faults::drop_heavy);
     }
 }
