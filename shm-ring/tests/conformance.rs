@@ -29,7 +29,10 @@ use shm_ring::{
     TrySendError, mpmc, spsc, stream,
 };
 use shm_sync::WaitStrategy;
-use shm_testkit::{Reap, ShmName, hold_until_killed, holding, say_holding, wait_child, wait_for};
+use shm_testkit::{
+    Reap, ShmName, hold_until_killed, holding, say_holding, sleeps_on_futex, thread_id, wait_child,
+    wait_for,
+};
 
 /// The deadline of calls that must not wait: reached only when a check fails.
 const LONG: Duration = Duration::from_secs(5);
@@ -710,6 +713,73 @@ fn two_threads<F: Flavour>(backing: Backing) {
     }
 }
 
+/// A consumer asleep in the kernel's futex wait (seen there through `/proc`, so it
+/// really parked) in a `recv` without deadline is woken by one send, and a producer
+/// asleep in a `send` on a full ring by one receive. On the heap nothing else wakes a
+/// sleeper (a segment's blocked side also wakes every liveness period), so there a lost
+/// wake-up leaves the call asleep, and the check fails after `LONG`.
+fn parked_sides_are_woken<F: Flavour>(backing: Backing) {
+    /// Runs `op` on `handle` in a thread of its own, once that thread is seen asleep on
+    /// a futex runs `wake`, and returns what `op` returned within `LONG`.
+    fn parked<H: Send + 'static, R: Send + 'static>(
+        what: &str,
+        mut handle: H,
+        op: impl FnOnce(&mut H) -> R + Send + 'static,
+        wake: impl FnOnce(),
+    ) -> (H, R) {
+        let (tid_tx, tid) = std::sync::mpsc::channel();
+        let (done, outcome) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            tid_tx.send(thread_id()).unwrap();
+            let result = op(&mut handle);
+            let _ = done.send((handle, result));
+        });
+        let tid = tid.recv().unwrap();
+        wait_for(LONG, &format!("{what} asleep on its futex"), || {
+            sleeps_on_futex(std::process::id(), tid).then_some(())
+        });
+        wake();
+        outcome
+            .recv_timeout(LONG)
+            .unwrap_or_else(|_| panic!("{what} was not woken"))
+    }
+
+    let (mut tx, mut rx, _name) = pair::<F>(backing, "woken", CAP);
+    F::set_wait_strategy(&mut tx, &mut rx, WaitStrategy::Park);
+    let tx = std::sync::Arc::new(std::sync::Mutex::new(tx));
+    let sender = tx.clone();
+    let (rx, received) = parked("the consumer", rx, F::recv, move || {
+        F::try_send(&mut sender.lock().unwrap(), 7).unwrap();
+    });
+    assert_eq!(received, Ok(7));
+
+    let mut tx = std::sync::Arc::into_inner(tx)
+        .unwrap()
+        .into_inner()
+        .unwrap();
+    let mut filled = 0;
+    while F::try_send(&mut tx, 100 + filled).is_ok() {
+        filled += 1;
+    }
+    let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    let receiver = rx.clone();
+    let (_tx, sent) = parked(
+        "the producer",
+        tx,
+        |tx| F::send(tx, 999),
+        move || {
+            assert_eq!(F::try_recv(&mut receiver.lock().unwrap()), Ok(100));
+        },
+    );
+    assert_eq!(sent, Ok(()));
+    let mut rx = std::sync::Arc::into_inner(rx)
+        .unwrap()
+        .into_inner()
+        .unwrap();
+    drain::<F>(&mut rx, 101..100 + filled);
+    assert_eq!(F::try_recv(&mut rx), Ok(999));
+}
+
 // ---------------------------------------------------------------------------------------
 // Segments only: restarts, damage, and peers in other processes.
 
@@ -1052,6 +1122,8 @@ macro_rules! on_both_backings {
             reserve_commit_and_abort,
             guard_releases_on_drop_only,
             two_threads,
+            #[cfg_attr(miri, ignore = "reads /proc, which miri's isolation hides")]
+            parked_sides_are_woken,
         );
     };
 }

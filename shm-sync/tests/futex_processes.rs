@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use shm_sync::CachePadded;
 use shm_sync::atomic::{AtomicU32, Ordering};
 use shm_sync::futex::{self, WaitOutcome};
-use shm_testkit::{Reap, SharedPage, TempPath, wait_for};
+use shm_testkit::{Reap, SharedPage, TempPath, sleeps_on_futex, wait_for};
 
 const CHILD_ENV: &str = "SHM_FUTEX_CHILD";
 
@@ -31,15 +31,6 @@ struct Page {
 /// A new zero-filled page-long file, removed when the returned guard drops.
 fn temp_file(tag: &str) -> TempPath {
     TempPath::file(tag, 4096)
-}
-
-/// Is thread `tid` of process `pid` asleep in the kernel's futex wait?
-///
-/// Only that one thread: the test harness's main thread of the child also sleeps on a
-/// futex (joining the test thread), long before the test thread reaches its wait.
-fn sleeps_on_futex(pid: u32, tid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan"))
-        .is_ok_and(|w| w.contains("futex"))
 }
 
 #[test]

@@ -319,3 +319,32 @@ pub fn hold_until_killed() -> ! {
     std::thread::sleep(HOLD_AT_MOST);
     panic!("not killed within {HOLD_AT_MOST:?}");
 }
+
+/// The calling thread's id (its `/proc/<pid>/task/<tid>` name), read from
+/// `/proc/thread-self`.
+///
+/// # Panics
+///
+/// If `/proc` is not mounted.
+#[must_use]
+pub fn thread_id() -> u32 {
+    let link = std::fs::read_link("/proc/thread-self").expect("/proc is mounted");
+    let tid = link
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    tid.parse()
+        .expect("/proc/thread-self ends in the thread id")
+}
+
+/// Whether thread `tid` of process `pid` sleeps in the kernel's futex wait now (its
+/// `wchan` names a futex function): the proof that a waiter really parked, rather than
+/// spun or yielded.
+///
+/// Ask about the one thread that waits: others of the same process may sleep on futexes
+/// of their own (the test harness's main thread joins the test thread on one).
+#[must_use]
+pub fn sleeps_on_futex(pid: u32, tid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan"))
+        .is_ok_and(|w| w.contains("futex"))
+}
