@@ -354,6 +354,136 @@ impl EventCount {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// The sequence word, which only a notification that found waiters moves.
+    fn seq(ec: &EventCount) -> u32 {
+        ec.seq.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn notify_without_waiters_is_quiet_and_moves_nothing() {
+        let ec = EventCount::new();
+        assert_eq!(ec.notify(), Notified::Quiet);
+        assert_eq!(ec.notify(), Notified::Quiet);
+        assert_eq!(seq(&ec), 0);
+        assert_eq!(ec.waiters(), 0);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "makes futex syscalls")]
+    fn a_counted_waiter_that_does_not_sleep_makes_notify_idle() {
+        let ec = EventCount::new();
+        let key = ec.prepare_wait();
+        assert_eq!(ec.waiters(), 1);
+        assert_eq!(ec.notify(), Notified::Idle);
+        assert_eq!(seq(&ec), 1);
+        // The notification came after the key: the wait returns at once.
+        assert_eq!(ec.wait(key, None), WaitOutcome::ValueChanged);
+        assert_eq!(ec.waiters(), 0);
+        assert_eq!(ec.notify(), Notified::Quiet);
+    }
+
+    #[test]
+    fn a_cancelled_wait_leaves_no_waiter() {
+        let ec = EventCount::new();
+        let _key = ec.prepare_wait();
+        ec.cancel_wait();
+        assert_eq!(ec.waiters(), 0);
+        assert_eq!(ec.notify(), Notified::Quiet);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "makes futex syscalls")]
+    fn a_wait_with_nobody_notifying_times_out() {
+        let ec = EventCount::new();
+        let key = ec.prepare_wait();
+        let deadline = Instant::now() + Duration::from_millis(20);
+        assert_eq!(ec.wait(key, Some(deadline)), WaitOutcome::TimedOut);
+        assert!(Instant::now() >= deadline);
+        assert_eq!(ec.waiters(), 0);
+    }
+
+    /// Two threads asleep on the futex (seen there through `/proc`), one notification:
+    /// both wake, since waiters of one event count may wait for different conditions.
+    #[test]
+    #[cfg_attr(miri, ignore = "reads /proc, which miri's isolation hides")]
+    fn notify_wakes_every_sleeper() {
+        let ec = Arc::new(EventCount::new());
+        let (tids, tid) = std::sync::mpsc::channel();
+        let sleepers: Vec<_> = (0..2)
+            .map(|_| {
+                let (ec, tids) = (ec.clone(), tids.clone());
+                std::thread::spawn(move || {
+                    let key = ec.prepare_wait();
+                    tids.send(shm_testkit::thread_id()).unwrap();
+                    ec.wait(key, Some(Instant::now() + Duration::from_secs(30)))
+                })
+            })
+            .collect();
+        for _ in 0..2 {
+            let tid = tid.recv().unwrap();
+            shm_testkit::wait_for(Duration::from_secs(10), "a sleeper on the futex", || {
+                shm_testkit::sleeps_on_futex(std::process::id(), tid).then_some(())
+            });
+        }
+        assert_eq!(ec.notify(), Notified::Woke);
+        for sleeper in sleepers {
+            assert_eq!(sleeper.join().unwrap(), WaitOutcome::Woken);
+        }
+        assert_eq!(ec.waiters(), 0);
+    }
+
+    #[test]
+    fn settling_a_dead_waiter_withdraws_a_marked_count_once() {
+        let ec = EventCount::new();
+        let mark = AtomicU32::new(0);
+        let _key = ec.prepare_wait_marked(&mark);
+        assert_eq!(mark.load(Ordering::Relaxed), 1);
+        assert_eq!(ec.waiters(), 1);
+        assert!(ec.settle_dead_waiter(&mark));
+        assert_eq!((ec.waiters(), mark.load(Ordering::Relaxed)), (0, 0));
+        // Once: the mark is cleared.
+        assert!(!ec.settle_dead_waiter(&mark));
+        assert_eq!(ec.waiters(), 0);
+    }
+
+    #[test]
+    fn settling_never_takes_the_count_below_zero_nor_trusts_a_bad_mark() {
+        let ec = EventCount::new();
+        // A mark of 1 with nobody counted (a corrupt or stale mark): nothing to withdraw.
+        let mark = AtomicU32::new(1);
+        assert!(!ec.settle_dead_waiter(&mark));
+        assert_eq!(ec.waiters(), 0);
+        // A live waiter, and marks that do not say "counted": its count stays.
+        let live = AtomicU32::new(0);
+        let _key = ec.prepare_wait_marked(&live);
+        for bad in [0, 2, 7, u32::MAX] {
+            let mark = AtomicU32::new(bad);
+            assert!(!ec.settle_dead_waiter(&mark), "mark {bad}");
+            assert_eq!(mark.load(Ordering::Relaxed), 0, "mark {bad} cleared");
+            assert_eq!(ec.waiters(), 1, "mark {bad}");
+        }
+        ec.cancel_wait_marked(&live);
+        assert_eq!((ec.waiters(), live.load(Ordering::Relaxed)), (0, 0));
+    }
+
+    #[test]
+    fn reset_forgets_every_waiter() {
+        let ec = EventCount::new();
+        let _a = ec.prepare_wait();
+        let _b = ec.prepare_wait();
+        assert_eq!(ec.waiters(), 2);
+        ec.reset_waiters();
+        assert_eq!(ec.waiters(), 0);
+        assert_eq!(ec.notify(), Notified::Quiet);
+    }
+}
+
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
