@@ -809,4 +809,59 @@ mod tests {
         let err = unsafe { RawPool::attach(region.ptr, 100) }.unwrap_err();
         assert!(err.contains("shorter"), "{err}");
     }
+
+    /// Chunks in flight to a departed participant (2), while two processes sweep its
+    /// chunks at the same time and a live one (3) receives what it can, all in
+    /// threads: each chunk ends either freed by exactly one sweep or held by the
+    /// receiver, never both, never twice (each move is one swap of the whole owner word).
+    #[test]
+    fn racing_sweeps_and_a_receiver_move_each_chunk_once() {
+        const CHUNKS: u64 = if cfg!(miri) { 8 } else { 256 };
+        let rounds = if cfg!(miri) { 2 } else { 200 };
+        // Rounds in which both the sweeps and the receiver moved chunks: the race ran.
+        let mut contested = 0;
+        for _ in 0..rounds {
+            let (_region, pool) = pool(&[(128, CHUNKS)]);
+            let mut sent = Vec::new();
+            for _ in 0..CHUNKS {
+                let (id, generation) = pool.loan(8, 1).unwrap();
+                assert!(pool.send(id, 1, generation, 2));
+                sent.push((id, generation));
+            }
+            let start = std::sync::Barrier::new(3);
+            let (swept, received) = std::thread::scope(|s| {
+                let sweeps: Vec<_> = (0..2)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            pool.sweep(|holder| holder == 2)
+                        })
+                    })
+                    .collect();
+                let receiver = s.spawn(|| {
+                    start.wait();
+                    sent.iter()
+                        .rev()
+                        .filter(|&&(id, generation)| pool.receive(id, generation, 3).is_ok())
+                        .count() as u64
+                });
+                let swept: u64 = sweeps.into_iter().map(|t| t.join().unwrap()).sum();
+                (swept, receiver.join().unwrap())
+            });
+            assert_eq!(swept + received, CHUNKS, "swept {swept}, received {received}");
+            let counts = pool.counts(0);
+            assert_eq!(
+                (counts.free, counts.held, counts.in_flight, counts.loaned),
+                (swept, received, 0, 0)
+            );
+            // Every free chunk can be loaned once more, and only once.
+            let mut loaned = 0;
+            while pool.loan(8, 4).is_ok() {
+                loaned += 1;
+            }
+            assert_eq!(loaned, swept);
+            contested += u32::from(swept > 0 && received > 0);
+        }
+        assert!(cfg!(miri) || contested > 0, "the sweeps and the receiver never overlapped");
+    }
 }
