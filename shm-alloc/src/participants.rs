@@ -353,6 +353,30 @@ mod tests {
 
     #[cfg(not(loom))]
     #[test]
+    #[should_panic(expected = "state 0")]
+    fn claiming_for_the_free_state_panics() {
+        let (entries, locks) = table(1);
+        let _ = claim_settling(&Table::new(&entries, &locks), FREE);
+    }
+
+    #[cfg(not(loom))]
+    #[test]
+    #[should_panic(expected = "state 4")]
+    fn claiming_for_a_state_past_the_mask_panics() {
+        let (entries, locks) = table(1);
+        let _ = claim_settling(&Table::new(&entries, &locks), STATE_MASK + 1);
+    }
+
+    #[cfg(not(loom))]
+    #[test]
+    #[should_panic(expected = "index out of bounds")]
+    fn an_entry_past_the_table_panics() {
+        let (entries, locks) = table(2);
+        let _ = Table::new(&entries, &locks).entry(2);
+    }
+
+    #[cfg(not(loom))]
+    #[test]
     fn claim_settles_a_dead_holder_once_and_reap_frees_it() {
         let (entries, locks) = table(2);
         let t = Table::new(&entries, &locks);

@@ -216,3 +216,19 @@ fn receive_refuses_a_length_past_its_chunk_and_a_middle_of_a_chunk() {
     drop(pool);
     Segment::remove(&location).unwrap();
 }
+
+/// `LoanedChunk::set_len` past the chunk's capacity panics, as its docs say.
+#[test]
+#[cfg_attr(miri, ignore)]
+#[should_panic(expected = "payload length 129 exceeds the chunk's 128 bytes")]
+fn a_payload_longer_than_its_chunk_panics() {
+    let name = shm_testkit::ShmName::new("pool-set-len");
+    let pool = Pool::builder(name.as_str())
+        .class(128, 1)
+        .participants(1)
+        .create()
+        .unwrap();
+    let mut chunk = pool.loan(8).unwrap();
+    chunk.set_len(128);
+    chunk.set_len(129);
+}
