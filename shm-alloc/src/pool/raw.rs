@@ -848,7 +848,11 @@ mod tests {
                 let swept: u64 = sweeps.into_iter().map(|t| t.join().unwrap()).sum();
                 (swept, receiver.join().unwrap())
             });
-            assert_eq!(swept + received, CHUNKS, "swept {swept}, received {received}");
+            assert_eq!(
+                swept + received,
+                CHUNKS,
+                "swept {swept}, received {received}"
+            );
             let counts = pool.counts(0);
             assert_eq!(
                 (counts.free, counts.held, counts.in_flight, counts.loaned),
@@ -862,6 +866,9 @@ mod tests {
             assert_eq!(loaned, swept);
             contested += u32::from(swept > 0 && received > 0);
         }
-        assert!(cfg!(miri) || contested > 0, "the sweeps and the receiver never overlapped");
+        assert!(
+            cfg!(miri) || contested > 0,
+            "the sweeps and the receiver never overlapped"
+        );
     }
 }
