@@ -253,7 +253,8 @@ impl<T: Message> Consumer<T> {
     ///
     /// # Errors
     ///
-    /// As [`recv_deadline`](Self::recv_deadline) (`max` 0 waits until the deadline).
+    /// As [`recv_deadline`](Self::recv_deadline); `max` 0 is [`RecvTimeoutError::Timeout`]
+    /// at once (a chunk of nothing never comes), as `write_chunk_deadline` past the capacity.
     pub fn read_chunk_deadline(
         &mut self,
         max: usize,

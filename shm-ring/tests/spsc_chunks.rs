@@ -1,0 +1,79 @@
+//! The SPSC ring's chunk calls at their edges, as their docs promise: more than the
+//! capacity, nothing at all, and a chunk dropped without commit.
+
+use std::time::{Duration, Instant};
+
+use shm_ring::spsc;
+use shm_ring::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
+
+/// A deadline no edge case may wait for: each returns at once.
+const FAR: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_write_chunk_larger_than_the_ring_is_full_at_once() {
+    let (mut tx, mut rx) = spsc::channel::<u64>(4).unwrap();
+    assert!(matches!(tx.write_chunk(5), Err(TrySendError::Full(()))));
+    let asked = Instant::now();
+    assert!(matches!(
+        tx.write_chunk_deadline(5, Some(asked + FAR)),
+        Err(SendTimeoutError::Timeout(()))
+    ));
+    assert!(
+        asked.elapsed() < FAR / 2,
+        "waited for a chunk that can never fit"
+    );
+    // The whole ring is a chunk that fits.
+    let chunk = tx.write_chunk(4).unwrap();
+    assert_eq!(chunk.len(), 4);
+    drop(chunk);
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+}
+
+#[test]
+fn a_read_chunk_of_nothing_is_empty_at_once() {
+    let (mut tx, mut rx) = spsc::channel::<u64>(4).unwrap();
+    tx.try_send(1).unwrap();
+    assert_eq!(rx.read_chunk(0).err(), Some(TryRecvError::Empty));
+    let asked = Instant::now();
+    assert_eq!(
+        rx.read_chunk_deadline(0, Some(asked + FAR)).err(),
+        Some(RecvTimeoutError::Timeout)
+    );
+    assert!(asked.elapsed() < FAR / 2, "waited for a chunk of nothing");
+    // The message is still there.
+    assert_eq!(rx.try_recv(), Ok(1));
+}
+
+#[test]
+fn a_read_chunk_dropped_without_commit_releases_nothing() {
+    let (mut tx, mut rx) = spsc::channel::<u64>(4).unwrap();
+    assert_eq!(tx.send_slice(&[1, 2, 3, 4]), Ok(4));
+    let chunk = rx.read_chunk(3).unwrap();
+    assert_eq!(chunk.as_slices(), (&[1, 2, 3][..], &[][..]));
+    drop(chunk);
+    // Nothing was released: the ring is still full, and the messages come again.
+    assert!(matches!(tx.try_send(5), Err(TrySendError::Full(5))));
+    let chunk = rx.read_chunk(8).unwrap();
+    assert_eq!(chunk.len(), 4);
+    chunk.commit(1);
+    assert_eq!(tx.try_send(5), Ok(()));
+    let mut rest = [0; 4];
+    assert_eq!(rx.recv_into(&mut rest), Ok(4));
+    assert_eq!(rest, [2, 3, 4, 5]);
+}
+
+#[test]
+fn a_write_chunk_dropped_without_commit_publishes_nothing() {
+    let (mut tx, mut rx) = spsc::channel::<u64>(4).unwrap();
+    let mut chunk = tx.write_chunk(2).unwrap();
+    let (first, second) = chunk.as_mut_slices();
+    assert_eq!(first.len() + second.len(), 2);
+    first.fill(9);
+    drop(chunk);
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    // The slots are free again, and what is sent next is what arrives.
+    assert_eq!(tx.send_slice(&[1, 2, 3, 4]), Ok(4));
+    let mut got = [0; 4];
+    assert_eq!(rx.recv_into(&mut got), Ok(4));
+    assert_eq!(got, [1, 2, 3, 4]);
+}
