@@ -370,3 +370,41 @@ fn corrupted_positions_in_the_file_are_reported() {
         "expected Corrupted, got {again:?}"
     );
 }
+
+/// A consumer killed while parked in `recv` stays counted as a waiter of the ring's
+/// not-empty event count, so that every send would make a futex syscall; the next
+/// consumer to attach, the only party that ever waits there, clears the count. Read
+/// from the file: the event count's waiter word (the control block's `not_empty` at 384,
+/// after its sequence word).
+#[test]
+fn a_new_consumer_clears_the_count_of_one_killed_while_parked() {
+    use std::os::unix::fs::FileExt;
+    const NOT_EMPTY_WAITERS: u64 = 384 + 4;
+    let name = ShmName::new("dead-parked");
+    let mut tx = ring(&name, 4, WaitStrategy::BusySpin).producer().unwrap();
+    let file = std::fs::File::open(std::path::Path::new(shm_testkit::SHM_DIR).join(name.as_str()))
+        .unwrap();
+    let waiters = || {
+        let mut word = [0; 4];
+        file.read_exact_at(&mut word, Segment::HEADER_LEN as u64 + NOT_EMPTY_WAITERS)
+            .unwrap();
+        u32::from_ne_bytes(word)
+    };
+    assert_eq!(waiters(), 0);
+    let mut parked = shm_testkit::Reap(spawn("consumer", &name, 1, 4, "park"));
+    wait_for(
+        Duration::from_secs(10),
+        "the child consumer, parked",
+        || (waiters() == 1).then_some(()),
+    );
+    parked.kill();
+    assert_eq!(waiters(), 1, "a waiter killed while parked stays counted");
+    let mut rx = ring(&name, 4, WaitStrategy::BusySpin).consumer().unwrap();
+    assert_eq!(
+        waiters(),
+        0,
+        "the new consumer cleared the dead one's count"
+    );
+    tx.try_send(numbered(0)).unwrap();
+    verify(rx.try_recv().unwrap(), 0);
+}
