@@ -167,8 +167,61 @@ fn child() {
             let got = rx.recv();
             panic!("nothing is sent to the parked consumer, yet it received {got:?}");
         }
+        "park-producer" => {
+            // Fills the ring, then parks in a blocking send on the full ring, until killed.
+            let mut tx = builder
+                .wait_strategy(WaitStrategy::Park)
+                .producer()
+                .unwrap();
+            for seq in 0..count {
+                tx.try_send(tagged(id, seq)).unwrap();
+            }
+            say_holding(count);
+            let sent = tx.send(tagged(id, count));
+            panic!("nothing is received from the full ring, yet the send returned {sent:?}");
+        }
         other => panic!("unknown part {other}"),
     }
+}
+
+/// The same with the sides swapped: a producer killed while parked on a full ring stays
+/// counted as a waiter of `not_full`; the consumer whose releases' wake-ups go idle
+/// probes the producers and settles it (`parked_producers` back to 0).
+#[test]
+fn a_producer_killed_while_parked_stops_costing_wake_ups() {
+    const CAPACITY: u64 = 64;
+    let name = ShmName::new("dead-parked-producer");
+    let mut rx = ring(&name)
+        .capacity(CAPACITY)
+        .participants(4)
+        .mode(OpenMode::Create)
+        .consumer()
+        .unwrap();
+    let mut tx = ring(&name).producer().unwrap();
+    let mut parked = Reap(spawn("park-producer", &name, 2, CAPACITY, ""));
+    assert_eq!(holding(parked.0.stdout.as_mut().unwrap()), CAPACITY);
+    wait_for(Duration::from_secs(10), "the child, parked", || {
+        (rx.stats().parked_producers == 1).then_some(())
+    });
+    parked.kill();
+    assert_eq!(
+        rx.stats().parked_producers,
+        1,
+        "a dead waiter stays counted"
+    );
+    // Each release is an idle wake-up while the dead one counts; 64 make the consumer
+    // probe. The live producer refills what is released.
+    for seq in 0..200 {
+        let got = rx.try_recv().unwrap();
+        verify(&got);
+        tx.try_send(tagged(1, seq)).unwrap();
+    }
+    let stats = rx.stats();
+    assert_eq!(
+        (stats.parked_producers, stats.producers),
+        (0, 1),
+        "the dead parked producer settled: {stats:?}"
+    );
 }
 
 /// A consumer killed while parked stays counted as a waiter of `not_empty`, so that

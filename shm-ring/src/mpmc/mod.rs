@@ -120,6 +120,14 @@ macro_rules! handle_common {
                 self.ring.capacity()
             }
 
+            /// Ends this handle as if its process had been killed at this point: the
+            /// lock goes, the entry and any pending claim stay as they are (tests of
+            /// crash handling).
+            #[cfg(test)]
+            pub(crate) fn simulate_crash(mut self) {
+                self.me.lock = None;
+            }
+
             /// The most producers and consumers that can be attached at once.
             #[must_use]
             pub fn participant_limit(&self) -> u32 {

@@ -142,13 +142,6 @@ impl<T: Message> Producer<T> {
             Err(refusal) => Err(refusal.send_timeout(value)),
         }
     }
-
-    /// Ends this producer as if its process had been killed at this point: the lock
-    /// goes, the entry and any pending claim stay as they are (tests of crash handling).
-    #[cfg(test)]
-    pub(crate) fn simulate_crash(mut self) {
-        self.me.lock = None;
-    }
 }
 
 /// A slot reserved by [`Producer::reserve`], written in place and published by

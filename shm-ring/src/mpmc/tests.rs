@@ -128,6 +128,45 @@ mod unit {
         }
     }
 
+    /// The last consumer killed at each point of attaching and leaving, as the producer
+    /// above: the producer is told the consumers are gone, with its value back.
+    #[test]
+    fn a_consumer_killed_anywhere_in_attach_or_leave_is_reported_gone() {
+        use crate::mpmc::layout::Side;
+
+        for bit_set in [false, true] {
+            let (mut tx, rx) = channel_with::<u64>(4, 3).unwrap();
+            let dying = rx.try_clone().unwrap();
+            drop(rx);
+            if !bit_set {
+                dying.ring.delist(Side::Consumer, dying.me.index);
+            }
+            dying.simulate_crash();
+            tx.set_wait_strategy(WaitStrategy::Yield);
+            for v in 0..4 {
+                // Room for four: sends succeed until the ring is full, or fail once the
+                // dead consumer is settled; never wait for ever.
+                match tx.send_timeout(v, Duration::from_secs(5)) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        assert_eq!(
+                            e,
+                            crate::SendTimeoutError::Disconnected(v),
+                            "bit set: {bit_set}"
+                        );
+                        break;
+                    }
+                }
+            }
+            assert_eq!(
+                tx.send_timeout(9, Duration::from_secs(5)),
+                Err(crate::SendTimeoutError::Disconnected(9)),
+                "bit set: {bit_set}"
+            );
+            assert_eq!(tx.stats().consumers, 0);
+        }
+    }
+
     #[test]
     fn corrupted_stamp_and_positions_are_reported() {
         let (mut tx, mut rx) = channel::<u64>(4).unwrap();
