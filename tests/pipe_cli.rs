@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use shm_testkit::{ShmName, wait_child};
+use shm_testkit::{ShmName, wait_child, wait_for};
 
 fn shm() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shm"))
@@ -61,6 +61,16 @@ fn pipe_through(
     (writer.join().unwrap(), (hash.finalize().to_vec(), n))
 }
 
+/// Waits until the ring `name` exists, created by `child`: the side meant to start
+/// first did.
+fn created_by(name: &ShmName, child: &std::process::Child) {
+    wait_for(Duration::from_secs(10), "the first side's ring", || {
+        shm_testkit::segment_creator(name.as_str()).map(|pid| {
+            assert_eq!(pid, u64::from(child.id()), "created by another process");
+        })
+    });
+}
+
 /// How long `shm send` or `shm recv` may take to finish once its input has ended.
 const EXIT_LIMIT: Duration = Duration::from_secs(120);
 
@@ -73,6 +83,7 @@ fn two_hundred_fifty_six_mib_of_random_bytes_arrive_intact() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    created_by(&name, &receiver);
     let mut sender = shm()
         .args(["send", name.as_str()])
         .stdin(Stdio::piped())
@@ -112,7 +123,7 @@ fn a_text_file_by_lines_arrives_intact_sender_first() {
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
-    thread::sleep(Duration::from_millis(100));
+    created_by(&name, &sender);
     let mut receiver = shm()
         .args(["recv", name.as_str()])
         .stdout(Stdio::piped())

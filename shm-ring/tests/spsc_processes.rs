@@ -175,6 +175,10 @@ fn both_directions(count: u64, capacity: u64, wait: &str, bursty: bool) {
     let name = ShmName::new("fwd");
     // The parent attaches first: it creates the ring.
     let mut rx = ring(&name, capacity, strategy(wait)).consumer().unwrap();
+    assert_eq!(
+        shm_testkit::segment_creator(name.as_str()),
+        Some(u64::from(std::process::id()))
+    );
     let part = if bursty {
         "bursty-producer"
     } else {
@@ -185,11 +189,22 @@ fn both_directions(count: u64, capacity: u64, wait: &str, bursty: bool) {
     wait_child(&mut child, Duration::from_secs(120));
 
     let name = ShmName::new("rev");
-    // The child attaches first here: it creates, the parent opens whichever comes first.
+    // The child attaches first here: it creates the ring, and the parent opens it.
     let mut child = spawn("consumer", &name, count, capacity, wait);
+    wait_for(Duration::from_secs(10), "the child's ring", || {
+        (shm_testkit::segment_creator(name.as_str()) == Some(u64::from(child.id()))).then_some(())
+    });
     let mut tx = ring(&name, capacity, WaitStrategy::BusySpin)
         .producer()
         .unwrap();
+    if wait == "park" {
+        // The receiver named parking does park: on the empty ring, before anything comes.
+        wait_for(
+            Duration::from_secs(10),
+            "the child consumer, parked",
+            || (parked_consumers(&name) == 1).then_some(()),
+        );
+    }
     produce(&mut tx, count, if bursty { 10_000 } else { 0 });
     drop(tx);
     wait_child(&mut child, Duration::from_secs(120));
@@ -371,25 +386,29 @@ fn corrupted_positions_in_the_file_are_reported() {
     );
 }
 
-/// A consumer killed while parked in `recv` stays counted as a waiter of the ring's
-/// not-empty event count, so that every send would make a futex syscall; the next
-/// consumer to attach, the only party that ever waits there, clears the count. Read
-/// from the file: the event count's waiter word (the control block's `not_empty` at 384,
-/// after its sequence word).
-#[test]
-fn a_new_consumer_clears_the_count_of_one_killed_while_parked() {
+/// The waiter count of ring `name`'s not-empty event count, read from its file: the
+/// control block's `not_empty` at 384, its waiter word after its sequence word. 1 while
+/// the consumer is parked (or about to be), which no public call of the SPSC ring shows.
+fn parked_consumers(name: &ShmName) -> u32 {
     use std::os::unix::fs::FileExt;
     const NOT_EMPTY_WAITERS: u64 = 384 + 4;
+    let path = std::path::Path::new(shm_testkit::SHM_DIR).join(name.as_str());
+    let mut word = [0; 4];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut word, Segment::HEADER_LEN as u64 + NOT_EMPTY_WAITERS)
+        .unwrap();
+    u32::from_ne_bytes(word)
+}
+
+/// A consumer killed while parked in `recv` stays counted as a waiter of the ring's
+/// not-empty event count, so that every send would make a futex syscall; the next
+/// consumer to attach, the only party that ever waits there, clears the count.
+#[test]
+fn a_new_consumer_clears_the_count_of_one_killed_while_parked() {
     let name = ShmName::new("dead-parked");
     let mut tx = ring(&name, 4, WaitStrategy::BusySpin).producer().unwrap();
-    let file = std::fs::File::open(std::path::Path::new(shm_testkit::SHM_DIR).join(name.as_str()))
-        .unwrap();
-    let waiters = || {
-        let mut word = [0; 4];
-        file.read_exact_at(&mut word, Segment::HEADER_LEN as u64 + NOT_EMPTY_WAITERS)
-            .unwrap();
-        u32::from_ne_bytes(word)
-    };
+    let waiters = || parked_consumers(&name);
     assert_eq!(waiters(), 0);
     let mut parked = shm_testkit::Reap(spawn("consumer", &name, 1, 4, "park"));
     wait_for(

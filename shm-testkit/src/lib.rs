@@ -348,3 +348,19 @@ pub fn sleeps_on_futex(pid: u32, tid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan"))
         .is_ok_and(|w| w.contains("futex"))
 }
+
+/// Where a segment's header records its creator's process id: a `u64` at byte 64 (the
+/// header layout of `shm_alloc::header`, fixed by its layout version).
+pub const CREATOR_PID_AT: u64 = 64;
+
+/// The process id recorded as the creator of segment `name` (under [`SHM_DIR`]), or
+/// `None` while there is no such file or its header is not written yet: the proof of
+/// which side created a ring that either side may create.
+#[must_use]
+pub fn segment_creator(name: &str) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(Path::new(SHM_DIR).join(name)).ok()?;
+    let mut pid = [0; 8];
+    file.read_exact_at(&mut pid, CREATOR_PID_AT).ok()?;
+    Some(u64::from_ne_bytes(pid)).filter(|&pid| pid != 0)
+}
