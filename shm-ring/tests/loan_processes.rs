@@ -212,10 +212,12 @@ fn killed_reader_holding_samples_gets_every_chunk_back_once() {
                 Err(e) => panic!("class {class}: {e}"),
             }
         }
+        // Every chunk of the class, each once: as many loans as chunks, all different.
+        assert_eq!(loans.len() as u64, stats.chunks, "class {class}");
         let mut offsets: Vec<u64> = loans.iter().map(|c| c.offset().offset()).collect();
         offsets.sort_unstable();
         offsets.dedup();
-        assert_eq!(offsets.len() as u64, stats.chunks, "class {class}");
+        assert_eq!(offsets.len(), loans.len(), "class {class}: a chunk loaned twice");
     }
     // The 2 offsets still in the ring name chunks that were reclaimed: refused.
     drop(tx);
