@@ -217,7 +217,11 @@ fn killed_reader_holding_samples_gets_every_chunk_back_once() {
         let mut offsets: Vec<u64> = loans.iter().map(|c| c.offset().offset()).collect();
         offsets.sort_unstable();
         offsets.dedup();
-        assert_eq!(offsets.len(), loans.len(), "class {class}: a chunk loaned twice");
+        assert_eq!(
+            offsets.len(),
+            loans.len(),
+            "class {class}: a chunk loaned twice"
+        );
     }
     // The 2 offsets still in the ring name chunks that were reclaimed: refused.
     drop(tx);

@@ -167,6 +167,32 @@ mod unit {
         }
     }
 
+    /// A dead producer's claim is left alone while a live producer names the same
+    /// position in its entry (it lost the CAS for it and has not moved on yet): the
+    /// settlement answers `NotYet` and skips nothing; once the live one moves on, the
+    /// next settlement skips the slot, once.
+    #[test]
+    fn a_dead_claim_named_by_a_live_producer_waits_for_it() {
+        use shm_alloc::participants::Settle;
+
+        let (tx, mut rx) = channel_with::<u64>(4, 3).unwrap();
+        let mut dying = tx.try_clone().unwrap();
+        let slot = dying.reserve().unwrap();
+        let position = slot.position();
+        core::mem::forget(slot);
+        let dead = dying.me.index;
+        dying.simulate_crash();
+        let live = tx.ring.entry(tx.me.index);
+        live.set_word(position + 1);
+        assert_eq!(tx.ring.settle_write(position, dead), Settle::NotYet);
+        assert_eq!(tx.stats().skipped, 0);
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        live.set_word(0);
+        assert_eq!(tx.ring.settle_write(position, dead), Settle::Done);
+        assert_eq!(tx.ring.settle_write(position, dead), Settle::Done);
+        assert_eq!(tx.stats().skipped, 1);
+    }
+
     #[test]
     fn corrupted_stamp_and_positions_are_reported() {
         let (mut tx, mut rx) = channel::<u64>(4).unwrap();
