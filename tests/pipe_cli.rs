@@ -235,3 +235,59 @@ fn a_block_larger_than_the_ring_is_refused_with_the_limit() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("at most 2040"), "{stderr}");
 }
+
+/// `shm send --lines` sends one frame per line, its newline included, and the last line
+/// without one as it is: read back frame by frame through the library, not as bytes
+/// (which blocks would match too).
+#[test]
+fn send_by_lines_makes_one_frame_per_line() {
+    use shm_transport::ring::stream;
+    let name = ShmName::new("pipe-frames");
+    let mut sender = shm()
+        .args(["send", "--lines", name.as_str()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    created_by(&name, &sender);
+    let lines: [&[u8]; 5] = [b"first\n", b"\n", b"a longer third line\n", b"\n", b"last"];
+    let mut input = sender.stdin.take().unwrap();
+    for line in lines {
+        input.write_all(line).unwrap();
+    }
+    drop(input);
+    let mut rx = stream::Builder::new(name.as_str()).consumer().unwrap();
+    for line in lines {
+        let frame = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(&*frame, line);
+    }
+    wait_child(&mut sender, EXIT_LIMIT);
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(10)),
+        Err(shm_transport::ring::RecvTimeoutError::Disconnected)
+    ));
+}
+
+/// `shm topology` prints the allowed cores and the recommended pair, as the library
+/// computes them.
+#[test]
+fn topology_prints_the_allowed_cores_and_the_recommended_pair() {
+    use shm_transport::sync::affinity;
+    let output = shm().arg("topology").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let allowed = affinity::allowed_cores().unwrap();
+    assert!(
+        text.contains(&format!("allowed cores: {allowed:?}")),
+        "{text}"
+    );
+    match affinity::recommend_pair() {
+        Ok(pair) => assert!(
+            text.contains(&format!(
+                "recommended: producer core {}, consumer core {}",
+                pair.producer, pair.consumer
+            )),
+            "{text}"
+        ),
+        Err(_) => assert!(!text.contains("recommended: producer"), "{text}"),
+    }
+}
