@@ -636,6 +636,39 @@ fn a_fifo_is_not_a_regular_file() {
     assert_names_path(&err, &tmp);
 }
 
+/// A socket, a character device and a directory are refused as what they are, by
+/// `open` and by `create` alike, and nothing is created in their place.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn sockets_devices_and_directories_are_not_regular_files() {
+    let socket = TempPath::new("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(socket.path()).unwrap();
+    let dir = TempPath::new("dir");
+    std::fs::create_dir(dir.path()).unwrap();
+    let cases = [
+        (Location::from(socket.path()), "socket"),
+        (Location::from(Path::new("/dev/null")), "character device"),
+        (Location::from(dir.path()), "directory"),
+    ];
+    for (loc, what) in cases {
+        let err = Segment::open(&loc, &expect(), &opts()).unwrap_err();
+        assert!(
+            matches!(err, Error::NotARegularFile { file_type, .. } if file_type == what),
+            "open {what}: {err}"
+        );
+        let err = Segment::open_or_create(&loc, &spec(), &opts()).unwrap_err();
+        assert!(
+            matches!(err, Error::NotARegularFile { file_type, .. } if file_type == what),
+            "open_or_create {what}: {err}"
+        );
+    }
+    assert!(
+        std::fs::metadata(dir.path()).unwrap().is_dir(),
+        "left as it was"
+    );
+    std::fs::remove_dir(dir.path()).unwrap();
+}
+
 /// Set to skip the tests that need root, when not run as root.
 const WITHOUT_ROOT: &str = "SHM_TESTS_WITHOUT_ROOT";
 
