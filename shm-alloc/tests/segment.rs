@@ -782,14 +782,60 @@ fn prefault_and_mlock_map_and_lock() {
         entries: 0,
         ..spec()
     };
+    // Without either option, the data pages are not mapped in this process until
+    // touched, and nothing is locked.
+    let plain = TempPath::new("plain");
+    let lazy = Segment::create(&plain.loc(), &spec, &opts()).unwrap();
+    let size = mapping_kib(&lazy, "Size:");
+    assert!(size >= 16, "the mapping covers the data: {size} KiB");
+    assert!(mapping_kib(&lazy, "Rss:") < size, "mapped before any touch");
+    assert_eq!(mapping_kib(&lazy, "Locked:"), 0);
+
     let opts = opts().prefault(true).mlock(true);
     let seg = Segment::create(&tmp.loc(), &spec, &opts).unwrap();
     let opener = Segment::open(&tmp.loc(), &Expect::from(&spec), &opts).unwrap();
+    let size = mapping_kib(&seg, "Size:");
+    for mapped in [&seg, &opener] {
+        assert_eq!(
+            mapping_kib(mapped, "Rss:"),
+            size,
+            "prefaulted: every page mapped"
+        );
+    }
+    // `Locked:` is a proportional share: the two mappings of the same pages, both
+    // locked, add up to the whole.
+    assert_eq!(
+        mapping_kib(&seg, "Locked:") + mapping_kib(&opener, "Locked:"),
+        size,
+        "locked: every page"
+    );
     // SAFETY: the region is at least 16 KiB; only this thread touches it.
     unsafe {
         seg.data().as_ptr().add(16 * 1024 - 1).write(9);
         assert_eq!(opener.data().as_ptr().add(16 * 1024 - 1).read(), 9);
     }
+}
+
+/// A field (`Size:`, `Rss:`, `Locked:`) of the mapping that holds the segment's data
+/// region, in KiB, from `/proc/self/smaps`.
+fn mapping_kib(seg: &Segment, field: &str) -> u64 {
+    let at = seg.data().as_ptr() as usize;
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ')
+            && let Some((start, end)) = range.split_once('-')
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
+        {
+            inside = (start..end).contains(&at);
+        } else if inside && let Some(kib) = line.strip_prefix(field) {
+            return kib.trim().trim_end_matches("kB").trim().parse().unwrap();
+        }
+    }
+    panic!("no {field} for the segment's mapping in /proc/self/smaps");
 }
 
 #[test]
