@@ -252,3 +252,73 @@ fn plot_writes_an_svg_with_a_line_per_transport() {
         assert!(svg.contains(label), "no {label:?} in the plot");
     }
 }
+
+/// With a single allowed core (`taskset -c 0`), the run says so and runs unpinned
+/// rather than fail: no cores in the report, the reason in `placement`.
+#[test]
+fn a_single_allowed_core_runs_unpinned_and_says_so() {
+    let output = Command::new("taskset")
+        .args(["-c", "0", env!("CARGO_BIN_EXE_shm"), "bench"])
+        .args(["--round-trips", "50", "--rounds", "1", "--sizes", "8"])
+        .args(["--transports", "limit,shm-spsc", "--json"])
+        .output()
+        .expect("taskset (util-linux) runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let machine = &report["machine"];
+    assert_eq!(
+        machine["allowed_cores"],
+        serde_json::json!([0]),
+        "{machine}"
+    );
+    assert!(machine["cores"].is_null(), "{machine}");
+    let placement = machine["placement"].as_str().unwrap();
+    assert!(
+        placement.contains("only one core is allowed"),
+        "{placement}"
+    );
+    assert!(placement.contains("unpinned"), "{placement}");
+    assert_eq!(report["latency"].as_array().unwrap().len(), 2);
+}
+
+/// Ctrl-C (SIGINT) ends a long run early, once its echo process is up, and the report
+/// of what was measured is still printed, marked `interrupted`, and the run succeeds.
+#[test]
+fn ctrl_c_ends_the_run_and_still_prints_the_report() {
+    let mut child = shm()
+        .args(["bench", "--rounds", "1000", "--round-trips", "100000000"])
+        .args(["--sizes", "8", "--transports", "limit", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let children = format!("/proc/{0}/task/{0}/children", child.id());
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // The echo process started: the run is under way.
+    while std::fs::read_to_string(&children)
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "no echo process within 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["interrupted"], Value::Bool(true));
+    assert_eq!(report["latency"].as_array().unwrap().len(), 1);
+}
