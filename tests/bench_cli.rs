@@ -289,7 +289,7 @@ fn a_single_allowed_core_runs_unpinned_and_says_so() {
 /// of what was measured is still printed, marked `interrupted`, and the run succeeds.
 #[test]
 fn ctrl_c_ends_the_run_and_still_prints_the_report() {
-    let mut child = shm()
+    let child = shm()
         .args(["bench", "--rounds", "1000", "--round-trips", "100000000"])
         .args(["--sizes", "8", "--transports", "limit", "--json"])
         .stdout(std::process::Stdio::piped())
