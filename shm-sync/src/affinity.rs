@@ -1047,7 +1047,10 @@ mod tests {
     #[cfg_attr(miri, ignore)] // Calls sched_getaffinity.
     fn real_pinning_to_a_disallowed_core_fails() {
         let allowed = allowed_cores().unwrap();
-        for core in [MAX_CPUS, usize::MAX] {
+        // Past the `cpu_set_t` (refused before any system call), and inside it but not
+        // allowed (offline or outside the cpuset: refused by the kernel).
+        let inside = (0..MAX_CPUS).rev().find(|c| !allowed.contains(c));
+        for core in [MAX_CPUS, usize::MAX].into_iter().chain(inside) {
             match pin_current_thread(core) {
                 Err(Error::PinFailed {
                     core: c,
