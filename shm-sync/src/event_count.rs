@@ -438,6 +438,38 @@ mod tests {
         assert_eq!(ec.waiters(), 0);
     }
 
+    /// A waiter whose heavy fence did not reach every notifier (`Heavy::Unreached`)
+    /// sleeps at most one [`UNREACHED_SLICE`] at a time, and a sleep cut short by its
+    /// slice reads as a wake-up (the caller re-checks), never as a timeout; its own
+    /// deadline still times out.
+    #[test]
+    #[cfg_attr(miri, ignore = "makes futex syscalls")]
+    fn an_unreached_waiter_sleeps_in_slices_that_read_as_wake_ups() {
+        let ec = EventCount::new();
+        let unreached = |ec: &EventCount| WaitKey {
+            heavy: Heavy::Unreached,
+            ..ec.prepare_wait()
+        };
+        // No deadline: back after a slice, as a wake-up.
+        let start = Instant::now();
+        assert_eq!(ec.wait(unreached(&ec), None), WaitOutcome::Woken);
+        assert!(start.elapsed() >= UNREACHED_SLICE, "{:?}", start.elapsed());
+        assert_eq!(ec.waiters(), 0);
+        // A deadline far past the slice: the slice ends first, a wake-up.
+        let far = Instant::now() + Duration::from_secs(60);
+        let start = Instant::now();
+        assert_eq!(ec.wait(unreached(&ec), Some(far)), WaitOutcome::Woken);
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "slept to the deadline"
+        );
+        // A deadline inside the slice: it times out, no earlier than the deadline.
+        let near = Instant::now() + UNREACHED_SLICE / 4;
+        assert_eq!(ec.wait(unreached(&ec), Some(near)), WaitOutcome::TimedOut);
+        assert!(Instant::now() >= near);
+        assert_eq!(ec.waiters(), 0);
+    }
+
     #[test]
     fn settling_a_dead_waiter_withdraws_a_marked_count_once() {
         let ec = EventCount::new();

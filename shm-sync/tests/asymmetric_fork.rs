@@ -15,7 +15,11 @@ const NOT_AGAIN: i32 = 3;
 fn a_forked_child_forgets_the_registration_and_registers_again() {
     let offered = membarrier_query().contains(MembarrierQuery::GLOBAL_EXPEDITED);
     light();
-    assert_eq!(is_light(), offered, "the parent registered at its first light fence");
+    assert_eq!(
+        is_light(),
+        offered,
+        "the parent registered at its first light fence"
+    );
     // SAFETY: the child only loads atomics, makes the registration's system calls and
     // `_exit`s; this binary's other threads (the harness's main thread, joining this
     // one) hold no lock the child needs.
@@ -26,7 +30,11 @@ fn a_forked_child_forgets_the_registration_and_registers_again() {
             STILL_LIGHT
         } else {
             light();
-            if is_light() == offered { FORGOT } else { NOT_AGAIN }
+            if is_light() == offered {
+                FORGOT
+            } else {
+                NOT_AGAIN
+            }
         };
         // SAFETY: ends the forked child without running the parent's exit handlers.
         unsafe { libc::_exit(code) };
@@ -34,7 +42,10 @@ fn a_forked_child_forgets_the_registration_and_registers_again() {
     let mut status = 0;
     // SAFETY: `pid` is this process's child; `status` is a valid out-pointer.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(libc::WIFEXITED(status), "the child did not exit: {status:#x}");
+    assert!(
+        libc::WIFEXITED(status),
+        "the child did not exit: {status:#x}"
+    );
     match libc::WEXITSTATUS(status) {
         FORGOT => {}
         STILL_LIGHT => panic!("the forked child believed itself registered"),
