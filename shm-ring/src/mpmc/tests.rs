@@ -416,6 +416,135 @@ mod loom_tests {
         });
     }
 
+    /// A producer sends three values through two slots while a consumer receives them:
+    /// the ring fills (the producer's full polls) and laps (each slot reused with the
+    /// next lap's stamp), and the consumer's empty polls meet the producer's claims.
+    /// Every value arrives once and in order, in every interleaving.
+    #[test]
+    fn filling_and_lapping() {
+        loom::model(|| {
+            let (mut tx, mut rx) = channel_with::<u64>(2, 2).unwrap();
+            let producer = loom::thread::spawn(move || {
+                for v in 0..3 {
+                    let mut value = v;
+                    loop {
+                        match tx.try_send(value) {
+                            Ok(()) => break,
+                            Err(crate::TrySendError::Full(back)) => {
+                                value = back;
+                                loom::thread::yield_now();
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+            });
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                match rx.try_recv() {
+                    Ok(v) => got.push(v),
+                    Err(TryRecvError::Empty) => loom::thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            producer.join().unwrap();
+            assert_eq!(got, [0, 1, 2]);
+        });
+    }
+
+    /// A consumer parks (`WaitStrategy::Park`) in `recv` on the empty ring while the
+    /// producer sends one value: the consumer always wakes with it (loom reports a
+    /// deadlock if a wake-up is lost between the ring and its event count).
+    #[test]
+    fn a_parked_consumer_is_woken() {
+        loom::model(|| {
+            let (mut tx, mut rx) = channel_with::<u64>(2, 2).unwrap();
+            rx.set_wait_strategy(shm_sync::WaitStrategy::Park);
+            let producer = loom::thread::spawn(move || tx.try_send(7).unwrap());
+            assert_eq!(rx.recv(), Ok(7));
+            producer.join().unwrap();
+        });
+    }
+
+    /// A consumer takes a value in place and dies holding it, while the producer needs
+    /// its slot for a third value and another consumer receives: the producer's liveness
+    /// probe releases the dead consumer's slot, once (`reclaimed` 1), and the live
+    /// consumer gets the other values, in order.
+    #[test]
+    fn a_dead_consumers_slot_is_reclaimed() {
+        loom::model(|| {
+            let (mut tx, mut rx) = channel_with::<u64>(2, 3).unwrap();
+            let mut dying = rx.try_clone().unwrap();
+            tx.try_send(0).unwrap();
+            tx.try_send(1).unwrap();
+            let consumer = loom::thread::spawn(move || {
+                core::mem::forget(dying.try_recv_ref().unwrap());
+                dying.simulate_crash();
+            });
+            consumer.join().unwrap();
+            let producer = loom::thread::spawn(move || {
+                let mut value = 2;
+                loop {
+                    match tx.try_send(value) {
+                        Ok(()) => return,
+                        Err(crate::TrySendError::Full(back)) => {
+                            value = back;
+                            loom::thread::yield_now();
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            });
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                match rx.try_recv() {
+                    Ok(v) => got.push(v),
+                    Err(TryRecvError::Empty) => loom::thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            producer.join().unwrap();
+            assert_eq!(got, [1, 2]);
+            assert_eq!(rx.stats().reclaimed, 1);
+        });
+    }
+
+    /// A consumer dies holding a value in place; then a newcomer attaches (its attach
+    /// settles a dead holder it finds in an entry) while the producer, whose ring is
+    /// full, probes the consumers (its probe settles the dead one too). Whoever takes
+    /// the dead entry's lock first settles it, and only once: `reclaimed` is 1 and the
+    /// producer's third value gets the slot.
+    #[test]
+    fn a_prober_and_a_newcomer_settle_a_dead_consumer_once() {
+        loom::model(|| {
+            let (mut tx, rx) = channel_with::<u64>(2, 4).unwrap();
+            let mut dying = rx.try_clone().unwrap();
+            tx.try_send(0).unwrap();
+            tx.try_send(1).unwrap();
+            core::mem::forget(dying.try_recv_ref().unwrap());
+            dying.simulate_crash();
+            let newcomer = loom::thread::spawn(move || {
+                let joined = rx.try_clone().unwrap();
+                (rx, joined)
+            });
+            let mut value = 2;
+            loop {
+                match tx.try_send(value) {
+                    Ok(()) => break,
+                    Err(crate::TrySendError::Full(back)) => {
+                        value = back;
+                        loom::thread::yield_now();
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            let (mut rx, _joined) = newcomer.join().unwrap();
+            assert_eq!(rx.stats().reclaimed, 1);
+            assert_eq!(rx.try_recv(), Ok(1));
+            assert_eq!(rx.try_recv(), Ok(2));
+        });
+    }
+
     /// Receives until the ring is empty and every producer gone, polling: for a model
     /// whose producers have all finished.
     fn drain(rx: &mut Consumer<u64>) -> Vec<u64> {
