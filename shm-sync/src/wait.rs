@@ -266,6 +266,47 @@ mod tests {
         }
     }
 
+    /// `SpinThenPark` spins for its spin phase before it announces itself: a wait whose
+    /// deadline comes inside the spin phase never parks (the waiter count, sampled by
+    /// the waiting thread's poll itself, stays 0), and `Park` announces at once.
+    #[test]
+    #[cfg_attr(miri, ignore = "reads the clock in a loop")]
+    fn spin_then_park_spins_before_it_parks() {
+        let ec = EventCount::new();
+        let spin = WaitStrategy::SpinThenPark {
+            spin: Duration::from_secs(60),
+        };
+        let deadline = Instant::now() + Duration::from_millis(20);
+        let mut announced = 0;
+        let waited = spin.wait_for(&ec, Some(deadline), || {
+            announced = announced.max(ec.waiters());
+            None::<()>
+        });
+        assert_eq!(waited, Err(TimedOut));
+        assert_eq!(announced, 0, "parked during its spin phase");
+        let mut announced = 0;
+        let deadline = Instant::now() + Duration::from_millis(20);
+        let waited = WaitStrategy::Park.wait_for(&ec, Some(deadline), || {
+            announced = announced.max(ec.waiters());
+            None::<()>
+        });
+        assert_eq!(waited, Err(TimedOut));
+        assert_eq!(announced, 1, "Park announces itself before its re-check");
+    }
+
+    #[test]
+    fn strategies_and_timeouts_print_what_they_are() {
+        let printed: Vec<String> = STRATEGIES.iter().map(|s| format!("{s:?}")).collect();
+        assert_eq!(
+            printed,
+            ["BusySpin", "Yield", "SpinThenPark { spin: 20µs }", "Park"]
+        );
+        assert_eq!(
+            TimedOut.to_string(),
+            "deadline passed before the condition held"
+        );
+    }
+
     #[test]
     #[cfg_attr(miri, ignore = "sleeps on a real futex")]
     fn every_strategy_sees_a_value_published_by_another_thread() {
