@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Mutation testing of the protocol modules with cargo-mutants: every mutant (an operator
+# flipped, a comparison changed, a function body replaced by a default) must make some
+# test fail. A mutant that survives is a change the tests cannot see: a missing test, or
+# an equivalent mutant (explained in docs/guarantees.md, "Mutation testing").
+#
+# Not part of .ci/run: each mutant is a build and a test run of its crate, so a group
+# takes from half an hour (sync) to several hours (mpmc, stream, pool) on two cores.
+#
+#   ci/mutants.sh [GROUP...]     groups: sync participants spsc mpmc stream pool segment
+#                                (default: sync)
+#
+# Results go to target/mutants/GROUP/mutants.out (caught.txt, missed.txt, timeout.txt,
+# unviable.txt). A mutant whose tests hang past the timeout is caught too (a hang fails
+# the suite); the score is (caught + timed out) / (caught + timed out + missed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants
+
+# run GROUP CARGO_MUTANTS_ARGS...
+run() {
+    local group=$1
+    shift
+    echo "== mutants: $group"
+    mkdir -p "target/mutants/$group"
+    # Exit status 2 means some mutants survived: reported below, not a failure of the run.
+    cargo mutants --no-shuffle --jobs 1 --timeout 30 --output "target/mutants/$group" "$@" || [ $? -eq 2 ]
+    local out="target/mutants/$group/mutants.out"
+    local caught missed timeout unviable
+    caught=$(wc -l <"$out/caught.txt")
+    missed=$(wc -l <"$out/missed.txt")
+    timeout=$(wc -l <"$out/timeout.txt")
+    unviable=$(wc -l <"$out/unviable.txt")
+    echo "== mutants: $group: caught $caught, timed out $timeout, missed $missed (unviable $unviable)"
+    if [ "$missed" -gt 0 ]; then
+        echo "== missed:"
+        cat "$out/missed.txt"
+    fi
+}
+
+for group in "${@:-sync}"; do
+    case $group in
+        sync)
+            # The loom-only code (the futex model, the fault switches and the loom
+            # branches of the fences, the loom models themselves) is not built here:
+            # ci/loom.sh tests it.
+            run sync -p shm-sync -f shm-sync/src/event_count.rs -f 'shm-sync/src/futex/*.rs' \
+                -f shm-sync/src/asymmetric.rs -f shm-sync/src/wait.rs -f shm-sync/src/retry.rs \
+                -e shm-sync/src/futex/model.rs \
+                --exclude-re 'faults::|loom_tests::|delete ! in (light_then_load|heavy)$'
+            ;;
+        participants)
+            run participants -p shm-alloc -f shm-alloc/src/participants.rs
+            ;;
+        segment)
+            run segment -p shm-alloc -f shm-alloc/src/segment.rs -f shm-alloc/src/header.rs
+            ;;
+        pool)
+            run pool -p shm-alloc -p shm-ring -f 'shm-alloc/src/pool/*.rs' -f shm-ring/src/loan.rs
+            ;;
+        spsc)
+            run spsc -p shm-ring -f 'shm-ring/src/spsc/*.rs' -f 'shm-ring/src/core/*.rs'
+            ;;
+        mpmc)
+            run mpmc -p shm-ring -f 'shm-ring/src/mpmc/*.rs'
+            ;;
+        stream)
+            run stream -p shm-ring -f shm-ring/src/stream.rs
+            ;;
+        *)
+            echo "unknown group $group" >&2
+            exit 1
+            ;;
+    esac
+done
