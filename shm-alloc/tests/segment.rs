@@ -450,13 +450,20 @@ fn a_late_creator_is_waited_for() {
     let tmp = TempPath::new("late");
     drop(created(&tmp));
     poke(tmp.path(), OFF_STATE, &0u32.to_ne_bytes());
-    let path = tmp.path().to_path_buf();
-    let publisher = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(30));
-        poke(&path, OFF_STATE, b"RDY!");
+    // The opener runs in a thread of its own; the creator publishes only once that
+    // thread is seen sleeping between two looks at the state word: the open did wait.
+    let loc = tmp.loc();
+    let (tid_tx, tid) = std::sync::mpsc::channel();
+    let opener = std::thread::spawn(move || {
+        tid_tx.send(shm_testkit::thread_id()).unwrap();
+        Segment::open(&loc, &expect(), &opts())
     });
-    let seg = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap();
-    publisher.join().unwrap();
+    let tid = tid.recv().unwrap();
+    wait_for(Duration::from_secs(10), "the opener, waiting", || {
+        shm_testkit::sleeps_in(std::process::id(), tid, "nanosleep").then_some(())
+    });
+    poke(tmp.path(), OFF_STATE, b"RDY!");
+    let seg = opener.join().unwrap().unwrap();
     assert_eq!(seg.header().capacity, 64);
 }
 

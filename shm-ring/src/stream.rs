@@ -824,15 +824,26 @@ mod tests {
         let mut chunk = tx.inner.write_chunk(32).unwrap();
         chunk.as_mut_slices().0[..HEADER_LEN].copy_from_slice(&header(24, PADDING_TYPE));
         chunk.commit_all();
-        let sender = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            tx.send(b"late").unwrap();
-            tx
+        // The receiver blocks in a thread of its own; the record is sent once that
+        // thread is seen asleep on its futex (not under miri, which hides `/proc`): the
+        // padding did not end the receive.
+        let (tid_tx, tid) = std::sync::mpsc::channel();
+        let receiver = std::thread::spawn(move || {
+            if !cfg!(miri) {
+                tid_tx.send(shm_testkit::thread_id()).unwrap();
+            }
+            let frame = rx.recv_timeout(Duration::from_secs(10)).map(|f| f.to_vec());
+            (rx, frame)
         });
-        let frame = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert_eq!(&*frame, b"late");
-        drop(frame);
-        drop(sender.join().unwrap());
+        if !cfg!(miri) {
+            let tid = tid.recv().unwrap();
+            shm_testkit::wait_for(Duration::from_secs(10), "the receiver, parked", || {
+                shm_testkit::sleeps_on_futex(std::process::id(), tid).then_some(())
+            });
+        }
+        tx.send(b"late").unwrap();
+        let (_rx, frame) = receiver.join().unwrap();
+        assert_eq!(frame.unwrap(), b"late");
     }
 
     #[test]

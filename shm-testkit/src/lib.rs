@@ -345,8 +345,15 @@ pub fn thread_id() -> u32 {
 /// of their own (the test harness's main thread joins the test thread on one).
 #[must_use]
 pub fn sleeps_on_futex(pid: u32, tid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan"))
-        .is_ok_and(|w| w.contains("futex"))
+    sleeps_in(pid, tid, "futex")
+}
+
+/// Whether thread `tid` of process `pid` sleeps in the kernel now in a function whose
+/// name contains `what` (its `wchan`): `"futex"` for a futex wait, `"nanosleep"` for
+/// `thread::sleep`. The proof that a thread reached a wait, rather than a guess by time.
+#[must_use]
+pub fn sleeps_in(pid: u32, tid: u32, what: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan")).is_ok_and(|w| w.contains(what))
 }
 
 /// Where a segment's header records its creator's process id: a `u64` at byte 64 (the
