@@ -307,20 +307,35 @@ mod tests {
         );
     }
 
+    /// The value is published only once the waiter is in its wait: it has polled
+    /// twice, and, for the strategies that park, sleeps on the futex (seen in `/proc`).
     #[test]
-    #[cfg_attr(miri, ignore = "sleeps on a real futex")]
+    #[cfg_attr(miri, ignore = "sleeps on a real futex and reads /proc")]
     fn every_strategy_sees_a_value_published_by_another_thread() {
         for s in STRATEGIES {
             let ec = Arc::new(EventCount::new());
             let value = Arc::new(AtomicU64::new(0));
-            let (ec2, value2) = (ec.clone(), value.clone());
+            let polls = Arc::new(AtomicU64::new(0));
+            let (ec2, value2, polls2) = (ec.clone(), value.clone(), polls.clone());
+            let (tid_tx, tid) = std::sync::mpsc::channel();
             let waiter = std::thread::spawn(move || {
-                s.wait_for(&ec2, None, || match value2.load(Ordering::Acquire) {
-                    0 => None,
-                    v => Some(v),
+                tid_tx.send(shm_testkit::thread_id()).unwrap();
+                s.wait_for(&ec2, None, || {
+                    polls2.fetch_add(1, Ordering::Relaxed);
+                    match value2.load(Ordering::Acquire) {
+                        0 => None,
+                        v => Some(v),
+                    }
                 })
             });
-            std::thread::sleep(Duration::from_millis(2));
+            let tid = tid.recv().unwrap();
+            let parks = matches!(s, WaitStrategy::Park | WaitStrategy::SpinThenPark { .. });
+            shm_testkit::wait_for(Duration::from_secs(10), "the waiter, waiting", || {
+                // Relaxed: a progress count, read for the test's pacing only.
+                let polled = polls.load(Ordering::Relaxed) >= 2;
+                let asleep = !parks || shm_testkit::sleeps_on_futex(std::process::id(), tid);
+                (polled && asleep).then_some(())
+            });
             value.store(7, Ordering::Release);
             ec.notify();
             assert_eq!(waiter.join().unwrap(), Ok(7), "{s:?}");
