@@ -424,29 +424,8 @@ mod loom_tests {
     fn filling_and_lapping() {
         loom::model(|| {
             let (mut tx, mut rx) = channel_with::<u64>(2, 2).unwrap();
-            let producer = loom::thread::spawn(move || {
-                for v in 0..3 {
-                    let mut value = v;
-                    loop {
-                        match tx.try_send(value) {
-                            Ok(()) => break,
-                            Err(crate::TrySendError::Full(back)) => {
-                                value = back;
-                                loom::thread::yield_now();
-                            }
-                            Err(e) => panic!("{e}"),
-                        }
-                    }
-                }
-            });
-            let mut got = Vec::new();
-            while got.len() < 3 {
-                match rx.try_recv() {
-                    Ok(v) => got.push(v),
-                    Err(TryRecvError::Empty) => loom::thread::yield_now(),
-                    Err(e) => panic!("{e}"),
-                }
-            }
+            let producer = loom::thread::spawn(move || (0..3).for_each(|v| send(&mut tx, v)));
+            let got = receive(&mut rx, 3);
             producer.join().unwrap();
             assert_eq!(got, [0, 1, 2]);
         });
@@ -482,27 +461,8 @@ mod loom_tests {
                 dying.simulate_crash();
             });
             consumer.join().unwrap();
-            let producer = loom::thread::spawn(move || {
-                let mut value = 2;
-                loop {
-                    match tx.try_send(value) {
-                        Ok(()) => return,
-                        Err(crate::TrySendError::Full(back)) => {
-                            value = back;
-                            loom::thread::yield_now();
-                        }
-                        Err(e) => panic!("{e}"),
-                    }
-                }
-            });
-            let mut got = Vec::new();
-            while got.len() < 2 {
-                match rx.try_recv() {
-                    Ok(v) => got.push(v),
-                    Err(TryRecvError::Empty) => loom::thread::yield_now(),
-                    Err(e) => panic!("{e}"),
-                }
-            }
+            let producer = loom::thread::spawn(move || send(&mut tx, 2));
+            let got = receive(&mut rx, 2);
             producer.join().unwrap();
             assert_eq!(got, [1, 2]);
             assert_eq!(rx.stats().reclaimed, 1);
@@ -527,22 +487,39 @@ mod loom_tests {
                 let joined = rx.try_clone().unwrap();
                 (rx, joined)
             });
-            let mut value = 2;
-            loop {
-                match tx.try_send(value) {
-                    Ok(()) => break,
-                    Err(crate::TrySendError::Full(back)) => {
-                        value = back;
-                        loom::thread::yield_now();
-                    }
-                    Err(e) => panic!("{e}"),
-                }
-            }
+            send(&mut tx, 2);
             let (mut rx, _joined) = newcomer.join().unwrap();
             assert_eq!(rx.stats().reclaimed, 1);
             assert_eq!(rx.try_recv(), Ok(1));
             assert_eq!(rx.try_recv(), Ok(2));
         });
+    }
+
+    /// Sends `value`, polling (and yielding to the model) while the ring is full.
+    fn send(tx: &mut Producer<u64>, mut value: u64) {
+        loop {
+            match tx.try_send(value) {
+                Ok(()) => return,
+                Err(crate::TrySendError::Full(back)) => {
+                    value = back;
+                    loom::thread::yield_now();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// Receives `n` values, polling (and yielding to the model) while the ring is empty.
+    fn receive(rx: &mut Consumer<u64>, n: usize) -> Vec<u64> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            match rx.try_recv() {
+                Ok(v) => got.push(v),
+                Err(TryRecvError::Empty) => loom::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got
     }
 
     /// Receives until the ring is empty and every producer gone, polling: for a model
