@@ -267,8 +267,8 @@ fn send_by_lines_makes_one_frame_per_line() {
     ));
 }
 
-/// `shm topology` prints the allowed cores and the recommended pair, as the library
-/// computes them.
+/// `shm topology` prints the allowed cores, each pair's shared cache and SMT siblings,
+/// and the recommended pair, as the library computes them.
 #[test]
 fn topology_prints_the_allowed_cores_and_the_recommended_pair() {
     use shm_transport::sync::affinity;
@@ -280,6 +280,24 @@ fn topology_prints_the_allowed_cores_and_the_recommended_pair() {
         text.contains(&format!("allowed cores: {allowed:?}")),
         "{text}"
     );
+    // A line per pair of allowed cores: the cache they share, and whether they are SMT
+    // siblings, as the library reads the topology.
+    let topology = affinity::Topology::read().unwrap();
+    for &a in &allowed {
+        for &b in allowed.iter().filter(|&&b| b > a) {
+            let cache = match topology.shared_cache_level(a, b) {
+                Some(level) => format!("share L{level}"),
+                None => "share no cache".to_string(),
+            };
+            let smt = if topology.smt_siblings(a, b) {
+                ", SMT siblings"
+            } else {
+                ""
+            };
+            let line = format!("cores {a} and {b}: {cache}{smt}\n");
+            assert!(text.contains(&line), "no {line:?} in {text}");
+        }
+    }
     match affinity::recommend_pair() {
         Ok(pair) => assert!(
             text.contains(&format!(
