@@ -351,6 +351,69 @@ mod tests {
         (entries, locks)
     }
 
+    /// A probe settles exactly the dead holders it is asked about: not a free entry
+    /// (whatever its lock), not a live holder (its lock held), not one `wanted` turns
+    /// down; and it frees what it settled, keeping the generation.
+    #[cfg(not(loom))]
+    #[test]
+    fn reap_settles_only_dead_wanted_holders() {
+        let (entries, locks) = table(4);
+        let t = Table::new(&entries, &locks);
+        // Entries 0 and 1 in state 1, entry 2 in state 2.
+        let mut claimed: Vec<_> = [1, 1, 2]
+            .into_iter()
+            .map(|state| {
+                let c = claim_settling(&t, state).unwrap().unwrap();
+                t.mark(&c);
+                c
+            })
+            .collect();
+        // Entry 0 stays alive; 1 and 2 die; 3 was never taken (free, lock free). The
+        // probe wants state 1 only.
+        let dead_two = claimed.pop().unwrap();
+        let dead_one = claimed.pop().unwrap();
+        let (one, two) = (dead_one.session, dead_two.session);
+        drop((dead_one, dead_two));
+        let mut settled = Vec::new();
+        let freed = t
+            .reap(
+                None,
+                |session| Ok::<_, ()>(session & STATE_MASK == 1),
+                |index, session| {
+                    settled.push((index, session));
+                    Ok(Settle::Done)
+                },
+            )
+            .unwrap();
+        assert_eq!(settled, [(1, one)], "only the dead holder that is wanted");
+        assert_eq!(freed, [1]);
+        assert_eq!(
+            t.entry(1).session(),
+            one & !STATE_MASK,
+            "free, same generation"
+        );
+        assert_eq!(t.entry(2).session(), two, "turned down: left as it was");
+        assert_eq!(t.entry(3).session(), FREE);
+    }
+
+    #[cfg(not(loom))]
+    #[test]
+    fn entries_reset_and_keep_their_parking_mark() {
+        let (entries, locks) = table(2);
+        let t = Table::new(&entries, &locks);
+        assert!(!t.is_empty());
+        assert!(Table::new(&entries[..0], &locks).is_empty());
+        let c = claim_settling(&t, 2).unwrap().unwrap();
+        t.mark(&c);
+        let entry = t.entry(c.index);
+        entry.set_word(9);
+        entry.parked().store(1, Ordering::Relaxed);
+        assert_eq!(entry.parked().load(Ordering::Relaxed), 1);
+        entry.reset();
+        assert_eq!((entry.session(), entry.word()), (FREE, 0));
+        assert_eq!(entry.parked().load(Ordering::Relaxed), 0);
+    }
+
     #[cfg(not(loom))]
     #[test]
     #[should_panic(expected = "state 0")]

@@ -845,6 +845,27 @@ fn mapping_kib(seg: &Segment, field: &str) -> u64 {
     panic!("no {field} for the segment's mapping in /proc/self/smaps");
 }
 
+/// A segment's role locks are the participant table's locks: `is_locked` says whether
+/// a role is held (by any handle, any process), `try_lock` takes a free one and answers
+/// `None` for a held one, and dropping the guard frees it.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_segments_role_locks_serve_as_the_tables_locks() {
+    use shm_alloc::participants::Locks;
+    let tmp = TempPath::new("table-locks");
+    let seg = created(&tmp);
+    let other = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap();
+    let held = seg.claim_role(0).unwrap();
+    assert!(Locks::is_locked(&other, 0));
+    assert!(!Locks::is_locked(&other, 1));
+    assert!(Locks::try_lock(&other, 0).unwrap().is_none());
+    let taken = Locks::try_lock(&other, 1).unwrap().expect("role 1 is free");
+    assert!(Locks::is_locked(&seg, 1));
+    drop((held, taken));
+    assert!(!Locks::is_locked(&other, 0));
+    assert!(!Locks::is_locked(&seg, 1));
+}
+
 #[test]
 #[cfg_attr(miri, ignore)]
 fn roles_conflict_within_one_process_and_drop_releases() {
