@@ -394,6 +394,50 @@ mod tests {
         );
         assert_eq!(t.entry(2).session(), two, "turned down: left as it was");
         assert_eq!(t.entry(3).session(), FREE);
+        // A probe that wants every holder: the dead one left, never the free entry.
+        settled.clear();
+        let freed = t
+            .reap(
+                None,
+                |_| Ok::<_, ()>(true),
+                |index, session| {
+                    settled.push((index, session));
+                    Ok(Settle::Done)
+                },
+            )
+            .unwrap();
+        assert_eq!((settled, freed), (vec![(2, two)], vec![2]));
+    }
+
+    /// The session read before the lock may be stale: a newcomer may have replaced the
+    /// dead holder and left since. Read again under the lock, an entry found free is
+    /// left alone.
+    #[cfg(not(loom))]
+    #[test]
+    fn reap_reads_the_session_again_under_the_lock() {
+        let (entries, locks) = table(1);
+        let t = Table::new(&entries, &locks);
+        let dead = claim_settling(&t, 1).unwrap().unwrap();
+        t.mark(&dead);
+        let session = dead.session;
+        drop(dead);
+        let mut settled = 0;
+        let freed = t
+            .reap(
+                None,
+                // Between the first read and the lock, the entry is freed (here, by the
+                // question itself).
+                |_| {
+                    t.free(0, session);
+                    Ok::<_, ()>(true)
+                },
+                |_, _| {
+                    settled += 1;
+                    Ok(Settle::Done)
+                },
+            )
+            .unwrap();
+        assert_eq!((settled, freed), (0, vec![]));
     }
 
     #[cfg(not(loom))]
