@@ -41,7 +41,8 @@
 //!
 //! Under loom and miri both functions are a `SeqCst` fence: loom's models cover the
 //! symmetric form, and miri runs no syscall. Under loom, a test can drop either fence
-//! ([`faults`]), to show that its model catches what the fence prevents.
+//! (the `faults` module, built only for loom), to show that its model catches what the
+//! fence prevents.
 
 use crate::atomic::{Ordering, fence};
 

@@ -586,7 +586,7 @@ mod loom_tests {
     }
 
     /// One waiter and one notifier of the real event count, with the notifier's light
-    /// fence or the waiter's heavy one dropped ([`asymmetric::faults`]): loom must find
+    /// fence or the waiter's heavy one dropped (`asymmetric::faults`): loom must find
     /// the interleaving that loses the wake-up, which it reports as a deadlock. If it
     /// does not, the model can no longer see what the fences prevent, and
     /// `no_lost_wakeup` proves nothing.
