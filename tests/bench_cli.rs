@@ -229,9 +229,8 @@ fn pipes_compares_shm_send_recv_with_a_pipe_and_a_socket() {
 /// labelled line per transport.
 #[test]
 fn plot_writes_an_svg_with_a_line_per_transport() {
-    let dir = std::env::temp_dir().join(format!("shm-bench-plot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("latency.svg");
+    let file = shm_testkit::TempPath::new("plot.svg");
+    let path = file.path();
     let report = run_json(&[
         "--round-trips",
         "50",
@@ -245,8 +244,7 @@ fn plot_writes_an_svg_with_a_line_per_transport() {
         path.to_str().unwrap(),
     ]);
     assert_eq!(report["latency"].as_array().unwrap().len(), 4);
-    let svg = std::fs::read_to_string(&path).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    let svg = std::fs::read_to_string(path).unwrap();
     assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
     for label in ["limit", "shm-spsc", "8-byte messages", "64-byte messages"] {
         assert!(svg.contains(label), "no {label:?} in the plot");

@@ -71,6 +71,18 @@ fn created_by(name: &ShmName, child: &std::process::Child) {
     });
 }
 
+/// Starts `shm send --lines` on `name` before any receiver, and waits until it has
+/// created the ring.
+fn line_sender_first(name: &ShmName) -> Child {
+    let sender = shm()
+        .args(["send", "--lines", name.as_str()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    created_by(name, &sender);
+    sender
+}
+
 /// How long `shm send` or `shm recv` may take to finish once its input has ended.
 const EXIT_LIMIT: Duration = Duration::from_secs(120);
 
@@ -118,12 +130,7 @@ fn two_hundred_fifty_six_mib_of_random_bytes_arrive_intact() {
 fn a_text_file_by_lines_arrives_intact_sender_first() {
     let name = ShmName::new("pipe-lines");
     // The sender starts first and creates the ring; the receiver comes later.
-    let mut sender = shm()
-        .args(["send", "--lines", name.as_str()])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    created_by(&name, &sender);
+    let mut sender = line_sender_first(&name);
     let mut receiver = shm()
         .args(["recv", name.as_str()])
         .stdout(Stdio::piped())
@@ -243,12 +250,7 @@ fn a_block_larger_than_the_ring_is_refused_with_the_limit() {
 fn send_by_lines_makes_one_frame_per_line() {
     use shm_transport::ring::stream;
     let name = ShmName::new("pipe-frames");
-    let mut sender = shm()
-        .args(["send", "--lines", name.as_str()])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    created_by(&name, &sender);
+    let mut sender = line_sender_first(&name);
     let lines: [&[u8]; 5] = [b"first\n", b"\n", b"a longer third line\n", b"\n", b"last"];
     let mut input = sender.stdin.take().unwrap();
     for line in lines {

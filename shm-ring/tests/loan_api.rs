@@ -5,14 +5,21 @@
 
 use std::time::{Duration, Instant};
 
+use shm_alloc::LoanedChunk;
 use shm_alloc::ShmOffset;
-use shm_alloc::pool::{ClassStats, Pool};
+use shm_alloc::pool::Pool;
 use shm_ring::{SendTimeoutError, TryRecvError, TrySendError, loan, mpmc, spsc};
 use shm_testkit::ShmName;
 
 /// A class's counts as `(free, loaned, in_flight, held)`.
-fn counts(stats: ClassStats) -> (u64, u64, u64, u64) {
+fn counts(pool: &Pool) -> (u64, u64, u64, u64) {
+    let stats = pool.stats().classes[0];
     (stats.free, stats.loaned, stats.in_flight, stats.held)
+}
+
+/// A chunk handed back by a refused send: the one sent (same offset), bytes untouched.
+fn handed_back(chunk: &LoanedChunk<'_>, offset: ShmOffset, bytes: &[u8]) {
+    assert_eq!((chunk.offset(), chunk.as_slice()), (offset, bytes));
 }
 
 /// With an SPSC ring of 2 full, a third loan is refused by `try_send` (`Full`) and by
@@ -49,22 +56,20 @@ fn a_loan_a_full_ring_refuses_comes_back_still_loaned_and_is_sent_later() {
         Err(TrySendError::Full(chunk)) => chunk,
         other => panic!("expected Full, got {other:?}"),
     };
-    assert_eq!(third.offset(), named);
-    assert_eq!(third.as_slice(), b"the third loan!!");
-    assert_eq!(counts(writer.stats().classes[0]), (1, 1, 2, 0));
+    handed_back(&third, named, b"the third loan!!");
+    assert_eq!(counts(&writer), (1, 1, 2, 0));
     let third = match tx.send_deadline(third, Some(Instant::now())) {
         Err(SendTimeoutError::Timeout(chunk)) => chunk,
         other => panic!("expected Timeout, got {other:?}"),
     };
-    assert_eq!(third.offset(), named);
-    assert_eq!(third.as_slice(), b"the third loan!!");
-    assert_eq!(counts(writer.stats().classes[0]), (1, 1, 2, 0));
+    handed_back(&third, named, b"the third loan!!");
+    assert_eq!(counts(&writer), (1, 1, 2, 0));
 
     let first = rx.try_recv(&reader).unwrap();
     assert_eq!(&*first, &[0; 16]);
     drop(first);
     tx.try_send(third).unwrap();
-    assert_eq!(counts(writer.stats().classes[0]), (2, 0, 2, 0));
+    assert_eq!(counts(&writer), (2, 0, 2, 0));
     let second = rx.try_recv(&reader).unwrap();
     assert_eq!(&*second, &[1; 16]);
     let third = rx.try_recv(&reader).unwrap();
@@ -100,16 +105,16 @@ fn a_loan_a_disconnected_ring_refuses_comes_back_still_loaned() {
         Err(TrySendError::Disconnected(chunk)) => chunk,
         other => panic!("expected Disconnected, got {other:?}"),
     };
-    assert_eq!((chunk.offset(), chunk.as_slice()), (named, &b"hello"[..]));
-    assert_eq!(counts(writer.stats().classes[0]), (1, 1, 0, 0));
+    handed_back(&chunk, named, b"hello");
+    assert_eq!(counts(&writer), (1, 1, 0, 0));
     // Refused at once; the deadline only bounds a regression that would wait instead.
     let deadline = Instant::now() + Duration::from_secs(10);
     let chunk = match tx.send_deadline(chunk, Some(deadline)) {
         Err(SendTimeoutError::Disconnected(chunk)) => chunk,
         other => panic!("expected Disconnected, got {other:?}"),
     };
-    assert_eq!((chunk.offset(), chunk.as_slice()), (named, &b"hello"[..]));
-    assert_eq!(counts(writer.stats().classes[0]), (1, 1, 0, 0));
+    handed_back(&chunk, named, b"hello");
+    assert_eq!(counts(&writer), (1, 1, 0, 0));
     drop(chunk);
     assert!(writer.stats().all_free(), "{:?}", writer.stats());
 }
@@ -149,14 +154,14 @@ fn loans_cross_an_mpmc_ring_to_any_consumer_each_once() {
                 Ok(()) => next += 1,
                 Err(TrySendError::Full(mut chunk)) => {
                     assert_eq!(chunk.value_mut::<u64>().copied(), Some(next));
-                    assert_eq!(counts(writer.stats().classes[0]), (3, 1, 4, 0));
+                    assert_eq!(counts(&writer), (3, 1, 4, 0));
                     drop(chunk);
                     break;
                 }
                 Err(other) => panic!("expected Full, got {other:?}"),
             }
         }
-        assert_eq!(counts(writer.stats().classes[0]), (4, 0, 4, 0));
+        assert_eq!(counts(&writer), (4, 0, 4, 0));
         let mut samples = Vec::new();
         for turn in 0..4 {
             let sample = if turn % 2 == 0 {
@@ -172,7 +177,7 @@ fn loans_cross_an_mpmc_ring_to_any_consumer_each_once() {
             rx_a.try_recv(&reader_a),
             Err(loan::RecvError::Ring(TryRecvError::Empty))
         ));
-        assert_eq!(counts(writer.stats().classes[0]), (4, 0, 0, 4));
+        assert_eq!(counts(&writer), (4, 0, 0, 4));
         drop(samples);
         assert!(writer.stats().all_free(), "{:?}", writer.stats());
     }
@@ -184,7 +189,7 @@ fn loans_cross_an_mpmc_ring_to_any_consumer_each_once() {
         tx.try_send(chunk).unwrap();
     }
     drop((reader_a, reader_b));
-    assert_eq!(counts(writer.stats().classes[0]), (6, 0, 2, 0));
+    assert_eq!(counts(&writer), (6, 0, 2, 0));
     let newcomer = Pool::builder(name.as_str()).open().unwrap();
     let first = rx_b.try_recv(&newcomer).unwrap();
     let second = rx_a.try_recv(&newcomer).unwrap();
