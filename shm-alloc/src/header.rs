@@ -364,6 +364,8 @@ pub enum Kind {
     Stream = 3,
     /// A pool of chunks named by offset.
     Pool = 4,
+    /// A typed ring with one publisher and many subscribers that each see every message.
+    Broadcast = 5,
 }
 
 impl Kind {
@@ -373,7 +375,8 @@ impl Kind {
         self as u32
     }
 
-    /// The lower-case name used in messages: `"spsc"`, `"mpmc"`, `"stream"` or `"pool"`.
+    /// The lower-case name used in messages: `"spsc"`, `"mpmc"`, `"stream"`, `"pool"` or
+    /// `"broadcast"`.
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
@@ -381,6 +384,7 @@ impl Kind {
             Kind::Mpmc => "mpmc",
             Kind::Stream => "stream",
             Kind::Pool => "pool",
+            Kind::Broadcast => "broadcast",
         }
     }
 }
@@ -411,6 +415,7 @@ impl TryFrom<u32> for Kind {
             2 => Ok(Kind::Mpmc),
             3 => Ok(Kind::Stream),
             4 => Ok(Kind::Pool),
+            5 => Ok(Kind::Broadcast),
             other => Err(UnknownKind(other)),
         }
     }
@@ -654,14 +659,21 @@ mod tests {
 
     #[test]
     fn kind_conversions() {
-        for kind in [Kind::Spsc, Kind::Mpmc, Kind::Stream, Kind::Pool] {
+        for kind in [
+            Kind::Spsc,
+            Kind::Mpmc,
+            Kind::Stream,
+            Kind::Pool,
+            Kind::Broadcast,
+        ] {
             assert_eq!(Kind::try_from(kind.as_u32()), Ok(kind));
             assert_eq!(u32::from(kind), kind as u32);
         }
         assert_eq!(Kind::Spsc.to_string(), "spsc");
         assert_eq!(Kind::Stream.to_string(), "stream");
         assert_eq!(Kind::try_from(0), Err(UnknownKind(0)));
-        assert_eq!(Kind::try_from(5), Err(UnknownKind(5)));
+        assert_eq!(Kind::Broadcast.to_string(), "broadcast");
+        assert_eq!(Kind::try_from(6), Err(UnknownKind(6)));
     }
 
     #[test]

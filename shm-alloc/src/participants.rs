@@ -142,16 +142,26 @@ pub struct Claimed<G> {
     pub guard: G,
 }
 
-/// A participant table: `entries` guarded by `locks`.
+/// A padded [`Entry`] is an entry of a table; a structure whose entries hold more of
+/// their holder's state (a broadcast subscriber's cursor and counters) puts an `Entry`
+/// first in a line of its own and implements `AsRef<Entry>` for that line.
+impl AsRef<Entry> for CachePadded<Entry> {
+    fn as_ref(&self) -> &Entry {
+        self
+    }
+}
+
+/// A participant table: `entries` guarded by `locks`. `E` is a table line: a padded
+/// [`Entry`], or a structure's own line that holds one.
 #[derive(Debug)]
-pub struct Table<'a, L> {
-    entries: &'a [CachePadded<Entry>],
+pub struct Table<'a, L, E = CachePadded<Entry>> {
+    entries: &'a [E],
     locks: &'a L,
 }
 
-impl<'a, L: Locks> Table<'a, L> {
+impl<'a, L: Locks, E: AsRef<Entry>> Table<'a, L, E> {
     /// The table of `entries`, entry `k` guarded by lock `k`.
-    pub fn new(entries: &'a [CachePadded<Entry>], locks: &'a L) -> Self {
+    pub fn new(entries: &'a [E], locks: &'a L) -> Self {
         Table { entries, locks }
     }
 
@@ -174,7 +184,7 @@ impl<'a, L: Locks> Table<'a, L> {
     /// If `index` is out of range.
     #[must_use]
     pub fn entry(&self, index: u32) -> &'a Entry {
-        &self.entries[index as usize]
+        self.entries[index as usize].as_ref()
     }
 
     /// Claims the first entry whose lock is free, for a holder in `state` (1 to 3).
@@ -192,13 +202,34 @@ impl<'a, L: Locks> Table<'a, L> {
     /// # Panics
     ///
     /// If `state` is [`FREE`] or does not fit [`STATE_MASK`].
-    pub fn claim<E: From<L::Error>>(
+    pub fn claim<X: From<L::Error>>(
         &self,
         state: u32,
-        mut settle: impl FnMut(u32, u32) -> Result<Settle, E>,
-    ) -> Result<Option<Claimed<L::Guard>>, E> {
+        settle: impl FnMut(u32, u32) -> Result<Settle, X>,
+    ) -> Result<Option<Claimed<L::Guard>>, X> {
+        self.claim_in(0..self.len(), state, settle)
+    }
+
+    /// [`claim`](Self::claim) among the entries `indexes` only: one entry (a role with
+    /// a number of its own, as a broadcast ring's publisher or a subscriber that resumes
+    /// under its id), or a range of them.
+    ///
+    /// # Errors
+    ///
+    /// As [`claim`](Self::claim).
+    ///
+    /// # Panics
+    ///
+    /// As [`claim`](Self::claim), and if `indexes` reaches past the table.
+    pub fn claim_in<X: From<L::Error>>(
+        &self,
+        indexes: core::ops::Range<u32>,
+        state: u32,
+        mut settle: impl FnMut(u32, u32) -> Result<Settle, X>,
+    ) -> Result<Option<Claimed<L::Guard>>, X> {
         assert!(state != FREE && state & !STATE_MASK == 0, "state {state}");
-        for index in 0..self.len() {
+        assert!(indexes.end <= self.len(), "entries {indexes:?}");
+        for index in indexes {
             let Some(guard) = self.locks.try_lock(index)? else {
                 continue;
             };
@@ -241,12 +272,12 @@ impl<'a, L: Locks> Table<'a, L> {
     ///
     /// The callbacks' errors (a lock that cannot be asked for is passed over: no evidence
     /// of death).
-    pub fn reap<E>(
+    pub fn reap<X>(
         &self,
         except: Option<u32>,
-        mut wanted: impl FnMut(u32) -> Result<bool, E>,
-        mut settle: impl FnMut(u32, u32) -> Result<Settle, E>,
-    ) -> Result<Vec<u32>, E> {
+        mut wanted: impl FnMut(u32) -> Result<bool, X>,
+        mut settle: impl FnMut(u32, u32) -> Result<Settle, X>,
+    ) -> Result<Vec<u32>, X> {
         let mut freed = Vec::new();
         for index in (0..self.len()).filter(|&i| Some(i) != except) {
             let session = self.entry(index).session();

@@ -133,6 +133,11 @@ pub(crate) trait Layout {
         Ok(0)
     }
 
+    /// Writes what a creator records in the control block besides the all-zero state (a
+    /// broadcast ring's overflow policy), before the segment is published: an opener
+    /// never sees it unwritten.
+    fn init(&self, _control: &Self::Control) {}
+
     /// Checks the participant entries an opened segment's header records (covered by
     /// its checksum) against this flavour's range and what this opener requires.
     ///
@@ -188,11 +193,17 @@ pub(crate) fn attach<L: Layout>(settings: &Settings, layout: &L) -> Result<Layou
         ..Expect::from(&spec)
     };
     let (location, options) = (&settings.location, &settings.options);
+    let init = |segment: &Segment| {
+        // SAFETY: the data region starts with the control block (`offsets`), is at least
+        // `created.len` bytes long and page-aligned; any bytes are a valid control block
+        // (atomics), which only the creator maps yet.
+        layout.init(unsafe { segment.data().cast::<L::Control>().as_ref() });
+    };
     let segment = match settings.mode {
-        OpenMode::Create => Segment::create(location, &spec, options)?,
+        OpenMode::Create => Segment::create_with(location, &spec, options, init)?,
         OpenMode::Open => Segment::open(location, &expect, options)?,
         OpenMode::OpenOrCreate => {
-            Segment::open_or_create_with(location, &spec, &expect, options, |_| ())?.0
+            Segment::open_or_create_with(location, &spec, &expect, options, init)?.0
         }
     };
     let capacity = segment.header().capacity;

@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use shm_sync::Notified;
+
 /// How many consecutive empty (consumer) or full (producer) polls pass between two reads
 /// of the clock, to see whether a probe of the peer's liveness lock is due
 /// ([`LIVENESS_PROBE_INTERVAL`]). A clock read costs about 25 ns (vDSO), a poll of an
@@ -24,6 +26,12 @@ pub const LIVENESS_PROBE_INTERVAL: Duration = Duration::from_millis(1);
 /// is seen, and costs a sleeping thread 100 wake-ups a second.
 pub const LIVENESS_PERIOD: Duration = Duration::from_millis(10);
 
+/// Idle wake-ups (a `FUTEX_WAKE` that woke nobody) after which a handle probes its peers:
+/// a waiter killed while parked stays counted, and makes every notify a syscall until
+/// someone settles it. A live waiter between its announcement and its sleep also makes a
+/// wake-up idle, now and then; 64 in a row cost one probe.
+pub(crate) const IDLE_WAKES_BEFORE_PROBE: u32 = 64;
+
 /// The polls between two probes. Under loom, which has no clock, the count alone
 /// decides: 16 is enough that a model whose side parks rarely probes (each probe is a
 /// dozen more atomic operations to interleave), few enough that a polling model reaches
@@ -40,6 +48,8 @@ pub(crate) struct PeerWatch {
     last_probe: Option<Instant>,
     /// The peer's session word when it was found dead: gone until the word changes.
     pub(crate) dead_word: Option<u32>,
+    /// Wake-ups this handle made that found nobody asleep, since its last probe for them.
+    idle_wakes: u32,
 }
 
 impl PeerWatch {
@@ -65,6 +75,22 @@ impl PeerWatch {
             return false;
         }
         self.last_probe = Some(now);
+        true
+    }
+
+    /// Takes note of what a wake-up this handle made did, and says whether to probe the
+    /// peers now: after [`IDLE_WAKES_BEFORE_PROBE`] wake-ups that woke nobody (a parked
+    /// peer that died is settled by the probe, and stops costing a syscall per notify).
+    #[inline]
+    pub(crate) fn woke(&mut self, notified: Notified) -> bool {
+        if notified != Notified::Idle {
+            return false;
+        }
+        self.idle_wakes += 1;
+        if self.idle_wakes < IDLE_WAKES_BEFORE_PROBE {
+            return false;
+        }
+        self.idle_wakes = 0;
         true
     }
 }

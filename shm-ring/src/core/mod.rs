@@ -11,6 +11,7 @@
 pub(crate) mod attach;
 pub(crate) mod blocking;
 pub(crate) mod liveness;
+pub(crate) mod members;
 pub(crate) mod region;
 
 use crate::error::Error;

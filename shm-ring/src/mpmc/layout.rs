@@ -8,6 +8,7 @@ use shm_sync::{CachePadded, EventCount};
 
 use super::MAX_PARTICIPANTS;
 use crate::core::check_shape;
+use crate::core::members::Members;
 use crate::core::region::offsets;
 use crate::error::Error;
 use crate::message::Message;
@@ -73,13 +74,10 @@ pub(crate) struct Census {
     /// Bit `k` of word `k / 64`: entry `k` holds a producer, alive or dead until someone
     /// settles it. Bits, not a count: setting or clearing one twice is harmless, so a
     /// participant killed between its entry's store and its bit's leaves nothing wrong.
-    pub(crate) producers: [AtomicU64; MEMBER_WORDS],
+    pub(crate) producers: Members,
     /// Likewise, consumers.
-    pub(crate) consumers: [AtomicU64; MEMBER_WORDS],
+    pub(crate) consumers: Members,
 }
-
-/// Words of a side's membership bitmap: one bit per possible participant entry.
-pub(crate) const MEMBER_WORDS: usize = (MAX_PARTICIPANTS as usize).div_ceil(64);
 
 #[repr(C)]
 #[derive(Debug, Default)]

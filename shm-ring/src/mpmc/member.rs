@@ -24,17 +24,10 @@ pub(crate) struct Member {
     /// forgotten with `mem::forget`.
     pub(crate) pending: Option<u64>,
     pub(crate) wait: WaitStrategy,
-    /// When the other side's locks were last probed, and the polls since.
+    /// When the other side's locks were last probed, the polls since, and the idle
+    /// wake-ups this participant made.
     watch: PeerWatch,
-    /// Wake-ups this participant made that found nobody asleep, since its last probe.
-    idle_wakes: u32,
 }
-
-/// Idle wake-ups (a `FUTEX_WAKE` that woke nobody) after which a participant probes the
-/// other side: a waiter killed while parked stays counted, and makes every notify a
-/// syscall until someone settles it. A live waiter between its announcement and its
-/// sleep also makes a wake-up idle, now and then; 64 in a row cost one probe.
-const IDLE_WAKES_BEFORE_PROBE: u32 = 64;
 
 impl Member {
     /// Takes the first free entry of the table, retiring a dead holder found in it.
@@ -61,7 +54,6 @@ impl Member {
             pending: None,
             wait,
             watch: PeerWatch::default(),
-            idle_wakes: 0,
         })
     }
 
@@ -90,21 +82,12 @@ impl Member {
     }
 
     /// Takes note of what a wake-up this participant made did; after
-    /// [`IDLE_WAKES_BEFORE_PROBE`] that woke nobody, probes the other side (whose dead
+    /// `IDLE_WAKES_BEFORE_PROBE` that woke nobody, probes the other side (whose dead
     /// parked waiters it settles). A corrupt table found by the probe is left for the
     /// next call that can report it.
     #[inline]
     pub(crate) fn notified<T>(&mut self, ring: &Ring<T>, notified: Notified) {
-        if notified == Notified::Idle {
-            self.idle_wake(ring);
-        }
-    }
-
-    #[cold]
-    fn idle_wake<T>(&mut self, ring: &Ring<T>) {
-        self.idle_wakes += 1;
-        if self.idle_wakes >= IDLE_WAKES_BEFORE_PROBE {
-            self.idle_wakes = 0;
+        if self.watch.woke(notified) {
             let _ = self.watch(ring, true);
         }
     }

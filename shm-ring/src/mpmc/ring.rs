@@ -7,6 +7,7 @@ use shm_sync::{CachePadded, EventCount, Notified};
 use super::layout::{Control, EMPTY, Entry, Side, Slot};
 use shm_alloc::participants::Table;
 
+use crate::core::members::Members;
 use crate::core::region::Region;
 use crate::error::Corruption;
 
@@ -80,13 +81,12 @@ impl<T> Ring<T> {
         ((stamp >> 2) as i64).wrapping_sub(lap as i64)
     }
 
-    /// `side`'s membership bitmap: the words the table's entries use.
-    fn members(&self, side: Side) -> &[AtomicU64] {
+    /// `side`'s membership bitmap.
+    fn members(&self, side: Side) -> &Members {
         let census = &self.control().census;
-        let words = (self.limit() as usize).div_ceil(64);
         match side {
-            Side::Producer => &census.producers[..words],
-            Side::Consumer => &census.consumers[..words],
+            Side::Producer => &census.producers,
+            Side::Consumer => &census.consumers,
         }
     }
 
@@ -98,7 +98,7 @@ impl<T> Ring<T> {
         census.seen.fetch_or(side.seen_bit(), Ordering::Relaxed);
         // Relaxed: a joiner has nothing to publish; whoever reads the bitmap next reads
         // its entry, published by its Release store.
-        self.members(side)[index as usize / 64].fetch_or(1 << (index % 64), Ordering::Relaxed);
+        self.members(side).set(index, Ordering::Relaxed);
     }
 
     /// Takes entry `index` off `side`'s bitmap: a participant whose positions are all
@@ -106,26 +106,18 @@ impl<T> Ring<T> {
     /// harmless.
     pub(crate) fn delist(&self, side: Side, index: u32) {
         // SYNC(census): Release; after this participant's last publish or release.
-        self.members(side)[index as usize / 64].fetch_and(!(1 << (index % 64)), Ordering::Release);
+        self.members(side).clear(index, Ordering::Release);
     }
 
     /// How many participants of `side` the bitmap holds.
     pub(crate) fn count(&self, side: Side) -> u32 {
-        // Relaxed: a statistic.
-        self.members(side)
-            .iter()
-            .map(|w| w.load(Ordering::Relaxed).count_ones())
-            .sum()
+        self.members(side).count(self.limit())
     }
 
     /// Whether every participant of `side` is gone, after at least one attached.
     #[inline]
     pub(crate) fn side_gone(&self, side: Side) -> bool {
-        let census = &self.control().census;
-        let first = match side {
-            Side::Producer => &census.producers[0],
-            Side::Consumer => &census.consumers[0],
-        };
+        let first = &self.members(side).0[0];
         // SYNC(census): Acquire; pairs with the Release clear of the last one to leave,
         // so a poll after this sees everything it sent or released. The first word
         // alone answers while one of the first 64 entries is that side's.
@@ -136,7 +128,7 @@ impl<T> Ring<T> {
     #[cold]
     fn all_gone(&self, side: Side) -> bool {
         // SYNC(census): Acquire, as in `side_gone`.
-        self.members(side).iter().all(|w| w.load(Ordering::Acquire) == 0)
+        self.members(side).words(self.limit()).iter().all(|w| w.load(Ordering::Acquire) == 0)
             // Relaxed: set once per side, before that side's first bit.
             && self.control().census.seen.load(Ordering::Relaxed) & side.seen_bit() != 0
     }
