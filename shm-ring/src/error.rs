@@ -113,11 +113,39 @@ pub enum Error {
         /// The limit the ring was created with.
         found: u32,
     },
-    /// Every participant slot of the ring (MPMC) is held by a live producer or consumer.
-    #[error("all {limit} participant slots of the ring are taken by live producers and consumers")]
+    /// Every participant slot of the ring (MPMC handles, broadcast subscribers) is held
+    /// by a live participant.
+    #[error("all {limit} participant slots of the ring are taken by live participants")]
     ParticipantsFull {
         /// The ring's participant limit.
         limit: u32,
+    },
+    /// A live publisher holds the broadcast ring's publisher role.
+    #[error("the broadcast ring already has a live publisher")]
+    PublisherTaken,
+    /// A live subscriber holds the broadcast subscriber id asked for.
+    #[error("broadcast subscriber id {id} is held by a live subscriber")]
+    SubscriberTaken {
+        /// The id asked for.
+        id: u32,
+    },
+    /// The broadcast subscriber id asked for is not below the ring's limit.
+    #[error(
+        "invalid broadcast subscriber id {id}: expected an id below the ring's limit of {limit}"
+    )]
+    InvalidSubscriber {
+        /// The id asked for.
+        id: u32,
+        /// The ring's subscriber limit.
+        limit: u32,
+    },
+    /// The broadcast ring was created with another overflow policy than the one required.
+    #[error("overflow policy mismatch: expected {expected:?}, found {found:?}")]
+    OverflowMismatch {
+        /// The policy required by the opener.
+        expected: crate::broadcast::Overflow,
+        /// The policy the ring was created with.
+        found: crate::broadcast::Overflow,
     },
 }
 

@@ -3,6 +3,9 @@
 //! - [`spsc`]: typed, one producer and one consumer, in one process or two.
 //! - [`mpmc`]: typed, any number of producers and consumers in any number of processes,
 //!   each message received once; a participant that dies mid-message is passed over.
+//! - [`broadcast`]: typed, one publisher and many subscribers in any processes, each
+//!   receiving every message; the publisher laps slow subscribers (who are told how many
+//!   messages they lost) or waits for them, as chosen at creation.
 //! - [`stream`]: variable-size byte frames, one producer and one consumer, each frame
 //!   contiguous in place (Aeron's record layout), over the SPSC ring's chunk API.
 //! - [`loan`]: pool chunks through any of the typed rings, written and read in place.
@@ -17,6 +20,7 @@
 //! `shm_sync::EventCount`s, so a busy-polling peer costs no syscall.
 #![warn(clippy::undocumented_unsafe_blocks, clippy::unnecessary_safety_comment)]
 
+pub mod broadcast;
 mod core;
 mod error;
 #[cfg(not(loom))]
