@@ -29,6 +29,7 @@ fn transports() -> Vec<&'static str> {
         "limit",
         "shm-spsc",
         "shm-spsc-park",
+        "shm-broadcast",
         "shm-stream",
         "shm-loan",
         "uds",

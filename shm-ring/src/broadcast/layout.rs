@@ -187,11 +187,13 @@ impl<T: Message> Payload<T> {
     #[inline(always)]
     pub(crate) fn store(&self, value: &T) {
         let src = value.as_bytes();
+        let words = src.len() / 8;
         self.0.with_mut(|dst| {
             let dst = dst.cast::<u8>();
-            let words = src.len() / 8;
             for i in 0..words {
-                let word = u64::from_ne_bytes(src[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+                // SAFETY: `i * 8 + 8 <= src.len()`: inside `value`'s bytes; unaligned
+                // reads are allowed by `read_unaligned`.
+                let word = unsafe { src.as_ptr().add(i * 8).cast::<u64>().read_unaligned() };
                 // SAFETY: `dst + 8i` lies inside the payload's `size_of::<T>()` bytes and
                 // is 8-aligned (the payload sits at a multiple of 8 in a slot aligned to
                 // at least 8); its bytes are only ever accessed atomically while shared.
@@ -214,16 +216,23 @@ impl<T: Message> Payload<T> {
     pub(crate) fn load(&self) -> T {
         let mut value = T::new_zeroed();
         let dst = value.as_mut_bytes();
+        let words = dst.len() / 8;
         self.0.with(|src| {
             let src = src.cast::<u8>();
-            let words = dst.len() / 8;
             for i in 0..words {
                 // SAFETY: as in `store`.
                 let atom = unsafe { &*src.add(i * 8).cast::<shm_sync::atomic::AtomicU64>() };
                 // SYNC(seqlock): Relaxed; the subscriber's Acquire fence after the copy
                 // orders these loads before its second load of the stamp.
                 let word = atom.load(Ordering::Relaxed);
-                dst[i * 8..i * 8 + 8].copy_from_slice(&word.to_ne_bytes());
+                // SAFETY: `i * 8 + 8 <= dst.len()`: inside `value`'s bytes, written
+                // unaligned.
+                unsafe {
+                    dst.as_mut_ptr()
+                        .add(i * 8)
+                        .cast::<u64>()
+                        .write_unaligned(word)
+                };
             }
             for (i, byte) in dst.iter_mut().enumerate().skip(words * 8) {
                 // SAFETY: as in `store`.

@@ -423,6 +423,12 @@ fn open_pinger(
             peer.call(&open(&base))?;
             pinger
         }
+        Transport::ShmBroadcast => {
+            cleanup.names.extend(transport::broadcast_names(&base));
+            let pinger = by_spsc_size!(size, broadcast_pinger(&base))?;
+            peer.call(&open(&base))?;
+            pinger
+        }
         Transport::ShmStream => {
             cleanup.names.extend(transport::spsc_names(&base));
             let pinger = transport::shm_stream_pinger(&base, size)?;
@@ -472,6 +478,10 @@ fn open_pinger(
 
 fn spsc_pinger<const N: usize>(base: &str, park: bool) -> Result<Box<dyn Pinger>> {
     transport::spsc_pinger::<N>(base, park)
+}
+
+fn broadcast_pinger<const N: usize>(base: &str) -> Result<Box<dyn Pinger>> {
+    transport::broadcast_pinger::<N>(base)
 }
 
 fn rtrb_pinger<const N: usize>(echo_core: Option<usize>) -> Result<Box<dyn Pinger>> {

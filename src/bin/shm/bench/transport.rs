@@ -21,7 +21,7 @@ use serde::Serialize;
 use shm_transport::alloc::ShmOffset;
 use shm_transport::alloc::pool::Pool;
 use shm_transport::ring::spsc::{Builder, Consumer, OpenMode, Producer};
-use shm_transport::ring::{TryRecvError, loan, stream};
+use shm_transport::ring::{TryRecvError, broadcast, loan, stream};
 use shm_transport::sync::WaitStrategy;
 use shm_transport::sync::atomic::{AtomicBool, AtomicU64, Ordering, spin_loop};
 
@@ -61,6 +61,13 @@ pub enum Transport {
     /// `shm_ring::spsc`, both sides in `send`/`recv` (copies) with `WaitStrategy::Park`:
     /// every message is a futex wake-up.
     ShmSpscPark,
+    /// `shm_ring::broadcast` out (`Overflow::Lap`), an SPSC ring back, both sides
+    /// busy-polling: the timing side publishes a copy of the payload, the echoing
+    /// subscriber copies it out (a broadcast read is a validated copy) and replies in
+    /// place. [`BROADCAST_OTHERS`] more subscribers are attached in the timing process
+    /// and drain the ring once a millisecond: on a two-core machine a third busy
+    /// thread would share a core with the timed pair.
+    ShmBroadcast,
     /// `shm_ring::stream`, variable-size frames of any size, both sides busy-polling and
     /// in place: the sender copies the payload into a `claim`ed frame, the receiver reads
     /// the sequence number from the frame in the ring.
@@ -103,6 +110,7 @@ impl Transport {
             Transport::Limit => "limit",
             Transport::ShmSpsc => "shm-spsc",
             Transport::ShmSpscPark => "shm-spsc-park",
+            Transport::ShmBroadcast => "shm-broadcast",
             Transport::ShmStream => "shm-stream",
             Transport::ShmLoan => "shm-loan",
             Transport::Uds => "uds",
@@ -119,7 +127,11 @@ impl Transport {
     pub fn fixed_sizes(self) -> bool {
         matches!(
             self,
-            Transport::ShmSpsc | Transport::ShmSpscPark | Transport::Rtrb | Transport::ArrayQueue
+            Transport::ShmSpsc
+                | Transport::ShmSpscPark
+                | Transport::ShmBroadcast
+                | Transport::Rtrb
+                | Transport::ArrayQueue
         )
     }
 
@@ -564,6 +576,148 @@ impl<const N: usize> Echoer for SpscEchoer<N> {
                 slot.commit();
                 seq
             };
+            if seq == STOP {
+                return Ok(echoed);
+            }
+            echoed += 1;
+        }
+    }
+}
+
+/// Subscribers of a `shm-broadcast` latency ring besides the echoing one.
+pub const BROADCAST_OTHERS: u32 = 3;
+
+/// The segment names of a `shm-broadcast` pair: the broadcast ring out, the SPSC ring
+/// back.
+pub fn broadcast_names(base: &str) -> [String; 2] {
+    [format!("{base}-bcast"), format!("{base}-pong")]
+}
+
+/// The timing side of `shm-broadcast`: the publisher, the reply ring's consumer, and the
+/// other subscribers' threads.
+pub struct BroadcastPinger<const N: usize> {
+    tx: broadcast::Publisher<[u8; N]>,
+    rx: Consumer<[u8; N]>,
+    message: [u8; N],
+    others: Vec<std::thread::JoinHandle<Result<()>>>,
+    stop: std::sync::Arc<AtomicBool>,
+}
+
+/// Creates both rings named after `base`, attaches the timing side and starts the other
+/// subscribers.
+pub fn broadcast_pinger<const N: usize>(base: &str) -> Result<Box<dyn Pinger>> {
+    let [out, pong] = broadcast_names(base);
+    let ring = broadcast::Builder::<[u8; N]>::new(out.as_str())
+        .capacity(LATENCY_CAPACITY)
+        .subscribers(BROADCAST_OTHERS + 1)
+        .overflow(broadcast::Overflow::Lap)
+        .mode(OpenMode::Create);
+    let tx = ring.publisher()?;
+    let ring = ring.mode(OpenMode::Open);
+    let rx = Builder::<[u8; N]>::new(pong.as_str())
+        .capacity(LATENCY_CAPACITY)
+        .mode(OpenMode::Create)
+        .consumer()?;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let others = (0..BROADCAST_OTHERS)
+        .map(|_| {
+            let mut other = ring.subscriber()?;
+            let stop = stop.clone();
+            Ok(std::thread::spawn(move || -> Result<()> {
+                // Relaxed: a stop request carries no data.
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(1));
+                    loop {
+                        match other.try_recv() {
+                            Ok(_) | Err(broadcast::TryRecvError::Lagged { .. }) => {}
+                            Err(broadcast::TryRecvError::Empty) => break,
+                            Err(e) => bail!("{e}"),
+                        }
+                    }
+                }
+                Ok(())
+            }))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Box::new(BroadcastPinger {
+        tx,
+        rx,
+        message: [0x5a; N],
+        others,
+        stop,
+    }))
+}
+
+impl<const N: usize> Pinger for BroadcastPinger<N> {
+    #[inline]
+    fn round_trip(&mut self, seq: u64) -> Result<u64> {
+        set_seq(&mut self.message, seq);
+        // `Lap`: a publish never waits.
+        self.tx.try_send(self.message).map_err(|e| anyhow!("{e}"))?;
+        let mut patience = Patience::new();
+        loop {
+            match self.rx.try_recv_ref() {
+                Ok(reply) => return Ok(seq_of(&*reply)),
+                Err(TryRecvError::Empty) => patience.spin("shm-broadcast echo")?,
+                Err(e) => bail!("{e}"),
+            }
+        }
+    }
+}
+
+impl<const N: usize> Drop for BroadcastPinger<N> {
+    fn drop(&mut self) {
+        // Relaxed: as above.
+        self.stop.store(true, Ordering::Relaxed);
+        for other in self.others.drain(..) {
+            if let Ok(Err(e)) = other.join() {
+                eprintln!("shm bench: a shm-broadcast subscriber failed: {e}");
+            }
+        }
+    }
+}
+
+/// The echo side of `shm-broadcast`: a subscriber of the broadcast ring, the producer of
+/// the reply ring.
+pub struct BroadcastEchoer<const N: usize> {
+    rx: broadcast::Subscriber<[u8; N]>,
+    tx: Producer<[u8; N]>,
+    message: [u8; N],
+}
+
+/// Opens both rings named after `base` and attaches the echo side.
+pub fn broadcast_echoer<const N: usize>(base: &str) -> Result<Box<dyn Echoer>> {
+    let [out, pong] = broadcast_names(base);
+    let rx = broadcast::Builder::<[u8; N]>::new(out.as_str())
+        .mode(OpenMode::Open)
+        .subscriber()?;
+    let tx = Builder::<[u8; N]>::new(pong.as_str())
+        .mode(OpenMode::Open)
+        .producer()?;
+    Ok(Box::new(BroadcastEchoer {
+        rx,
+        tx,
+        message: [0x5a; N],
+    }))
+}
+
+impl<const N: usize> Echoer for BroadcastEchoer<N> {
+    fn echo(&mut self) -> Result<u64> {
+        let mut echoed = 0;
+        loop {
+            let mut patience = Patience::new();
+            let seq = loop {
+                match self.rx.try_recv() {
+                    Ok(message) => break seq_of(&message),
+                    Err(broadcast::TryRecvError::Empty) => patience.spin("shm-broadcast ping")?,
+                    Err(e) => bail!("{e}"),
+                }
+            };
+            // The reply ring holds at most one message in a ping-pong: never full.
+            let mut slot = self.tx.reserve().map_err(|e| anyhow!("{e}"))?;
+            set_seq(&mut self.message, seq);
+            *slot = self.message;
+            slot.commit();
             if seq == STOP {
                 return Ok(echoed);
             }
