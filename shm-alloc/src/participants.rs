@@ -507,6 +507,37 @@ mod tests {
 
     #[cfg(not(loom))]
     #[test]
+    #[should_panic(expected = "entries 1..3")]
+    fn claiming_past_the_table_panics() {
+        let (entries, locks) = table(2);
+        let _ = Table::new(&entries, &locks).claim_in(1..3, 1, |_, _| Ok::<_, ()>(Settle::Done));
+    }
+
+    #[cfg(not(loom))]
+    #[test]
+    fn claim_in_takes_only_the_entries_given() {
+        let (entries, locks) = table(3);
+        let t = Table::new(&entries, &locks);
+        let settle = |_, _| Ok::<_, ()>(Settle::Done);
+        let one = t
+            .claim_in(1..2, 1, settle)
+            .unwrap()
+            .expect("entry 1 is free");
+        assert_eq!(one.index, 1, "entry 0 is free, but not asked for");
+        t.mark(&one);
+        assert!(
+            t.claim_in(1..2, 1, settle).unwrap().is_none(),
+            "entry 1 is held"
+        );
+        let two = t
+            .claim_in(1..3, 1, settle)
+            .unwrap()
+            .expect("entry 2 is free");
+        assert_eq!(two.index, 2);
+    }
+
+    #[cfg(not(loom))]
+    #[test]
     #[should_panic(expected = "index out of bounds")]
     fn an_entry_past_the_table_panics() {
         let (entries, locks) = table(2);

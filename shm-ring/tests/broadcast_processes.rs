@@ -10,9 +10,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use shm_ring::broadcast::{Builder, Overflow, RecvError, Start};
-use shm_ring::{Message, OpenMode};
+use shm_ring::{Error, Message, OpenMode, TrySendError};
 use shm_sync::WaitStrategy;
-use shm_testkit::{Reap, ShmName, hold_until_killed, holding, say_holding, wait_child, wait_for};
+use shm_testkit::{
+    Reap, ShmName, hold_until_killed, holding, say_holding, sleeps_on_futex, thread_id, wait_child,
+    wait_for,
+};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// A message numbered by its position, with a checksum of it.
@@ -342,4 +345,76 @@ fn a_publisher_killed_mid_write_leaves_a_skipped_slot() {
         return;
     }
     panic!("no kill landed mid-write in 20 attempts");
+}
+
+/// Opening checks what creation recorded: another overflow policy is
+/// `OverflowMismatch`, another subscriber limit `ParticipantsMismatch`; an id past the
+/// limit is `InvalidSubscriber`, a held id `SubscriberTaken`, a second publisher
+/// `PublisherTaken`. An opener that asks for no policy gets the recorded one.
+#[test]
+fn opens_are_checked_against_what_creation_recorded() {
+    let name = ShmName::new("bcast-open");
+    let mut tx = ring::<Tick>(&name)
+        .capacity(2)
+        .subscribers(2)
+        .overflow(Overflow::Block)
+        .mode(OpenMode::Create)
+        .publisher()
+        .unwrap();
+    let open = ring::<Tick>(&name).mode(OpenMode::Open);
+    assert!(matches!(
+        open.clone().overflow(Overflow::Lap).subscriber(),
+        Err(Error::OverflowMismatch {
+            expected: Overflow::Lap,
+            found: Overflow::Block
+        })
+    ));
+    assert!(matches!(
+        open.clone().subscribers(3).subscriber(),
+        Err(Error::ParticipantsMismatch {
+            expected: 3,
+            found: 2
+        })
+    ));
+    assert!(matches!(
+        open.subscriber_with_id(2),
+        Err(Error::InvalidSubscriber { id: 2, limit: 2 })
+    ));
+    let _held = open.subscriber_with_id(1).unwrap();
+    assert!(matches!(
+        open.subscriber_with_id(1),
+        Err(Error::SubscriberTaken { id: 1 })
+    ));
+    assert!(matches!(open.publisher(), Err(Error::PublisherTaken)));
+    // The subscriber opened without a policy gates the publisher: the ring is `Block`.
+    tx.try_send(tick(0)).unwrap();
+    tx.try_send(tick(1)).unwrap();
+    assert!(matches!(tx.try_send(tick(2)), Err(TrySendError::Full(_))));
+}
+
+/// A subscriber parked in `recv` (seen asleep on its futex in `/proc`) is woken by the
+/// next publish, in a segment.
+#[test]
+fn a_parked_subscriber_is_woken() {
+    let name = ShmName::new("bcast-park");
+    let builder = ring::<Tick>(&name)
+        .capacity(16)
+        .mode(OpenMode::Create)
+        .wait_strategy(WaitStrategy::Park);
+    let mut tx = builder.publisher().unwrap();
+    let mut rx = builder.mode(OpenMode::Open).subscriber().unwrap();
+    let (tid_tx, tid) = std::sync::mpsc::channel();
+    let receiver = std::thread::spawn(move || {
+        tid_tx.send(thread_id()).unwrap();
+        rx.recv()
+    });
+    let tid = tid.recv().unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the subscriber asleep on its futex",
+        || sleeps_on_futex(std::process::id(), tid).then_some(()),
+    );
+    assert_eq!(tx.stats().parked_subscribers, 1);
+    tx.try_send(tick(0)).unwrap();
+    assert_eq!(receiver.join().unwrap(), Ok(tick(0)));
 }
