@@ -569,6 +569,55 @@ impl Segment {
         unsafe { NonNull::new_unchecked(data) }
     }
 
+    /// Makes bytes `start..start + len` of the data region read-only in this mapping
+    /// (`mprotect(PROT_READ)`): a write through it then faults (`SIGSEGV`) instead of
+    /// changing what other processes read. Other mappings of the file, in this process
+    /// or others, keep their access. Only whole pages inside the range are protected
+    /// (huge pages on hugetlbfs, where a range smaller than one may protect nothing);
+    /// returns how many bytes were.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSpec`] if the range reaches past the data region; [`Error::Io`]
+    /// if `fstatfs` or `mprotect` fails.
+    pub fn protect_read_only(&self, start: usize, len: usize) -> Result<usize, Error> {
+        let end = start.checked_add(len).filter(|&end| end <= self.data_len());
+        let Some(end) = end else {
+            return Err(Error::InvalidSpec {
+                path: self.path.clone(),
+                reason: format!(
+                    "bytes {start}..+{len} reach past the data region of {} bytes",
+                    self.data_len()
+                ),
+            });
+        };
+        let fs = FsInfo::of(&self.file, &self.path)?;
+        let granule = if fs.hugetlbfs {
+            fs.huge_page_size(&self.path)?
+        } else {
+            page_size()
+        } as usize;
+        // Offsets from the mapping's start, which is page-aligned.
+        let first = (HEADER_LEN + start).next_multiple_of(granule);
+        let last = (HEADER_LEN + end) / granule * granule;
+        if last <= first {
+            return Ok(0);
+        }
+        // SAFETY: `first..last` lies inside the mapping (`end <= data_len`), starts on a
+        // page boundary, and only loses write access: what is read through it stays
+        // valid, and every writer of those bytes in this process goes through another
+        // mapping (the caller's contract with its own structure).
+        let protected = unsafe {
+            rustix::mm::mprotect(
+                self.map.as_mut_ptr().add(first).cast(),
+                last - first,
+                rustix::mm::MprotectFlags::READ,
+            )
+        };
+        protected.map_err(|e| io_error(self.path.clone(), "mprotect", e.into()))?;
+        Ok(last - first)
+    }
+
     /// Length of the data region, in bytes: a multiple of 4096 (of the huge page size on
     /// hugetlbfs, minus the header page).
     #[must_use]

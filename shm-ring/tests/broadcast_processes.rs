@@ -171,6 +171,23 @@ fn child() {
             say_holding(rx.position());
             hold_until_killed();
         }
+        "scribble" => {
+            // Attaches a subscriber, then writes into the first page of its mapping that
+            // is read-only and shared: the slots. The write must fault.
+            let rx = builder.subscriber().unwrap();
+            let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+            let line = maps
+                .lines()
+                .find(|l| l.contains(name.as_str()) && l.split_whitespace().nth(1) == Some("r--s"))
+                .unwrap_or_else(|| panic!("no read-only mapping of the ring:\n{maps}"));
+            let start = usize::from_str_radix(line.split('-').next().unwrap(), 16).unwrap();
+            say_holding(start as u64);
+            // SAFETY: none, on purpose: a buggy subscriber's stray write. The page is
+            // read-only, so the write faults before it changes anything.
+            unsafe { std::ptr::write_volatile(start as *mut u64, 0xdead_beef) };
+            drop(rx);
+            panic!("the write into a slot did not fault");
+        }
         "publish-frames" => {
             // Publishes large frames until killed.
             let mut tx = Builder::<Frame>::new(name.as_str())
@@ -418,3 +435,27 @@ fn a_parked_subscriber_is_woken() {
     tx.try_send(tick(0)).unwrap();
     assert_eq!(receiver.join().unwrap(), Ok(tick(0)));
 }
+
+/// Isolation: a subscriber's mapping of the slots is read-only, so a stray write into a
+/// slot from a subscriber process faults (`SIGSEGV`) there, and the publisher and the
+/// other subscribers go on with intact messages.
+#[test]
+fn a_subscribers_write_into_a_slot_faults() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let name = ShmName::new("bcast-scribble");
+    let builder = ring::<Tick>(&name).capacity(1024).mode(OpenMode::Create);
+    let mut tx = builder.publisher().unwrap();
+    let mut rx = builder.clone().mode(OpenMode::Open).subscriber().unwrap();
+    tx.try_send(tick(0)).unwrap();
+    let mut scribbler = spawn("scribble", &name, 0, 0);
+    holding(scribbler.0.stdout.as_mut().unwrap());
+    let status = scribbler.0.wait().unwrap();
+    assert_eq!(status.signal(), Some(SIGSEGV), "{status}");
+    tx.try_send(tick(1)).unwrap();
+    assert_eq!(rx.try_recv().map(|t| verify(&t)), Ok(0));
+    assert_eq!(rx.try_recv().map(|t| verify(&t)), Ok(1));
+}
+
+/// `SIGSEGV`'s number on Linux (`signal(7)`).
+const SIGSEGV: i32 = 11;

@@ -91,14 +91,16 @@ impl<T: Message> Builder<T> {
     }
 
     /// Attaches a subscriber in the first free entry, starting where
-    /// [`start`](Self::start) says.
+    /// [`start`](Self::start) says. Its mapping of the slots is read-only: a write into a
+    /// slot from its process faults (`SIGSEGV`) instead of corrupting what others read
+    /// (whole pages; on hugetlbfs, whole huge pages).
     ///
     /// # Errors
     ///
     /// [`Error::ParticipantsFull`] when every entry is held by a live subscriber;
     /// otherwise as [`publisher`](Self::publisher).
     pub fn subscriber(&self) -> Result<Subscriber<T>, Error> {
-        Subscriber::attach(self.attach()?, None, self.start, self.settings.wait)
+        Subscriber::attach(self.read_only()?, None, self.start, self.settings.wait)
     }
 
     /// Attaches the subscriber of id `id` (`0..subscriber_limit`): it resumes where the
@@ -112,7 +114,16 @@ impl<T: Message> Builder<T> {
     /// [`Error::InvalidSubscriber`] for an id out of range; otherwise as
     /// [`publisher`](Self::publisher).
     pub fn subscriber_with_id(&self, id: u32) -> Result<Subscriber<T>, Error> {
-        Subscriber::attach(self.attach()?, Some(id), self.start, self.settings.wait)
+        Subscriber::attach(self.read_only()?, Some(id), self.start, self.settings.wait)
+    }
+
+    /// A mapping of the ring whose slots are read-only: a subscriber's. A stray write
+    /// into a slot (a bug of the subscriber's process) then faults in that process,
+    /// instead of corrupting what the other subscribers read.
+    fn read_only(&self) -> Result<Ring<T>, Error> {
+        let ring = self.attach()?;
+        ring.region.protect_slots()?;
+        Ok(ring)
     }
 
     fn attach(&self) -> Result<Ring<T>, Error> {

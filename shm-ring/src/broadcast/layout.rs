@@ -78,12 +78,13 @@ impl Overflow {
 /// | 512 | 128 | `not_empty: EventCount` | subscribers when they park, the publisher when it finds them parked |
 /// | 640 | 128 | `not_full: EventCount` | the publisher when it parks (block), subscribers when they find it parked |
 ///
-/// The participant table follows at offset 768: `subscribers + 1` lines of 128 bytes
-/// ([`Line`]; the count is the segment header's `entries`, which its checksum covers).
-/// Then the slots, at `768 + 128 * (subscribers + 1)`: `capacity` times
-/// `size_of::<Slot<T>>()` bytes. All-zero is the initial state but for the policy:
-/// nothing published, nobody attached.
-#[repr(C)]
+/// The block is aligned to a page (4096 bytes, the rest padding), and so are the
+/// slots: a subscriber maps them read-only. The participant table follows at offset
+/// 4096: `subscribers + 1` lines of 128 bytes ([`Line`]; the count is the segment
+/// header's `entries`, which its checksum covers). Then the slots, at the next multiple
+/// of 4096: `capacity` times `size_of::<Slot<T>>()` bytes. All-zero is the initial state
+/// but for the policy: nothing published, nobody attached.
+#[repr(C, align(4096))]
 #[derive(Debug, Default)]
 pub(crate) struct Control {
     pub(crate) tail: CachePadded<AtomicU64>,
@@ -146,9 +147,9 @@ pub(crate) struct Slot<T> {
     pub(crate) payload: Payload<T>,
 }
 
-/// The size of [`Control`]: where the participant table begins, in bytes.
+/// The size of [`Control`]: where the participant table begins, in bytes (a page).
 #[cfg(not(loom))]
-const CONTROL_LEN: usize = 768;
+const CONTROL_LEN: usize = 4096;
 
 #[cfg(not(loom))]
 const _: () = {

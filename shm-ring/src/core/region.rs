@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | 0 | `size_of::<C>()` (a multiple of 128) | the control block |
 //! | `size_of::<C>()` | `entries * size_of::<E>()` | the participant table |
-//! | the next multiple of 128 | `capacity * size_of::<S>()` | the slots |
+//! | the next multiple of `align_of::<C>()` (128, or a page for a flavour whose slots some participants map read-only) | `capacity * size_of::<S>()` | the slots |
 //!
 //! In a segment, offsets count from the data region (after the 4096-byte header); role
 //! `k` is the OFD lock on byte `k` of the segment file
@@ -50,9 +50,11 @@ pub(crate) fn offsets<C, E, S>(entries: u32, capacity: u64) -> Option<Offsets> {
         "a control block fills whole blocks"
     );
     let table = (size_of::<E>() as u64).checked_mul(u64::from(entries))?;
+    // The control block's alignment says where the slots may start: a flavour that
+    // protects its slots page by page aligns its control block to a page.
     let slots_at = (entries_at as u64)
         .checked_add(table)?
-        .checked_next_multiple_of(CACHE_PAD as u64)?;
+        .checked_next_multiple_of(align_of::<C>().max(CACHE_PAD) as u64)?;
     let len = (size_of::<S>() as u64)
         .checked_mul(capacity)?
         .checked_add(slots_at)?;
@@ -238,6 +240,26 @@ impl<C, E, S> Region<C, E, S> {
     #[inline(always)]
     pub(crate) fn slots(&self) -> NonNull<S> {
         self.slots
+    }
+
+    /// Makes the slots read-only in this process's mapping of the segment, for a
+    /// participant that only reads them (whole pages; see
+    /// [`Segment::protect_read_only`](shm_alloc::Segment::protect_read_only)). Every
+    /// handle that shares this region loses write access to them. Nothing on the heap.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Segment`] if `mprotect` fails.
+    #[cfg(not(loom))]
+    pub(crate) fn protect_slots(&self) -> Result<(), Error> {
+        #[cfg_attr(loom, allow(irrefutable_let_patterns))]
+        if let Backing::Segment(segment) = &self.backing {
+            let offsets =
+                offsets::<C, E, S>(self.entry_count, self.capacity).expect("checked at attach");
+            let len = (self.capacity as usize) * size_of::<S>();
+            segment.protect_read_only(offsets.slots, len)?;
+        }
+        Ok(())
     }
 
     /// Takes role `role`'s lock if nobody holds it.
