@@ -1037,3 +1037,45 @@ proptest! {
         }
     }
 }
+
+/// `protect_read_only` protects the whole pages inside the range and nothing past the
+/// data region: a range shorter than a page protects nothing, the whole region is
+/// protected (and still reads), and a range past the end is `InvalidSpec`.
+#[test]
+fn protect_read_only_takes_whole_pages_inside_the_data_region() {
+    let tmp = TempPath::new("protect");
+    let spec = SegmentSpec {
+        data_len: 8192,
+        ..spec()
+    };
+    let segment = Segment::create(&tmp.loc(), &spec, &opts()).unwrap();
+    assert_eq!(segment.data_len(), 8192);
+    assert_eq!(segment.protect_read_only(0, 100).unwrap(), 0);
+    assert_eq!(
+        segment.protect_read_only(100, 4096).unwrap(),
+        0,
+        "no whole page inside"
+    );
+    assert!(matches!(
+        segment.protect_read_only(4096, 4097),
+        Err(Error::InvalidSpec { .. })
+    ));
+    assert_eq!(segment.protect_read_only(4096, 4096).unwrap(), 4096);
+    let maps = fs::read_to_string("/proc/self/maps").unwrap();
+    let path = tmp.path().to_str().unwrap();
+    let modes: Vec<&str> = maps
+        .lines()
+        .filter(|l| l.ends_with(path))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        modes,
+        ["rw-s", "r--s"],
+        "header and first page writable, the last read-only"
+    );
+    // SAFETY: inside the data region; a read-only page still reads.
+    assert_eq!(
+        unsafe { segment.data().as_ptr().add(4096).read_volatile() },
+        0
+    );
+}
