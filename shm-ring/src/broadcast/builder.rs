@@ -39,6 +39,7 @@ pub struct Builder<T: Message> {
     subscribers: Option<u32>,
     overflow: Option<Overflow>,
     start: Start,
+    untether_after: Option<std::time::Duration>,
     _message: PhantomData<fn() -> T>,
 }
 
@@ -50,6 +51,7 @@ impl<T: Message> Builder<T> {
             subscribers: None,
             overflow: None,
             start: Start::default(),
+            untether_after: None,
             _message: PhantomData,
         }
     }
@@ -76,6 +78,14 @@ impl<T: Message> Builder<T> {
         self
     }
 
+    /// The publisher's untether time under `Block`
+    /// ([`Publisher::set_untether_after`]): a live subscriber that holds it back longer
+    /// is dropped to lapped mode. Unset: the publisher waits for ever.
+    pub fn untether_after(mut self, after: std::time::Duration) -> Self {
+        self.untether_after = Some(after);
+        self
+    }
+
     /// Attaches the publisher. One that attaches after a publisher died goes on after
     /// the last message that one published (a slot it left half-written is skipped).
     ///
@@ -87,7 +97,9 @@ impl<T: Message> Builder<T> {
     /// [`Error::Corrupted`] for an inconsistent ring; [`Error::InvalidCapacity`],
     /// [`Error::InvalidParticipants`].
     pub fn publisher(&self) -> Result<Publisher<T>, Error> {
-        Publisher::attach(self.attach()?, self.settings.wait)
+        let mut publisher = Publisher::attach(self.attach()?, self.settings.wait)?;
+        publisher.set_untether_after(self.untether_after);
+        Ok(publisher)
     }
 
     /// Attaches a subscriber in the first free entry, starting where

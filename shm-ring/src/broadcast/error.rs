@@ -17,6 +17,11 @@ pub enum TryRecvError {
         /// How many messages this subscriber lost, exactly.
         missed: u64,
     },
+    /// The publisher (`Block`) stopped waiting for this subscriber, which held it back
+    /// longer than its untether time: from now on it may lag (`Lagged`) like a
+    /// subscriber of a `Lap` ring. Said once; attach again to gate the publisher again.
+    #[error("the publisher stopped waiting for this subscriber: it held it back too long")]
+    Untethered,
     /// Every message is received and the publisher left or died.
     #[error("receiving on a broadcast ring with no publisher left")]
     Disconnected,
@@ -38,6 +43,11 @@ pub enum RecvTimeoutError {
         /// How many messages this subscriber lost, exactly.
         missed: u64,
     },
+    /// The publisher (`Block`) stopped waiting for this subscriber, which held it back
+    /// longer than its untether time: from now on it may lag (`Lagged`) like a
+    /// subscriber of a `Lap` ring. Said once; attach again to gate the publisher again.
+    #[error("the publisher stopped waiting for this subscriber: it held it back too long")]
+    Untethered,
     /// Every message is received and the publisher left or died.
     #[error("receiving on a broadcast ring with no publisher left")]
     Disconnected,
@@ -55,6 +65,11 @@ pub enum RecvError {
         /// How many messages this subscriber lost, exactly.
         missed: u64,
     },
+    /// The publisher (`Block`) stopped waiting for this subscriber, which held it back
+    /// longer than its untether time: from now on it may lag (`Lagged`) like a
+    /// subscriber of a `Lap` ring. Said once; attach again to gate the publisher again.
+    #[error("the publisher stopped waiting for this subscriber: it held it back too long")]
+    Untethered,
     /// Every message is received and the publisher left or died.
     #[error("receiving on a broadcast ring with no publisher left")]
     Disconnected,
@@ -90,6 +105,7 @@ impl From<RecvTimeoutError> for RecvError {
     fn from(e: RecvTimeoutError) -> Self {
         match e {
             RecvTimeoutError::Lagged { missed } => RecvError::Lagged { missed },
+            RecvTimeoutError::Untethered => RecvError::Untethered,
             RecvTimeoutError::Corrupted(c) => RecvError::Corrupted(c),
             RecvTimeoutError::Disconnected | RecvTimeoutError::Timeout => RecvError::Disconnected,
         }

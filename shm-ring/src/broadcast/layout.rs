@@ -111,7 +111,8 @@ pub(crate) struct Counters {
 
 /// A line of the participant table: the table's [`Entry`], then what a subscriber keeps
 /// across its sessions under the same id (the table never touches it): where it stopped,
-/// and its counters. Each written by its holder only, on its own 128-byte line.
+/// and its counters. Each written by its holder only (but `untethered`, which the
+/// publisher sets), on its own 128-byte line.
 ///
 /// | offset | size | field |
 /// |---|---|---|
@@ -121,7 +122,8 @@ pub(crate) struct Counters {
 /// | 32 | 8 | `lagged`: times it fell a whole ring behind |
 /// | 40 | 8 | `missed`: messages lost to those lags |
 /// | 48 | 8 | `skipped`: slots passed over that a dead publisher left half-written |
-/// | 56 | 72 | padding |
+/// | 56 | 8 | `untethered`: 1 once the publisher stopped waiting for this subscriber (written by the publisher; cleared at attach) |
+/// | 64 | 64 | padding |
 #[repr(C, align(128))]
 #[derive(Debug, Default)]
 pub(crate) struct Line {
@@ -131,6 +133,7 @@ pub(crate) struct Line {
     pub(crate) lagged: AtomicU64,
     pub(crate) missed: AtomicU64,
     pub(crate) skipped: AtomicU64,
+    pub(crate) untethered: AtomicU64,
 }
 
 impl AsRef<Entry> for Line {
@@ -162,6 +165,7 @@ const _: () = {
     assert!(size_of::<Line>() == 128);
     assert!(core::mem::offset_of!(Line, cursor) == 16);
     assert!(core::mem::offset_of!(Line, skipped) == 48);
+    assert!(core::mem::offset_of!(Line, untethered) == 56);
     assert!(size_of::<Slot<u8>>() == 16);
     assert!(core::mem::offset_of!(Slot<u64>, payload) == 8);
     assert!(core::mem::offset_of!(Slot<u128>, payload) % 8 == 0);

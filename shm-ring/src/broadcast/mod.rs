@@ -13,7 +13,10 @@
 //!   number of messages it lost, and goes on at the oldest message still in the ring.
 //! - [`Overflow::Block`] (back-pressure, the LMAX Disruptor's gating): the publisher
 //!   waits for the slowest live subscriber; a subscriber that dies stops gating at the
-//!   publisher's next liveness probe.
+//!   publisher's next liveness probe. With an untether time
+//!   ([`Publisher::set_untether_after`]), a live subscriber that holds the publisher back
+//!   longer is dropped to lapped mode and told so (`Untethered`), as Aeron's untethered
+//!   subscriptions are.
 //!
 //! # Algorithm
 //!
@@ -78,6 +81,9 @@
 //!   read the slot; the publisher's scan loads it with `Acquire` before overwriting.
 //! - **SYNC(gating)** and **SYNC(join)**: see "Gating" above; the bit is set and cleared
 //!   with `Release`, loaded with `Acquire`.
+//! - **SYNC(untether)**: the publisher stores a subscriber's `untethered` flag with
+//!   `Release` before it clears its gating bit; the subscriber loads it with `Acquire`
+//!   in its slow path.
 //! - Waking goes through two `EventCount`s, as in [`spsc`](crate::spsc): subscribers
 //!   park on `not_empty`, which the publisher notifies after each message (one load when
 //!   nobody sleeps); under `Block` the publisher parks on `not_full`, which subscribers
@@ -189,6 +195,8 @@ pub struct SubscriberStats {
     pub missed: u64,
     /// Slots passed over that held no message (a dead publisher's half-written slot).
     pub skipped: u64,
+    /// Whether the publisher stopped waiting for it (`Block` with an untether time).
+    pub untethered: bool,
 }
 
 /// The publishing side of a broadcast ring: there is one at a time.
@@ -204,6 +212,11 @@ pub struct Publisher<T: Message> {
     /// `Block`: the first position not to write before scanning the gating subscribers
     /// again; `Lap`: `u64::MAX`.
     gate: u64,
+    /// `Block`: how long a subscriber may hold the publisher back before it is
+    /// untethered; `None`: for ever.
+    untether_after: Option<std::time::Duration>,
+    /// `Block`: since when the publisher has been held back, while it is.
+    blocked_since: Option<std::time::Instant>,
     wait: WaitStrategy,
     watch: PeerWatch,
 }
@@ -222,6 +235,8 @@ pub struct Subscriber<T: Message> {
     /// Whether a lag counts as lost messages: false only for a subscriber that joined at
     /// the oldest message and has received nothing yet.
     settled: bool,
+    /// Whether it was told it is untethered.
+    told_untethered: bool,
     counts: Counts,
     wait: WaitStrategy,
     watch: PeerWatch,

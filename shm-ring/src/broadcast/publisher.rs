@@ -33,6 +33,8 @@ impl<T: Message> Publisher<T> {
             session: claimed.session,
             tail,
             gate: if ring.blocks() { tail } else { u64::MAX },
+            untether_after: None,
+            blocked_since: None,
             ring,
             wait,
             watch: PeerWatch::default(),
@@ -110,16 +112,62 @@ impl<T: Message> Publisher<T> {
     fn regate(&mut self, probe: bool) -> Result<(), Refusal> {
         self.gate = self.gate_now();
         if self.tail < self.gate {
+            self.blocked_since = None;
             return Ok(());
         }
         if self.watch.tick(probe) {
             self.ring.reap(SUBSCRIBER, PUBLISHER_ENTRY)?;
             self.gate = self.gate_now();
             if self.tail < self.gate {
+                self.blocked_since = None;
                 return Ok(());
             }
         }
+        if let Some(after) = self.untether_after {
+            let now = Instant::now();
+            let since = *self.blocked_since.get_or_insert(now);
+            if now.duration_since(since) >= after {
+                self.untether_laggards();
+                self.gate = self.gate_now();
+                if self.tail < self.gate {
+                    self.blocked_since = None;
+                    return Ok(());
+                }
+            }
+        }
         Err(Refusal::Busy)
+    }
+
+    /// Stops waiting for the gating subscribers that hold the publisher back (a whole
+    /// ring behind): each is flagged untethered, then taken off the gating set.
+    #[cold]
+    fn untether_laggards(&self) {
+        let control = self.ring.control();
+        let holding = self.tail.saturating_sub(self.ring.capacity());
+        // SYNC(gating): Acquire, as in `gate_now`.
+        for index in control
+            .gating
+            .iter(self.ring.limit() + 1, Ordering::Acquire)
+        {
+            let line = self.ring.line(index);
+            // SYNC(slot-released): Acquire, as in `gate_now`.
+            if line.cursor.load(Ordering::Acquire) <= holding {
+                // SYNC(untether): Release; the subscriber that sees its bit gone for this
+                // reason sees the flag first.
+                line.untethered.store(1, Ordering::Release);
+                // SYNC(gating): Release.
+                control.gating.clear(index, Ordering::Release);
+            }
+        }
+    }
+
+    /// How long a live subscriber may hold this publisher back (`Block`) before the
+    /// publisher stops waiting for it: it is then flagged untethered (its next receive
+    /// says [`Untethered`](super::TryRecvError::Untethered)) and may lag from then on, as
+    /// under `Lap`. `None` (the default): wait for ever. No effect under `Lap`. The time
+    /// is checked while the publisher is held back, at least every `LIVENESS_PERIOD`.
+    pub fn set_untether_after(&mut self, after: Option<std::time::Duration>) {
+        self.untether_after = after;
     }
 
     /// The first position the publisher may not write yet: the slowest gating
@@ -202,7 +250,8 @@ impl<T: Message> Publisher<T> {
         let ring = self.ring.clone();
         let control = ring.control();
         let mark = ring.line(PUBLISHER_ENTRY).entry.parked();
-        let peers_may_die = ring.region.peers_may_die();
+        // Slices: to probe for dead subscribers, and to see the untether time pass.
+        let peers_may_die = ring.region.peers_may_die() || self.untether_after.is_some();
         block(
             &control.not_full,
             Some(mark),

@@ -22,6 +22,8 @@ pub(crate) enum Delivery<T> {
     Message(T),
     /// This many messages were overwritten before this subscriber read them.
     Lagged(u64),
+    /// The publisher stopped waiting for this subscriber.
+    Untethered,
 }
 
 /// What to do after a poll that found no message at the cursor.
@@ -32,6 +34,8 @@ enum Next {
     LastPoll,
     /// The cursor jumped over this many lost messages.
     Lagged(u64),
+    /// The publisher untethered this subscriber (said once).
+    Untethered,
 }
 
 /// A subscriber's counts, mirrored in its table line for other processes to read.
@@ -103,6 +107,8 @@ impl<T: Message> Subscriber<T> {
         // Relaxed: published by the gating bit's Release below, and read by nobody under
         // `Lap` but a later holder of the entry (ordered by the lock).
         line.cursor.store(cursor, Ordering::Relaxed);
+        // A new session gates the publisher again. Relaxed: published as the cursor.
+        line.untethered.store(0, Ordering::Relaxed);
         if ring.blocks() {
             // SYNC(gating): Release; a publisher that sees the bit sees the cursor.
             control.gating.set(index, Ordering::Release);
@@ -123,6 +129,7 @@ impl<T: Message> Subscriber<T> {
             session: claimed.session,
             cursor,
             settled,
+            told_untethered: false,
             counts,
             wait,
             watch: PeerWatch::default(),
@@ -164,6 +171,7 @@ impl<T: Message> Subscriber<T> {
                 Next::Again => {}
                 Next::LastPoll => last_poll = true,
                 Next::Lagged(missed) => return Ok(Delivery::Lagged(missed)),
+                Next::Untethered => return Ok(Delivery::Untethered),
             }
             if !retries.again() {
                 // Relaxed: a report.
@@ -180,6 +188,11 @@ impl<T: Message> Subscriber<T> {
     /// there is nothing to receive.
     #[cold]
     fn not_published(&mut self, probe: bool, last_poll: bool) -> Result<Next, Refusal> {
+        // SYNC(untether): Acquire; pairs with the publisher's Release store of the flag.
+        if !self.told_untethered && self.line().untethered.load(Ordering::Acquire) != 0 {
+            self.told_untethered = true;
+            return Ok(Next::Untethered);
+        }
         let position = self.cursor;
         let capacity = self.ring.capacity();
         // Acquire: as in `step`.
@@ -387,6 +400,7 @@ impl<T: Message> Subscriber<T> {
         match self.step(false) {
             Ok(Delivery::Message(value)) => Ok(value),
             Ok(Delivery::Lagged(missed)) => Err(TryRecvError::Lagged { missed }),
+            Ok(Delivery::Untethered) => Err(TryRecvError::Untethered),
             Err(refusal) => Err(refusal.into()),
         }
     }
@@ -432,6 +446,7 @@ impl<T: Message> Subscriber<T> {
         match delivery {
             Ok(Delivery::Message(value)) => Ok(value),
             Ok(Delivery::Lagged(missed)) => Err(RecvTimeoutError::Lagged { missed }),
+            Ok(Delivery::Untethered) => Err(RecvTimeoutError::Untethered),
             Err(refusal) => Err(refusal.into()),
         }
     }
@@ -460,6 +475,8 @@ impl<T: Message> Subscriber<T> {
             lagged: self.counts.lagged,
             missed: self.counts.missed,
             skipped: self.counts.skipped,
+            // Relaxed: a snapshot.
+            untethered: self.line().untethered.load(Ordering::Relaxed) != 0,
         }
     }
 

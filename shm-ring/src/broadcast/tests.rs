@@ -120,6 +120,44 @@ mod heap {
         assert_eq!(fast.try_recv(), Ok(4));
     }
 
+    /// `Block` with an untether time: a subscriber that holds the publisher back longer
+    /// is told `Untethered` once, then lags like a `Lap` subscriber; the one that keeps
+    /// up still gates.
+    #[test]
+    fn a_subscriber_that_holds_the_publisher_back_too_long_is_untethered() {
+        let (mut tx, mut slow) = channel::<u64>(4, Overflow::Block).unwrap();
+        let mut fast = tx.subscribe().unwrap();
+        tx.set_untether_after(Some(Duration::from_millis(20)));
+        for i in 0..4 {
+            tx.try_send(i).unwrap();
+        }
+        for i in 0..4 {
+            assert_eq!(fast.try_recv(), Ok(i));
+        }
+        assert!(
+            matches!(tx.try_send(4), Err(crate::TrySendError::Full(4))),
+            "held back"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+        tx.try_send(4).unwrap();
+        assert!(slow.stats().untethered && !fast.stats().untethered);
+        for i in 5..8 {
+            tx.try_send(i).unwrap();
+        }
+        let full = tx.try_send(8);
+        assert!(
+            matches!(full, Err(crate::TrySendError::Full(8))),
+            "fast still gates"
+        );
+        assert_eq!(fast.try_recv(), Ok(4));
+        assert_eq!(slow.try_recv(), Err(TryRecvError::Untethered));
+        assert_eq!(slow.try_recv(), Err(TryRecvError::Lagged { missed: 4 }));
+        assert_eq!(slow.try_recv(), Ok(4));
+        // A new session in the entry gates again.
+        drop(slow);
+        assert!(!tx.subscribe().unwrap().stats().untethered);
+    }
+
     #[test]
     fn a_dead_subscriber_stops_gating_at_the_next_probe() {
         let (mut tx, rx) = channel::<u64>(2, Overflow::Block).unwrap();
