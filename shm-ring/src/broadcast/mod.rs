@@ -44,10 +44,12 @@
 //! The publisher may write position `t` once every gating subscriber's cursor is past
 //! `t - capacity`. It keeps the bound it computed last (a scan of the gating
 //! subscribers' cursors, read from a bitmap in the control block) and scans again only
-//! when it reaches it: once a ring at most, when subscribers keep up. A joining
-//! subscriber sets its bit, then (after a SeqCst fence that pairs with one before each
-//! scan) reads the tail: either the next scan sees its bit, or the subscriber starts at
-//! or after every position the last scan let the publisher overwrite.
+//! when it reaches it. A joining subscriber sets its bit, then reads the tail after the
+//! heavy side of an asymmetric fence pair (`shm_sync::asymmetric`: a membarrier), whose
+//! light side (a compiler fence) the publisher issues before each scan: either the next
+//! scan sees its bit, or the subscriber starts at or after every position the last scan
+//! let the publisher overwrite. Joining is rare and may cost a syscall; a streaming
+//! publisher whose ring is full scans about once per message, and pays nothing for it.
 //!
 //! # Participants and crashes
 //!

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use shm_sync::WaitStrategy;
-use shm_sync::atomic::{Ordering, fence};
+use shm_sync::atomic::Ordering;
 
 use super::layout::{PUBLISHER, PUBLISHER_ENTRY, SKIPPED, STAMP_STATE, SUBSCRIBER, WRITING};
 use super::ring::Ring;
@@ -176,10 +176,13 @@ impl<T: Message> Publisher<T> {
         let control = self.ring.control();
         let tail = self.tail;
         let capacity = self.ring.capacity();
-        // SYNC(join): SeqCst; pairs with the SeqCst fence of a joining subscriber: either
-        // the scan below sees its gating bit, or it sees this tail (or a later one) and
-        // starts at or after it, beyond what this scan lets the publisher overwrite.
-        fence(Ordering::SeqCst);
+        // SYNC(join): the light side of an asymmetric fence pair (a compiler fence in a
+        // registered process; `shm_sync::asymmetric`), paired with the heavy side a
+        // joining subscriber issues: either the scan below sees its gating bit, or it
+        // sees this tail (or a later one) and starts at or after it, beyond what this
+        // scan lets the publisher overwrite. Light, because a streaming publisher scans
+        // about once per message once the ring is full.
+        shm_sync::asymmetric::light();
         let mut slowest = tail;
         // SYNC(gating): Acquire; pairs with the subscriber's Release (set at join, clear
         // at leave), so its cursor read below is at least the one it joined with.

@@ -80,7 +80,7 @@ impl<T: Message> Subscriber<T> {
         let capacity = ring.capacity();
         // SYNC(tail): Acquire; the messages below it are published.
         let tail = control.tail.load(Ordering::Acquire);
-        let (mut cursor, counts, settled) = if resume {
+        let (mut cursor, counts, mut settled) = if resume {
             // Relaxed: the previous holder's, ordered by its lock, which this claim took.
             let cursor = line.cursor.load(Ordering::Relaxed);
             if cursor > tail {
@@ -112,10 +112,15 @@ impl<T: Message> Subscriber<T> {
         if ring.blocks() {
             // SYNC(gating): Release; a publisher that sees the bit sees the cursor.
             control.gating.set(index, Ordering::Release);
-            // SYNC(join): SeqCst; pairs with the publisher's before its scan: either its
-            // next scan sees the bit, or the tail loaded below is at least the one its
-            // last scan let it run a whole ring past.
-            fence(Ordering::SeqCst);
+            // SYNC(join): the heavy side of an asymmetric fence pair (a membarrier), paired
+            // with the light one the publisher issues before each scan: either its next
+            // scan sees the bit, or the tail loaded below is at least the one its last
+            // scan let it run a whole ring past. A membarrier that cannot reach the
+            // publisher's process leaves no such pairing: the messages overwritten while
+            // this subscriber joins then count as before its start (as `Start::Oldest`).
+            if shm_sync::asymmetric::heavy() == shm_sync::asymmetric::Heavy::Unreached {
+                settled = false;
+            }
             if start == Start::Newest && !resume {
                 // SYNC(tail): Acquire.
                 cursor = control.tail.load(Ordering::Acquire);
