@@ -7,6 +7,10 @@
 //!   per message. Measured in interleaved rounds (both ways in every round, since this
 //!   VM moves its vCPUs between near and far cores every few seconds) and printed with
 //!   the median of the per-round ratios.
+//! - With the `iceoryx2` feature, the same fan-out through iceoryx2 publish-subscribe
+//!   (`ipc::Service`, one subscriber node per thread, a subscriber buffer of 4096 that
+//!   never overflows, a publisher that retries until delivered: its `Block`), in the
+//!   same rounds.
 //! - `broadcast/publish`: criterion's time per `try_send` under `Overflow::Lap` with 4
 //!   subscribers attached that never read: what the feed handler pays per message,
 //!   whatever its subscribers do.
@@ -158,6 +162,85 @@ fn spsc_round(n: u32, cores: Option<&CorePair>) -> f64 {
     t0.elapsed().as_nanos() as f64 / MESSAGES as f64
 }
 
+/// The value an iceoryx2 publisher sends until every subscriber is connected; the
+/// subscribers pass over it.
+#[cfg(feature = "iceoryx2")]
+const PROBE: u64 = u64::MAX;
+
+/// The same through iceoryx2 publish-subscribe to `n` subscribers.
+#[cfg(feature = "iceoryx2")]
+fn iceoryx2_round(n: u32, cores: Option<&CorePair>) -> f64 {
+    use iceoryx2::prelude::*;
+
+    fn open(name: &str, n: u32) -> (Node<ipc::Service>, IoxService) {
+        set_log_level(LogLevel::Error);
+        let node = NodeBuilder::new().create::<ipc::Service>().unwrap();
+        let service = node
+            .service_builder(&ServiceName::new(name).unwrap())
+            .publish_subscribe::<u64>()
+            .max_publishers(1)
+            .max_subscribers(n as usize)
+            .history_size(0)
+            .subscriber_max_buffer_size(CAPACITY as usize)
+            .enable_safe_overflow(false)
+            .open_or_create()
+            .unwrap();
+        (node, service)
+    }
+    type IoxService =
+        iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, u64, ()>;
+
+    let service_name = name("iox");
+    let (_node, service) = open(&service_name, n);
+    let publisher = service
+        .publisher_builder()
+        .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+        .create()
+        .unwrap();
+    let ready = Arc::new(Barrier::new(n as usize + 1));
+    let start = Arc::new(Barrier::new(n as usize + 1));
+    let subscribers: Vec<_> = (0..n)
+        .map(|k| {
+            let (ready, start, service_name) = (ready.clone(), start.clone(), service_name.clone());
+            let core = if k == 0 {
+                cores.map(|p| p.consumer)
+            } else {
+                None
+            };
+            std::thread::spawn(move || {
+                pin(core);
+                let (_node, service) = open(&service_name, n);
+                let subscriber = service.subscriber_builder().create().unwrap();
+                ready.wait();
+                start.wait();
+                drain(|| {
+                    loop {
+                        match subscriber.receive().unwrap() {
+                            Some(sample) if *sample.payload() == PROBE => continue,
+                            Some(sample) => return Some(*sample.payload()),
+                            None => return None,
+                        }
+                    }
+                });
+            })
+        })
+        .collect();
+    ready.wait();
+    // A publisher delivers only to the subscribers it has connected to.
+    while publisher.send_copy(PROBE).unwrap() < n as usize {
+        spin_loop();
+    }
+    start.wait();
+    let t0 = Instant::now();
+    for v in 0..MESSAGES {
+        publisher.send_copy(v).unwrap();
+    }
+    for s in subscribers {
+        s.join().unwrap();
+    }
+    t0.elapsed().as_nanos() as f64 / MESSAGES as f64
+}
+
 fn fan_out(cores: Option<&CorePair>) {
     pin(cores.map(|p| p.producer));
     println!(
@@ -165,12 +248,18 @@ fn fan_out(cores: Option<&CorePair>) {
     );
     for n in FAN_OUT {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        #[cfg(feature = "iceoryx2")]
+        let mut iox = Vec::new();
         for round in 0..=ROUNDS {
             let b = broadcast_round(n, cores);
             let s = spsc_round(n, cores);
+            #[cfg(feature = "iceoryx2")]
+            let i = iceoryx2_round(n, cores);
             if round > 0 {
                 ours.push(b);
                 theirs.push(s);
+                #[cfg(feature = "iceoryx2")]
+                iox.push(i);
             }
         }
         let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(b, s)| b / s).collect();
@@ -180,6 +269,15 @@ fn fan_out(cores: Option<&CorePair>) {
             median(&theirs),
             median(&ratios)
         );
+        #[cfg(feature = "iceoryx2")]
+        {
+            let ratios: Vec<f64> = ours.iter().zip(&iox).map(|(b, i)| b / i).collect();
+            println!(
+                "  {n} subscriber(s): iceoryx2 median {:>6.1} ns, broadcast / iceoryx2 median of per-round ratios {:.2}",
+                median(&iox),
+                median(&ratios)
+            );
+        }
     }
 }
 
