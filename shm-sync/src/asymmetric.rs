@@ -148,6 +148,24 @@ pub mod faults {
     pub(super) fn heavy_dropped() -> bool {
         HEAVY_DROPPED.with(Cell::get)
     }
+
+    /// Runs `model` (a loom model run with a fault switched on, in this crate or
+    /// another) and returns the message it panicked with.
+    ///
+    /// # Panics
+    ///
+    /// If the model does not panic: loom found nothing wrong with the fault in place,
+    /// so the model cannot see what the fault breaks.
+    pub fn failure_of(model: impl FnOnce() + std::panic::UnwindSafe) -> String {
+        match std::panic::catch_unwind(model) {
+            Ok(()) => panic!("loom found nothing wrong with the fault in place"),
+            Err(payload) => payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// Whether this process's [`light`] fences are compiler fences now (it registered).
