@@ -47,7 +47,8 @@ impl Members {
     }
 
     /// The set bits of entries `0..entries`, each word loaded with `order` (the
-    /// caller's SYNC).
+    /// caller's SYNC). A bit past `entries` (in the last word, set by a broken peer) is
+    /// passed over: the caller indexes its table with what this returns.
     pub(crate) fn iter(&self, entries: u32, order: Ordering) -> impl Iterator<Item = u32> + '_ {
         self.words(entries)
             .iter()
@@ -63,5 +64,27 @@ impl Members {
                     Some(w as u32 * 64 + bit)
                 })
             })
+            .filter(move |&index| index < entries)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iter_yields_the_set_bits_below_the_entries_only() {
+        let members = Members::default();
+        for index in [0, 5, 63, 64, 70] {
+            members.set(index, Ordering::Relaxed);
+        }
+        let set: Vec<u32> = members.iter(70, Ordering::Relaxed).collect();
+        assert_eq!(set, [0, 5, 63, 64], "70 is past a table of 70 entries");
+        assert_eq!(members.count(70), 5, "count reads whole words");
+        members.clear(5, Ordering::Relaxed);
+        assert_eq!(
+            members.iter(64, Ordering::Relaxed).collect::<Vec<_>>(),
+            [0, 63]
+        );
     }
 }
