@@ -219,6 +219,37 @@ mod heap {
         assert_eq!(late.stats().skipped, 1);
     }
 
+    /// Stamps no run of the protocol leaves are `Corrupted` for every receive, never a
+    /// hang or a message: a stamp of a position past the tail, a stamp with no state,
+    /// and a slot holding the position of another slot.
+    #[test]
+    fn impossible_shared_words_are_corrupted() {
+        use shm_sync::atomic::Ordering;
+
+        let stamp = |position: u64, state: u64| ((position + 1) << 2) | state;
+        let cases: [(&str, u64); 3] = [
+            ("a position past the tail", stamp(4 + 8, 2)),
+            ("no state", stamp(0, 0)),
+            ("another slot's position", stamp(5, 2)),
+        ];
+        for (what, bad) in cases {
+            let (mut tx, mut rx) = channel::<u64>(4, Overflow::Lap).unwrap();
+            tx.try_send(1).unwrap();
+            rx.ring.slot(0).stamp.store(bad, Ordering::Relaxed);
+            assert!(
+                matches!(rx.try_recv(), Err(TryRecvError::Corrupted(_))),
+                "{what}"
+            );
+            assert!(
+                matches!(
+                    rx.recv_timeout(Duration::from_millis(10)),
+                    Err(RecvTimeoutError::Corrupted(_))
+                ),
+                "{what}"
+            );
+        }
+    }
+
     #[test]
     fn a_second_publisher_is_refused() {
         let (tx, _rx) = channel::<u64>(4, Overflow::Lap).unwrap();
