@@ -1038,18 +1038,19 @@ proptest! {
     }
 }
 
-/// `protect_read_only` protects the whole pages inside the range and nothing past the
-/// data region: a range shorter than a page protects nothing, the whole region is
-/// protected (and still reads), and a range past the end is `InvalidSpec`.
+/// `protect_read_only` protects the whole pages inside the range and nothing else: a
+/// range shorter than a page protects nothing, two pages in the middle of the region
+/// are protected (and still read) while the pages around them stay writable, and a
+/// range past the end is `InvalidSpec`.
 #[test]
 fn protect_read_only_takes_whole_pages_inside_the_data_region() {
     let tmp = TempPath::new("protect");
     let spec = SegmentSpec {
-        data_len: 8192,
+        data_len: 16384,
         ..spec()
     };
     let segment = Segment::create(&tmp.loc(), &spec, &opts()).unwrap();
-    assert_eq!(segment.data_len(), 8192);
+    assert_eq!(segment.data_len(), 16384);
     assert_eq!(segment.protect_read_only(0, 100).unwrap(), 0);
     assert_eq!(
         segment.protect_read_only(100, 4096).unwrap(),
@@ -1057,21 +1058,28 @@ fn protect_read_only_takes_whole_pages_inside_the_data_region() {
         "no whole page inside"
     );
     assert!(matches!(
-        segment.protect_read_only(4096, 4097),
+        segment.protect_read_only(4096, 12289),
         Err(Error::InvalidSpec { .. })
     ));
-    assert_eq!(segment.protect_read_only(4096, 4096).unwrap(), 4096);
+    assert_eq!(segment.protect_read_only(4000, 8300).unwrap(), 8192);
+    // The file's mappings in this process, as (mode, length in bytes).
     let maps = fs::read_to_string("/proc/self/maps").unwrap();
     let path = tmp.path().to_str().unwrap();
-    let modes: Vec<&str> = maps
+    let mappings: Vec<(String, u64)> = maps
         .lines()
         .filter(|l| l.ends_with(path))
-        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|l| {
+            let mut words = l.split_whitespace();
+            let (from, to) = words.next().unwrap().split_once('-').unwrap();
+            let len = u64::from_str_radix(to, 16).unwrap() - u64::from_str_radix(from, 16).unwrap();
+            (words.next().unwrap().to_string(), len)
+        })
         .collect();
+    let expected = [("rw-s", 8192), ("r--s", 8192), ("rw-s", 4096)];
+    let expected: Vec<(String, u64)> = expected.iter().map(|&(m, l)| (m.to_string(), l)).collect();
     assert_eq!(
-        modes,
-        ["rw-s", "r--s"],
-        "header and first page writable, the last read-only"
+        mappings, expected,
+        "the header and the first data page writable, the next two read-only, the last writable"
     );
     // SAFETY: inside the data region; a read-only page still reads.
     let first = unsafe { segment.data().as_ptr().add(4096).read_volatile() };
