@@ -79,6 +79,27 @@ fn drain(mut recv: impl FnMut() -> Option<u64>) {
     }
 }
 
+/// Starts subscriber `k`'s thread (the first pinned to the consumer core): it waits at
+/// `start`, then drains `recv`.
+fn subscriber_thread(
+    k: u32,
+    cores: Option<&CorePair>,
+    start: &Arc<Barrier>,
+    recv: impl FnMut() -> Option<u64> + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    let start = start.clone();
+    let core = if k == 0 {
+        cores.map(|p| p.consumer)
+    } else {
+        None
+    };
+    std::thread::spawn(move || {
+        pin(core);
+        start.wait();
+        drain(recv);
+    })
+}
+
 /// One round through a broadcast ring to `n` subscribers: nanoseconds per message until
 /// the slowest saw all.
 fn broadcast_round(n: u32, cores: Option<&CorePair>) -> f64 {
@@ -94,17 +115,7 @@ fn broadcast_round(n: u32, cores: Option<&CorePair>) -> f64 {
     let subscribers: Vec<_> = (0..n)
         .map(|k| {
             let mut rx = ring.subscriber().unwrap();
-            let start = start.clone();
-            let core = if k == 0 {
-                cores.map(|p| p.consumer)
-            } else {
-                None
-            };
-            std::thread::spawn(move || {
-                pin(core);
-                start.wait();
-                drain(|| rx.try_recv().ok());
-            })
+            subscriber_thread(k, cores, &start, move || rx.try_recv().ok())
         })
         .collect();
     Segment::remove(&Location::Name(ring_name)).unwrap();
@@ -135,16 +146,8 @@ fn spsc_round(n: u32, cores: Option<&CorePair>) -> f64 {
         producers.push(ring.producer().unwrap());
         let mut rx = ring.mode(OpenMode::Open).consumer().unwrap();
         Segment::remove(&Location::Name(ring_name)).unwrap();
-        let start = start.clone();
-        let core = if k == 0 {
-            cores.map(|p| p.consumer)
-        } else {
-            None
-        };
-        consumers.push(std::thread::spawn(move || {
-            pin(core);
-            start.wait();
-            drain(|| rx.try_recv().ok());
+        consumers.push(subscriber_thread(k, cores, &start, move || {
+            rx.try_recv().ok()
         }));
     }
     start.wait();

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use shm_alloc::participants::FREE;
 use shm_sync::atomic::{Ordering, fence};
 use shm_sync::{Retries, WaitStrategy};
 
@@ -248,7 +249,7 @@ impl<T: Message> Subscriber<T> {
         let due = self.watch.tick(probe);
         let session = self.ring.line(PUBLISHER_ENTRY).entry.session();
         let state = session & SESSION_STATE;
-        if state != PUBLISHER && state != 0 {
+        if state != PUBLISHER && state != FREE {
             return Err(Refusal::Corrupted(Corruption::State {
                 word: "the broadcast publisher's session word",
                 found: session,
@@ -256,7 +257,7 @@ impl<T: Message> Subscriber<T> {
             }));
         }
         // Free after a first publisher: it left (or died and was retired).
-        let left = state == 0 && session != 0;
+        let left = state == FREE && session != 0;
         if writing {
             if (due || left) && self.writer_dead() {
                 self.skip();

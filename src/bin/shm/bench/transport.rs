@@ -508,16 +508,31 @@ impl<const N: usize> Pinger for SpscPinger<N> {
             let reply = self.rx.recv().map_err(|e| anyhow!("{e}"))?;
             return Ok(seq_of(&reply));
         }
-        let mut slot = self.tx.reserve().map_err(|e| anyhow!("{e}"))?;
-        *slot = self.message;
-        slot.commit();
-        let mut patience = Patience::new();
-        loop {
-            match self.rx.try_recv_ref() {
-                Ok(reply) => return Ok(seq_of(&*reply)),
-                Err(TryRecvError::Empty) => patience.spin("shm-spsc echo")?,
-                Err(e) => bail!("{e}"),
-            }
+        send_in_place(&mut self.tx, &self.message)?;
+        await_in_place(&mut self.rx, "shm-spsc echo")
+    }
+}
+
+/// Sends `message` through `tx` in place (`reserve`, copy, `commit`). For a ring that
+/// holds at most one message in a ping-pong: never full.
+#[inline]
+fn send_in_place<const N: usize>(tx: &mut Producer<[u8; N]>, message: &[u8; N]) -> Result<()> {
+    let mut slot = tx.reserve().map_err(|e| anyhow!("{e}"))?;
+    *slot = *message;
+    slot.commit();
+    Ok(())
+}
+
+/// Busy-polls `rx` for the next message and returns its sequence number, read in place
+/// (`try_recv_ref`); `what` names the message awaited, for the error when none comes.
+#[inline]
+fn await_in_place<const N: usize>(rx: &mut Consumer<[u8; N]>, what: &str) -> Result<u64> {
+    let mut patience = Patience::new();
+    loop {
+        match rx.try_recv_ref() {
+            Ok(message) => return Ok(seq_of(&*message)),
+            Err(TryRecvError::Empty) => patience.spin(what)?,
+            Err(e) => bail!("{e}"),
         }
     }
 }
@@ -561,19 +576,9 @@ impl<const N: usize> Echoer for SpscEchoer<N> {
                 self.tx.send(message).map_err(|e| anyhow!("{e}"))?;
                 seq_of(&message)
             } else {
-                let mut patience = Patience::new();
-                let seq = loop {
-                    match self.rx.try_recv_ref() {
-                        Ok(message) => break seq_of(&*message),
-                        Err(TryRecvError::Empty) => patience.spin("shm-spsc ping")?,
-                        Err(e) => bail!("{e}"),
-                    }
-                };
-                // The reply ring holds at most one message in a ping-pong: never full.
-                let mut slot = self.tx.reserve().map_err(|e| anyhow!("{e}"))?;
+                let seq = await_in_place(&mut self.rx, "shm-spsc ping")?;
                 set_seq(&mut self.message, seq);
-                *slot = self.message;
-                slot.commit();
+                send_in_place(&mut self.tx, &self.message)?;
                 seq
             };
             if seq == STOP {
@@ -654,14 +659,7 @@ impl<const N: usize> Pinger for BroadcastPinger<N> {
         set_seq(&mut self.message, seq);
         // `Lap`: a publish never waits.
         self.tx.try_send(self.message).map_err(|e| anyhow!("{e}"))?;
-        let mut patience = Patience::new();
-        loop {
-            match self.rx.try_recv_ref() {
-                Ok(reply) => return Ok(seq_of(&*reply)),
-                Err(TryRecvError::Empty) => patience.spin("shm-broadcast echo")?,
-                Err(e) => bail!("{e}"),
-            }
-        }
+        await_in_place(&mut self.rx, "shm-broadcast echo")
     }
 }
 
@@ -713,11 +711,8 @@ impl<const N: usize> Echoer for BroadcastEchoer<N> {
                     Err(e) => bail!("{e}"),
                 }
             };
-            // The reply ring holds at most one message in a ping-pong: never full.
-            let mut slot = self.tx.reserve().map_err(|e| anyhow!("{e}"))?;
             set_seq(&mut self.message, seq);
-            *slot = self.message;
-            slot.commit();
+            send_in_place(&mut self.tx, &self.message)?;
             if seq == STOP {
                 return Ok(echoed);
             }
