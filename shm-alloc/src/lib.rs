@@ -28,6 +28,7 @@ mod error;
 pub mod hash;
 #[cfg(not(loom))]
 pub mod header;
+pub mod owner;
 pub mod participants;
 #[cfg(not(loom))]
 pub mod pool;
@@ -37,7 +38,7 @@ pub mod segment;
 #[cfg(not(loom))]
 pub use error::Error;
 #[cfg(not(loom))]
-pub use pool::{LoanedChunk, Pool, Sample, ShmOffset};
+pub use pool::{LoanedChunk, Pool, Readers, Sample, SharedSample, ShmOffset};
 #[cfg(not(loom))]
 pub use segment::{
     Expect, HeaderInfo, Kind, LAYOUT_VERSION, Location, MAX_ROLES, RoleClaim, Segment,

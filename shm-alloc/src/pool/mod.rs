@@ -55,8 +55,10 @@ use crate::{Error, Expect, Kind, Location, RoleClaim, Segment, SegmentOptions, S
 
 /// The state of a pool user's participant entry.
 const USER: u32 = 1;
+use crate::owner::{self as protocol, Retired};
 pub use raw::{CHUNK_ALIGN, MAX_CLASSES};
 use raw::{ChunkId, HELD, LOANED, LoanFailure, NOBODY, RawPool, owner};
+use shm_sync::atomic::AtomicU64;
 
 /// The default size classes: 64 B x 65536, 4 KiB x 4096 and 1 MiB x 64 (64-byte
 /// chunks take 128 bytes, [`CHUNK_ALIGN`]): 88 MiB of chunks in all.
@@ -155,6 +157,10 @@ pub struct ClassStats {
     pub in_flight: u64,
     /// Received and being read ([`Sample`]).
     pub held: u64,
+    /// Published to many readers ([`LoanedChunk::into_shared`]).
+    pub shared: u64,
+    /// Retired from a fan-out, still read by someone ([`Pool::retire_shared`]).
+    pub retired: u64,
 }
 
 /// Chunks by size class and state, from [`Pool::stats`]: a snapshot taken chunk by
@@ -611,6 +617,22 @@ impl Pool {
     ///   received already, or reclaimed after its receiver was found dead.
     /// - [`Error::Corrupted`] if the chunk's header records another size class.
     pub fn receive(&self, offset: ShmOffset) -> Result<Sample<'_>, Error> {
+        let id = self.check(offset)?;
+        self.raw
+            .receive(id, offset.generation, self.holder())
+            .map_err(|word| self.stale(offset, word))?;
+        Ok(Sample {
+            pool: self,
+            id,
+            generation: offset.generation,
+            len: offset.len,
+            data: self.raw.chunk(id),
+        })
+    }
+
+    /// The chunk `offset` names, after checking that it is the start of a chunk whose
+    /// header records its class, and that the length fits the chunk.
+    fn check(&self, offset: ShmOffset) -> Result<ChunkId, Error> {
         let id = self
             .raw
             .locate(offset.offset)
@@ -636,20 +658,98 @@ impl Pool {
                 reason: "its length is larger than its chunk",
             });
         }
-        self.raw
-            .receive(id, offset.generation, self.holder())
-            .map_err(|word| Error::StaleOffset {
-                offset: offset.offset,
-                generation: offset.generation,
-                found: raw::describe(word),
-            })?;
-        Ok(Sample {
+        Ok(id)
+    }
+
+    fn stale(&self, offset: ShmOffset, word: u64) -> Error {
+        Error::StaleOffset {
+            offset: offset.offset,
+            generation: offset.generation,
+            found: raw::describe(word),
+        }
+    }
+
+    /// Starts reading the shared chunk `offset` names ([`LoanedChunk::into_shared`]) in
+    /// place, under `reader`'s hazard word: stores the offset in the word, then checks
+    /// that the chunk is still shared in the offset's generation (the hazard-word
+    /// protocol of [`owner`](crate::owner)). The chunk is then read in place until the
+    /// [`SharedSample`] drops, which clears the word and frees the chunk if it was
+    /// retired meanwhile and no other reader holds it. No system call; a `SeqCst` fence.
+    ///
+    /// # Errors
+    ///
+    /// As [`receive`](Self::receive): [`Error::InvalidOffset`], [`Error::Corrupted`], and
+    /// [`Error::StaleOffset`] if the chunk is no longer shared in that generation
+    /// (retired: its publisher overwrote the slot that named it, or every live reader
+    /// had gone past it). The hazard word is clear again after an error.
+    pub fn read_shared<R: Readers>(
+        &self,
+        offset: ShmOffset,
+        reader: R,
+    ) -> Result<SharedSample<'_, R>, Error> {
+        let id = self.check(offset)?;
+        let word = &self.raw.header(id).owner;
+        if !protocol::hold(reader.hazard(), offset.offset, word, offset.generation) {
+            let found = self
+                .raw
+                .header(id)
+                .owner
+                .load(shm_sync::atomic::Ordering::Relaxed);
+            protocol::release(reader.hazard(), offset.offset, word, |n| reader.holds(n));
+            return Err(self.stale(offset, found));
+        }
+        Ok(SharedSample {
             pool: self,
             id,
             generation: offset.generation,
             len: offset.len,
             data: self.raw.chunk(id),
+            reader,
         })
+    }
+
+    /// Retires the shared chunk `offset` names: no reader can start to read it from now
+    /// on ([`read_shared`](Self::read_shared) refuses it), and it is freed as soon as
+    /// no hazard word names it: now, if `holds(offset)` (whether any reader's hazard
+    /// word names the chunk, loading each with Acquire: [`named_by`](crate::owner::named_by))
+    /// says none does, or else by the last reader to release it. `true` if this call
+    /// retired it; `false` if it was not shared in that generation (retired already, by
+    /// this or another retirer: retiring twice is harmless).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOffset`] and [`Error::Corrupted`] as [`receive`](Self::receive):
+    /// a corrupt offset, which retires nothing.
+    pub fn retire_shared(
+        &self,
+        offset: ShmOffset,
+        holds: impl Fn(u64) -> bool,
+    ) -> Result<bool, Error> {
+        let id = self.check(offset)?;
+        let word = &self.raw.header(id).owner;
+        Ok(protocol::retire(offset.offset, word, offset.generation, holds) != Retired::NotShared)
+    }
+
+    /// Clears a dead reader's hazard word on its behalf (the caller holds the dead
+    /// reader's role, so that nobody else writes the word meanwhile), and frees the
+    /// chunk it named if that chunk is retired and no other hazard word names it
+    /// (`holds`, as in [`retire_shared`](Self::retire_shared)). `true` if a chunk was
+    /// freed. A word that names no chunk (a corrupt one) is cleared all the same.
+    pub fn clear_hazard(&self, hazard: &AtomicU64, holds: impl Fn(u64) -> bool) -> bool {
+        // Relaxed: the word's writer is gone (its role is the caller's), and the value
+        // is checked below.
+        let name = hazard.load(shm_sync::atomic::Ordering::Relaxed);
+        if name == 0 {
+            return false;
+        }
+        match self.raw.locate(name) {
+            Ok(id) => protocol::release(hazard, name, &self.raw.header(id).owner, holds),
+            Err(_) => {
+                // Relaxed: a corrupt word, which protects nothing.
+                hazard.store(0, shm_sync::atomic::Ordering::Relaxed);
+                false
+            }
+        }
     }
 
     /// Finds the participants that died (their slot is marked in use, but nobody holds
@@ -728,6 +828,8 @@ impl Pool {
                         loaned: counts.loaned,
                         in_flight: counts.in_flight,
                         held: counts.held,
+                        shared: counts.shared,
+                        retired: counts.retired,
                     }
                 })
                 .collect(),
@@ -885,6 +987,29 @@ impl<'p> LoanedChunk<'p> {
         self.send(NOBODY)
     }
 
+    /// Marks the chunk shared and returns its offset: read in place by any number of
+    /// readers at once ([`Pool::read_shared`]), each under its own hazard word, until
+    /// its publisher retires it ([`Pool::retire_shared`]); then freed by whoever sees
+    /// the last reader go. A shared chunk is never returned by a sweep
+    /// ([`Pool::reclaim_dead`]): whoever publishes it must retire it (a broadcast ring's
+    /// publisher does, when it overwrites the slot that names it).
+    ///
+    /// Write the offset where readers find it before calling this, so that a process
+    /// killed between the two leaves a named chunk, never a shared chunk nobody names.
+    #[must_use = "the chunk is shared: publish the offset, or retire it"]
+    pub fn into_shared(self) -> ShmOffset {
+        let offset = self.offset();
+        let this = core::mem::ManuallyDrop::new(self);
+        // Fails only if a corrupt peer rewrote our chunk's header; the offset then fails
+        // every reader's check.
+        let _ = protocol::share(
+            &this.pool.raw.header(this.id).owner,
+            this.pool.holder(),
+            this.generation,
+        );
+        offset
+    }
+
     fn send(self, to: u16) -> ShmOffset {
         let offset = self.offset();
         let this = core::mem::ManuallyDrop::new(self);
@@ -958,5 +1083,91 @@ impl Drop for Sample<'_> {
     fn drop(&mut self) {
         let from = owner(HELD, self.pool.holder(), self.generation);
         let _ = self.pool.raw.release(self.id, from);
+    }
+}
+
+/// The reader side of a fan-out channel, as [`Pool::read_shared`] needs it: this
+/// reader's hazard word (which it alone writes), and a scan of every reader's.
+///
+/// A broadcast ring implements it over its subscribers' table lines; see
+/// [`owner`](crate::owner) for the protocol.
+pub trait Readers {
+    /// This reader's hazard word, free (0) when passed to [`Pool::read_shared`]: it
+    /// then holds the offset of the chunk read, until the sample drops.
+    fn hazard(&self) -> &AtomicU64;
+
+    /// Whether any reader's hazard word (this one's included) names the chunk at
+    /// `offset`. Each word is loaded with Acquire ([`named_by`](crate::owner::named_by)).
+    fn holds(&self, offset: u64) -> bool;
+}
+
+/// A shared chunk read in place under a hazard word ([`Pool::read_shared`]): derefs to
+/// the payload bytes; dropping it clears the word, and frees the chunk if it was the
+/// last reader of a retired chunk.
+pub struct SharedSample<'p, R: Readers> {
+    pool: &'p Pool,
+    id: ChunkId,
+    generation: u32,
+    len: u32,
+    data: NonNull<u8>,
+    reader: R,
+}
+
+// SAFETY: the sample only reads a chunk that no one writes while its hazard word names
+// it (the protocol of `owner`); `Pool` is `Sync`, and `R` is sent with it.
+unsafe impl<R: Readers + Send> Send for SharedSample<'_, R> {}
+// SAFETY: as for `Send`: shared access is read-only.
+unsafe impl<R: Readers + Sync> Sync for SharedSample<'_, R> {}
+
+impl<R: Readers> fmt::Debug for SharedSample<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedSample")
+            .field("offset", &self.offset())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Readers> SharedSample<'_, R> {
+    /// The payload as a `T`, read in place: `None` if the payload is shorter than `T`.
+    #[must_use]
+    pub fn value<T: FromBytes + KnownLayout + Immutable>(&self) -> Option<&T> {
+        T::ref_from_prefix(self).ok().map(|(v, _)| v)
+    }
+
+    /// The offset this sample was read at.
+    #[must_use]
+    pub fn offset(&self) -> ShmOffset {
+        self.pool.name(self.id, self.len, self.generation)
+    }
+
+    /// The reader whose hazard word holds the chunk.
+    #[must_use]
+    pub fn reader(&self) -> &R {
+        &self.reader
+    }
+}
+
+impl<R: Readers> Deref for SharedSample<'_, R> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the chunk is at least `len` bytes (checked in `read_shared`) inside the
+        // mapping, which lives as long as `'p`; its publisher wrote it before sharing it,
+        // and nobody writes it while this reader's hazard word names it (it cannot be
+        // freed, so not loaned again) until the sample drops.
+        unsafe { core::slice::from_raw_parts(self.data.as_ptr(), self.len as usize) }
+    }
+}
+
+impl<R: Readers> Drop for SharedSample<'_, R> {
+    fn drop(&mut self) {
+        let word = &self.pool.raw.header(self.id).owner;
+        let reader = &self.reader;
+        protocol::release(
+            reader.hazard(),
+            self.pool.raw.offset_of(self.id),
+            word,
+            |n| reader.holds(n),
+        );
     }
 }

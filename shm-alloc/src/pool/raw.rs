@@ -29,9 +29,13 @@
 //! | `LOANED`    | the loaner                      | the loaner: `IN_FLIGHT` or `FREE`  |
 //! | `IN_FLIGHT` | the receiver, or [`NOBODY`]     | a receiver: `HELD`                 |
 //! | `HELD`      | the receiver                    | the receiver: `FREE`               |
+//! | `SHARED`    | [`NOBODY`]                      | its publisher: `RETIRED`           |
+//! | `RETIRED`   | [`NOBODY`]                      | whoever sees its last hazard go: `FREE` |
 //!
 //! and a sweep moves `LOANED`, `IN_FLIGHT` and `HELD` chunks of a departed holder to
-//! `FREE`. Every move is a compare-and-swap on the whole word, so of two racing moves
+//! `FREE`. A loaner moves its chunk `LOANED` to `SHARED` to publish it to many readers
+//! at once (a broadcast ring); how readers hold a shared chunk, and who frees it, is in
+//! [`crate::owner`]: never a sweep, which cannot know who reads it. Every move is a compare-and-swap on the whole word, so of two racing moves
 //! (a receiver and a sweep) exactly one happens, and a chunk is freed once.
 //! The generation grows by one at each loan; an offset carries it, so a receiver never
 //! takes a chunk that was reclaimed and loaned again after the offset was sent.
@@ -63,6 +67,10 @@ use shm_sync::CachePadded;
 use shm_sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+pub(crate) use crate::owner::{
+    FREE, HELD, IN_FLIGHT, LOANED, NOBODY, RETIRED, SHARED, generation_of, holder_of, owner,
+    state_of,
+};
 use crate::participants::{ENTRY_LEN, Entry};
 use shm_sync::Retries;
 
@@ -72,14 +80,6 @@ pub const CHUNK_ALIGN: u64 = 128;
 
 /// The most size classes a pool can have.
 pub const MAX_CLASSES: usize = 16;
-
-/// The holder of a chunk that nobody holds.
-pub(crate) const NOBODY: u16 = u16::MAX;
-
-pub(crate) const FREE: u64 = 0; // free to loan
-pub(crate) const LOANED: u64 = 1; // written by its loaner
-pub(crate) const IN_FLIGHT: u64 = 2; // sent, not yet received
-pub(crate) const HELD: u64 = 3; // received, read by its holder
 
 const CONFIG_LEN: usize = 640;
 const CURSORS_AT: usize = CONFIG_LEN;
@@ -128,26 +128,6 @@ pub(crate) struct ChunkHeader {
 
 const _: () = assert!(size_of::<ChunkHeader>() == 16);
 
-#[inline]
-pub(crate) const fn owner(state: u64, holder: u16, generation: u32) -> u64 {
-    ((generation as u64) << 32) | ((holder as u64) << 8) | state
-}
-
-#[inline]
-pub(crate) const fn state_of(word: u64) -> u64 {
-    word & 0xff
-}
-
-#[inline]
-pub(crate) const fn holder_of(word: u64) -> u16 {
-    (word >> 8) as u16
-}
-
-#[inline]
-pub(crate) const fn generation_of(word: u64) -> u32 {
-    (word >> 32) as u32
-}
-
 /// Words for an owner word, for error messages.
 pub(crate) fn describe(word: u64) -> String {
     let state = match state_of(word) {
@@ -155,6 +135,8 @@ pub(crate) fn describe(word: u64) -> String {
         LOANED => "loaned",
         IN_FLIGHT => "in flight",
         HELD => "held",
+        SHARED => "shared",
+        RETIRED => "retired",
         _ => "in no known state",
     };
     match holder_of(word) {
@@ -280,6 +262,8 @@ pub(crate) struct ClassCounts {
     pub(crate) loaned: u64,
     pub(crate) in_flight: u64,
     pub(crate) held: u64,
+    pub(crate) shared: u64,
+    pub(crate) retired: u64,
     pub(crate) unknown: u64,
 }
 
@@ -630,6 +614,8 @@ impl RawPool {
                 LOANED => counts.loaned += 1,
                 IN_FLIGHT => counts.in_flight += 1,
                 HELD => counts.held += 1,
+                SHARED => counts.shared += 1,
+                RETIRED => counts.retired += 1,
                 _ => counts.unknown += 1,
             }
         }
