@@ -306,6 +306,13 @@ pub enum RecvError<E> {
     /// rare, and keeps the error of every empty poll small.
     #[error(transparent)]
     Chunk(Box<shm_alloc::Error>),
+    /// A broadcast [`ChunkSubscriber`](crate::broadcast::ChunkSubscriber) already holds
+    /// `limit` samples (one per hazard word): drop one first.
+    #[error("this subscriber already holds {limit} samples in place; drop one first")]
+    TooManySamples {
+        /// The most samples a subscriber holds at once.
+        limit: usize,
+    },
 }
 
 impl<P: Carrier> fmt::Debug for Sender<P> {

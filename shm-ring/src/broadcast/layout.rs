@@ -123,7 +123,7 @@ pub(crate) struct Counters {
 /// | 40 | 8 | `missed`: messages lost to those lags |
 /// | 48 | 8 | `skipped`: slots passed over that a dead publisher left half-written |
 /// | 56 | 8 | `untethered`: 1 once the publisher stopped waiting for this subscriber (written by the publisher; cleared at attach) |
-/// | 64 | 64 | padding |
+/// | 64 | 64 | `hazards`: 8 hazard words, each the offset of a pool chunk the subscriber reads in place, or 0 (`shm_alloc::owner`; [`chunks`](super::chunks)) |
 #[repr(C, align(128))]
 #[derive(Debug, Default)]
 pub(crate) struct Line {
@@ -134,7 +134,12 @@ pub(crate) struct Line {
     pub(crate) missed: AtomicU64,
     pub(crate) skipped: AtomicU64,
     pub(crate) untethered: AtomicU64,
+    pub(crate) hazards: [AtomicU64; HAZARDS],
 }
+
+/// Hazard words per subscriber: how many pool chunks one subscriber may read in place
+/// at once.
+pub(crate) const HAZARDS: usize = 8;
 
 impl AsRef<Entry> for Line {
     fn as_ref(&self) -> &Entry {
@@ -166,6 +171,7 @@ const _: () = {
     assert!(core::mem::offset_of!(Line, cursor) == 16);
     assert!(core::mem::offset_of!(Line, skipped) == 48);
     assert!(core::mem::offset_of!(Line, untethered) == 56);
+    assert!(core::mem::offset_of!(Line, hazards) == 64);
     assert!(size_of::<Slot<u8>>() == 16);
     assert!(core::mem::offset_of!(Slot<u64>, payload) == 8);
     assert!(core::mem::offset_of!(Slot<u128>, payload) % 8 == 0);

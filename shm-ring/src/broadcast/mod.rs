@@ -99,6 +99,7 @@
 
 #[cfg(not(loom))]
 mod builder;
+pub mod chunks;
 mod error;
 mod layout;
 mod publisher;
@@ -118,6 +119,7 @@ use crate::error::Error;
 use crate::message::Message;
 #[cfg(not(loom))]
 pub use builder::Builder;
+pub use chunks::{ChunkPublisher, ChunkSample, ChunkSubscriber};
 pub use error::{RecvError, RecvTimeoutError, TryRecvError};
 pub use layout::data_len;
 use layout::{Control, Line, empty_slot};

@@ -83,13 +83,23 @@ impl<T: Message> Publisher<T> {
 
     /// Publishes `value` if the policy lets it now: always under `Lap`; under `Block`,
     /// once every gating subscriber has read the slot it overwrites.
+    /// `written` runs once, when the message is in its slot (see [`Ring::write`]).
     #[inline(always)]
-    fn step(&mut self, value: &T, probe: bool) -> Result<(), Refusal> {
+    fn step(
+        &mut self,
+        value: &T,
+        probe: bool,
+        written: &mut Option<impl FnOnce()>,
+    ) -> Result<(), Refusal> {
         let position = self.tail;
         if position >= self.gate {
             self.regate(probe)?;
         }
-        self.ring.write(position, value);
+        self.ring.write(position, value, || {
+            if let Some(written) = written.take() {
+                written();
+            }
+        });
         self.tail = position.wrapping_add(1);
         let control = self.ring.control();
         // SYNC(tail): Release; pairs with the Acquire load of a subscriber that joins or
@@ -212,7 +222,8 @@ impl<T: Message> Publisher<T> {
     /// comes back in the error.
     #[inline]
     pub fn try_send(&mut self, value: T) -> Result<(), TrySendError<T>> {
-        self.step(&value, false).map_err(|r| r.try_send(value))
+        self.step(&value, false, &mut Some(|| {}))
+            .map_err(|r| r.try_send(value))
     }
 
     /// Publishes `value`, waiting under `Block` with this publisher's wait strategy while
@@ -247,9 +258,30 @@ impl<T: Message> Publisher<T> {
         value: T,
         deadline: Option<Instant>,
     ) -> Result<(), SendTimeoutError<T>> {
-        if self.step(&value, false).is_ok() {
-            return Ok(());
-        }
+        self.send_with(value, Some(deadline), || {})
+    }
+
+    /// Publishes `value` without waiting (`deadline` `None`) or waiting until the
+    /// deadline (`Some(None)`: for ever); `written` runs once the message is in its slot,
+    /// before the stamp publishes it.
+    pub(crate) fn send_with(
+        &mut self,
+        value: T,
+        deadline: Option<Option<Instant>>,
+        written: impl FnOnce(),
+    ) -> Result<(), SendTimeoutError<T>> {
+        let mut written = Some(written);
+        let refused = match self.step(&value, false, &mut written) {
+            Ok(()) => return Ok(()),
+            Err(refusal) => refusal,
+        };
+        let Some(deadline) = deadline else {
+            return Err(match refused.try_send(value) {
+                TrySendError::Full(v) => SendTimeoutError::Timeout(v),
+                TrySendError::Disconnected(v) => SendTimeoutError::Disconnected(v),
+                TrySendError::Corrupted(v, c) => SendTimeoutError::Corrupted(v, c),
+            });
+        };
         let ring = self.ring.clone();
         let control = ring.control();
         let mark = ring.line(PUBLISHER_ENTRY).entry.parked();
@@ -261,7 +293,7 @@ impl<T: Message> Publisher<T> {
             self.wait,
             peers_may_die,
             deadline,
-            |probe| self.step(&value, probe),
+            |probe| self.step(&value, probe, &mut written),
         )
         .map_err(|r| r.send_timeout(value))
     }

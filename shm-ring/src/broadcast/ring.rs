@@ -83,9 +83,11 @@ impl<T: Message> Ring<T> {
         (position.wrapping_add(1) << 2) | state
     }
 
-    /// Publishes `value` at `position`: the seqlock writer (Boehm 2012).
+    /// Publishes `value` at `position`: the seqlock writer (Boehm 2012). `written` runs
+    /// after the message is in the slot and before the stamp publishes it (a pool chunk
+    /// the message names is shared there: [`chunks`](super::chunks)).
     #[inline(always)]
-    pub(crate) fn write(&self, position: u64, value: &T) {
+    pub(crate) fn write(&self, position: u64, value: &T, written: impl FnOnce()) {
         let slot = self.slot(position);
         // SYNC(tail): Release, so that a subscriber that sees this stamp sees the tail
         // of the message before (`holds <= tail` in its lag check). SYNC(seqlock): then
@@ -96,6 +98,7 @@ impl<T: Message> Ring<T> {
             .store(Self::stamp(position, WRITING), Ordering::Release);
         fence(Ordering::Release);
         slot.payload.store(value);
+        written();
         // SYNC(slot-published): Release; pairs with a subscriber's Acquire load of the
         // stamp: the bytes written before are visible to it.
         slot.stamp

@@ -145,9 +145,16 @@ impl<T: Message> Subscriber<T> {
         Ok(subscriber)
     }
 
-    /// Receives the message at the cursor, or finds out why there is none.
+    /// Receives the message at the cursor, or finds out why there is none. `accept`
+    /// sees each message read whole before it is delivered: `false` refuses it (the pool
+    /// chunk it names is gone: [`chunks`](super::chunks)), and the message is then
+    /// passed over as lost if it is still in its slot.
     #[inline(always)]
-    fn step(&mut self, probe: bool) -> Result<Delivery<T>, Refusal> {
+    fn step(
+        &mut self,
+        probe: bool,
+        accept: &mut impl FnMut(&T) -> bool,
+    ) -> Result<Delivery<T>, Refusal> {
         let mut last_poll = false;
         let mut retries = Retries::new();
         loop {
@@ -168,8 +175,18 @@ impl<T: Message> Subscriber<T> {
                 let unchecked = false;
                 // Relaxed: ordered after the copy by the fence.
                 if unchecked || slot.stamp.load(Ordering::Relaxed) == stamp {
-                    self.delivered();
-                    return Ok(Delivery::Message(value));
+                    if accept(&value) {
+                        self.delivered();
+                        return Ok(Delivery::Message(value));
+                    }
+                    // Acquire: as the first load. Still there: the message's chunk was
+                    // retired under it (the subscriber had not joined, or was thought
+                    // dead, when every live one was past it). Else it was overwritten,
+                    // and the next poll lags.
+                    if slot.stamp.load(Ordering::Acquire) == stamp {
+                        return Ok(self.gone());
+                    }
+                    continue;
                 }
                 // Overwritten while copied: what was copied is dropped.
             }
@@ -368,6 +385,21 @@ impl<T: Message> Subscriber<T> {
         }
     }
 
+    /// Passes over the message at the cursor, whose pool chunk is gone: one lost.
+    #[cold]
+    fn gone(&mut self) -> Delivery<T> {
+        self.cursor = self.cursor.wrapping_add(1);
+        self.counts.lagged += 1;
+        self.counts.missed += 1;
+        // SYNC(slot-released): Release.
+        self.line().cursor.store(self.cursor, Ordering::Release);
+        self.publish_counts();
+        if self.ring.blocks() {
+            self.wake_publisher();
+        }
+        Delivery::Lagged(1)
+    }
+
     /// Passes over the slot at the cursor: skipped, or left half-written by a dead
     /// publisher.
     #[cold]
@@ -403,7 +435,7 @@ impl<T: Message> Subscriber<T> {
     /// received and the publisher is gone (left, or dead); [`TryRecvError::Corrupted`].
     #[inline]
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
-        match self.step(false) {
+        match self.step(false, &mut |_| true) {
             Ok(Delivery::Message(value)) => Ok(value),
             Ok(Delivery::Lagged(missed)) => Err(TryRecvError::Lagged { missed }),
             Ok(Delivery::Untethered) => Err(TryRecvError::Untethered),
@@ -434,8 +466,25 @@ impl<T: Message> Subscriber<T> {
     }
 
     fn recv_deadline(&mut self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-        let delivery = match self.step(false) {
-            Err(Refusal::Busy) => {
+        match self.receive(Some(deadline), &mut |_| true) {
+            Ok(Delivery::Message(value)) => Ok(value),
+            Ok(Delivery::Lagged(missed)) => Err(RecvTimeoutError::Lagged { missed }),
+            Ok(Delivery::Untethered) => Err(RecvTimeoutError::Untethered),
+            Err(refusal) => Err(refusal.into()),
+        }
+    }
+
+    /// Receives the next message (`accept` as in `step`): without waiting (`deadline`
+    /// `None`), or waiting with the wait strategy until the deadline (`Some(None)`: for
+    /// ever).
+    #[inline]
+    pub(crate) fn receive(
+        &mut self,
+        deadline: Option<Option<Instant>>,
+        accept: &mut impl FnMut(&T) -> bool,
+    ) -> Result<Delivery<T>, Refusal> {
+        match (self.step(false, accept), deadline) {
+            (Err(Refusal::Busy), Some(deadline)) => {
                 let ring = self.ring.clone();
                 let mark = ring.line(self.index).entry.parked();
                 block(
@@ -444,17 +493,16 @@ impl<T: Message> Subscriber<T> {
                     self.wait,
                     ring.region.peers_may_die(),
                     deadline,
-                    |probe| self.step(probe),
+                    |probe| self.step(probe, accept),
                 )
             }
-            done => done,
-        };
-        match delivery {
-            Ok(Delivery::Message(value)) => Ok(value),
-            Ok(Delivery::Lagged(missed)) => Err(RecvTimeoutError::Lagged { missed }),
-            Ok(Delivery::Untethered) => Err(RecvTimeoutError::Untethered),
-            Err(refusal) => Err(refusal.into()),
+            (done, _) => done,
         }
+    }
+
+    /// The ring this subscriber reads.
+    pub(crate) fn ring(&self) -> &Ring<T> {
+        &self.ring
     }
 
     /// This subscriber's id: `0..subscriber_limit`. Attaching again under this id
