@@ -34,8 +34,11 @@
 //!
 //! Messages are copied out, never lent in place: in place, the publisher could overwrite
 //! a value while the subscriber's code reads it, and no check after the fact could take
-//! back what that code did with torn bytes. Large payloads travel as pool chunks
-//! ([`loan`](crate::loan)), which stay put while read.
+//! back what that code did with torn bytes. Large payloads travel as pool chunks, which
+//! stay put while read: [`chunks`] publishes a chunk's offset through the ring, and
+//! every subscriber reads the one chunk in place under a hazard word of its own; the
+//! chunk is freed exactly once, after its slot is overwritten and its last reader is
+//! done, even if readers die holding it.
 //!
 //! Positions are `u64` counters that only grow, assumed below 2^62.
 //!
