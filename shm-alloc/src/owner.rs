@@ -327,3 +327,79 @@ mod tests {
         run(true);
     }
 }
+
+/// The protocol without loom: in order, and in threads (both run under Miri too).
+#[cfg(all(test, not(loom)))]
+mod plain_tests {
+    use super::*;
+
+    const NAME: u64 = 4096;
+
+    fn held(hazards: &[AtomicU64], name: u64) -> bool {
+        named_by(hazards, name)
+    }
+
+    /// A hold after the retire fails (and its release frees nothing another reader
+    /// holds); the last reader's release frees the retired chunk, once.
+    #[test]
+    fn a_hold_after_retire_fails_and_the_last_release_frees() {
+        let word = AtomicU64::new(owner(LOANED, 0, 1));
+        let hazards = [AtomicU64::new(0), AtomicU64::new(0)];
+        assert!(!hold(&hazards[0], NAME, &word, 1), "loaned: not yet shared");
+        assert!(!release(&hazards[0], NAME, &word, |n| held(&hazards, n)));
+        assert!(share(&word, 0, 1));
+        assert!(!share(&word, 0, 1), "shared once");
+        assert!(hold(&hazards[0], NAME, &word, 1));
+        assert!(!hold(&hazards[1], NAME, &word, 2), "another generation");
+        assert!(!release(&hazards[1], NAME, &word, |n| held(&hazards, n)));
+        assert_eq!(retire(NAME, &word, 1, |n| held(&hazards, n)), Retired::Held);
+        assert_eq!(
+            retire(NAME, &word, 1, |n| held(&hazards, n)),
+            Retired::NotShared,
+            "retired once"
+        );
+        assert!(!hold(&hazards[1], NAME, &word, 1), "retired: no new reader");
+        assert!(!release(&hazards[1], NAME, &word, |n| held(&hazards, n)));
+        assert_eq!(state_of(word.load(Ordering::Relaxed)), RETIRED);
+        assert!(release(&hazards[0], NAME, &word, |n| held(&hazards, n)));
+        assert_eq!(word.load(Ordering::Relaxed), owner(FREE, NOBODY, 1));
+        assert!(!release(&hazards[0], NAME, &word, |n| held(&hazards, n)));
+    }
+
+    /// Two reader threads hold and release the chunk over and over while a third
+    /// retires it: each round, it is freed exactly once, by one of the three.
+    #[test]
+    fn racing_readers_and_a_retirer_free_the_chunk_once() {
+        let rounds = if cfg!(miri) { 20 } else { 2000 };
+        for _ in 0..rounds {
+            let word = AtomicU64::new(owner(SHARED, NOBODY, 1));
+            let hazards = [AtomicU64::new(0), AtomicU64::new(0)];
+            let start = std::sync::Barrier::new(3);
+            let frees: u32 = std::thread::scope(|s| {
+                let readers: Vec<_> = (0..2)
+                    .map(|r| {
+                        let (word, hazards, start) = (&word, &hazards, &start);
+                        s.spawn(move || {
+                            start.wait();
+                            let mut freed = 0;
+                            for _ in 0..4 {
+                                hold(&hazards[r], NAME, word, 1);
+                                freed += u32::from(release(&hazards[r], NAME, word, |n| {
+                                    held(hazards, n)
+                                }));
+                            }
+                            freed
+                        })
+                    })
+                    .collect();
+                start.wait();
+                let retired = retire(NAME, &word, 1, |n| held(&hazards, n));
+                assert_ne!(retired, Retired::NotShared);
+                u32::from(retired == Retired::Freed)
+                    + readers.into_iter().map(|r| r.join().unwrap()).sum::<u32>()
+            });
+            assert_eq!(frees, 1);
+            assert_eq!(word.load(Ordering::Relaxed), owner(FREE, NOBODY, 1));
+        }
+    }
+}
