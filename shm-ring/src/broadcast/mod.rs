@@ -104,6 +104,7 @@
 mod builder;
 pub mod chunks;
 mod error;
+pub mod frames;
 mod layout;
 mod publisher;
 mod ring;

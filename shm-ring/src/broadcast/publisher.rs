@@ -93,7 +93,7 @@ impl<T: Message> Publisher<T> {
     ) -> Result<(), Refusal> {
         let position = self.tail;
         if position >= self.gate {
-            self.regate(probe)?;
+            self.regate(probe, 1)?;
         }
         self.ring.write(position, value, || {
             if let Some(written) = written.take() {
@@ -115,20 +115,21 @@ impl<T: Message> Publisher<T> {
     }
 
     /// Recomputes how far the publisher may go (`Block`): to a whole ring past the
-    /// slowest gating subscriber. `Busy` while that is not past the tail; probes the
+    /// slowest gating subscriber. `Busy` while that leaves fewer than `room` slots past
+    /// the tail; probes the
     /// subscribers' locks now and then (always when `probe`), so that a dead one stops
     /// gating.
     #[cold]
-    fn regate(&mut self, probe: bool) -> Result<(), Refusal> {
+    fn regate(&mut self, probe: bool, room: u64) -> Result<(), Refusal> {
         self.gate = self.gate_now();
-        if self.tail < self.gate {
+        if self.tail + room <= self.gate {
             self.blocked_since = None;
             return Ok(());
         }
         if self.watch.tick(probe) {
             self.ring.reap(SUBSCRIBER, PUBLISHER_ENTRY)?;
             self.gate = self.gate_now();
-            if self.tail < self.gate {
+            if self.tail + room <= self.gate {
                 self.blocked_since = None;
                 return Ok(());
             }
@@ -139,7 +140,7 @@ impl<T: Message> Publisher<T> {
             if now.duration_since(since) >= after {
                 self.untether_laggards();
                 self.gate = self.gate_now();
-                if self.tail < self.gate {
+                if self.tail + room <= self.gate {
                     self.blocked_since = None;
                     return Ok(());
                 }
@@ -261,6 +262,25 @@ impl<T: Message> Publisher<T> {
         self.send_with(value, Some(deadline), || {})
     }
 
+    /// Waits until the next `room` slots may be written (`Block`; at once under `Lap`):
+    /// without waiting (`deadline` `None`), or until the deadline (`Some(None)`: for
+    /// ever). `room` is at most the capacity.
+    pub(crate) fn reserve(
+        &mut self,
+        room: u64,
+        deadline: Option<Option<Instant>>,
+    ) -> Result<(), Refusal> {
+        if self.tail + room <= self.gate {
+            return Ok(());
+        }
+        match (self.regate(false, room), deadline) {
+            (Err(Refusal::Busy), Some(deadline)) => {
+                self.wait_for_room(deadline, |publisher, probe| publisher.regate(probe, room))
+            }
+            (done, _) => done,
+        }
+    }
+
     /// Publishes `value` without waiting (`deadline` `None`) or waiting until the
     /// deadline (`Some(None)`: for ever); `written` runs once the message is in its slot,
     /// before the stamp publishes it.
@@ -282,20 +302,31 @@ impl<T: Message> Publisher<T> {
                 TrySendError::Corrupted(v, c) => SendTimeoutError::Corrupted(v, c),
             });
         };
+        self.wait_for_room(deadline, |publisher, probe| {
+            publisher.step(&value, probe, &mut written)
+        })
+        .map_err(|r| r.send_timeout(value))
+    }
+
+    /// Runs `step` until it is not `Busy`, parked on the ring's `not_full` event count
+    /// with this publisher's wait strategy in between, until `deadline`.
+    fn wait_for_room(
+        &mut self,
+        deadline: Option<Instant>,
+        mut step: impl FnMut(&mut Self, bool) -> Result<(), Refusal>,
+    ) -> Result<(), Refusal> {
         let ring = self.ring.clone();
-        let control = ring.control();
         let mark = ring.line(PUBLISHER_ENTRY).entry.parked();
         // Slices: to probe for dead subscribers, and to see the untether time pass.
         let peers_may_die = ring.region.peers_may_die() || self.untether_after.is_some();
         block(
-            &control.not_full,
+            &ring.control().not_full,
             Some(mark),
             self.wait,
             peers_may_die,
             deadline,
-            |probe| self.step(&value, probe, &mut written),
+            |probe| step(self, probe),
         )
-        .map_err(|r| r.send_timeout(value))
     }
 
     /// How many messages were published: the position of the next.
