@@ -9,6 +9,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use shm_ring::broadcast::frames::{Cell, FramePublisher, FrameSubscriber};
 use shm_ring::broadcast::{Builder, Overflow, RecvError, Start};
 use shm_ring::{Error, Message, OpenMode, TrySendError};
 use shm_sync::WaitStrategy;
@@ -72,6 +73,21 @@ fn frame(seq: u64) -> Frame {
         seq,
         words: [mix(seq); 1023],
     }
+}
+
+/// A frame of 8 to 607 bytes: its number, then bytes that depend on it and their place.
+fn numbered_frame(seq: u64) -> Vec<u8> {
+    let len = 8 + (mix(seq) % 600) as usize;
+    let mut frame = seq.to_le_bytes().to_vec();
+    frame.extend((8..len).map(|i| (mix(seq) >> (i % 8 * 8)) as u8 ^ i as u8));
+    frame
+}
+
+/// Panics unless `frame` is whole; returns its number.
+fn verify_frame(frame: &[u8]) -> u64 {
+    let seq = u64::from_le_bytes(frame[..8].try_into().unwrap());
+    assert!(frame == numbered_frame(seq), "frame {seq} damaged");
+    seq
 }
 
 fn ring<T: Message>(name: &ShmName) -> Builder<T> {
@@ -188,6 +204,43 @@ fn child() {
             drop(rx);
             panic!("the write into a slot did not fault");
         }
+        "frames-slow" => {
+            // Receives variable-size frames slowly (about a microsecond each) so that the
+            // publisher laps it: every frame it gets is whole and in order, and frames
+            // received plus frames reported lost is every frame.
+            let rx = Builder::<Cell>::new(name.as_str())
+                .mode(OpenMode::Open)
+                .subscriber_with_id(id)
+                .unwrap();
+            let mut rx = FrameSubscriber::new(rx);
+            let (mut next, mut lags) = (0, 0);
+            loop {
+                match rx.recv() {
+                    Ok(frame) => {
+                        assert_eq!(verify_frame(frame), next, "out of order");
+                        next += 1;
+                        let until = std::time::Instant::now() + Duration::from_micros(1);
+                        while std::time::Instant::now() < until {
+                            shm_sync::atomic::spin_loop();
+                        }
+                    }
+                    Err(RecvError::Lagged { missed }) => {
+                        next += missed;
+                        lags += 1;
+                    }
+                    Err(RecvError::Disconnected) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(next, count, "every frame received or reported lost");
+            assert_eq!(rx.received() + rx.missed(), count);
+            assert!(rx.missed() > 0, "the slow subscriber was never lapped");
+            eprintln!(
+                "frames: received {}, missed {} in {lags} lags",
+                rx.received(),
+                rx.missed()
+            );
+        }
         "publish-frames" => {
             // Publishes large frames until killed.
             let mut tx = Builder::<Frame>::new(name.as_str())
@@ -201,6 +254,31 @@ fn child() {
         }
         other => panic!("unknown part {other}"),
     }
+}
+
+/// Variable-size frames under `Lap` with a subscriber process slowed on purpose: every
+/// frame it receives is whole and in order, and received plus reported lost is every
+/// frame published.
+#[test]
+fn lapped_frames_arrive_whole_or_are_counted_lost() {
+    const COUNT: u64 = 100_000;
+    let name = ShmName::new("bcast-frames");
+    let builder = ring::<Cell>(&name)
+        .capacity(1024)
+        .subscribers(1)
+        .overflow(Overflow::Lap)
+        .mode(OpenMode::Create);
+    let mut tx = FramePublisher::new(builder.publisher().unwrap());
+    let mut slow = spawn("frames-slow", &name, 0, COUNT);
+    wait_for(Duration::from_secs(30), "the subscriber attached", || {
+        (tx.publisher().stats().subscribers == 1).then_some(())
+    });
+    for seq in 0..COUNT {
+        tx.try_send(&numbered_frame(seq)).unwrap();
+    }
+    assert_eq!(tx.published(), COUNT);
+    drop(tx);
+    wait_child(&mut slow.0, Duration::from_secs(120));
 }
 
 /// One publisher and four subscriber processes under `Block`: every subscriber receives
