@@ -622,11 +622,7 @@ impl Pool {
             .receive(id, offset.generation, self.holder())
             .map_err(|word| self.stale(offset, word))?;
         Ok(Sample {
-            pool: self,
-            id,
-            generation: offset.generation,
-            len: offset.len,
-            data: self.raw.chunk(id),
+            chunk: Reading::new(self, id, offset),
         })
     }
 
@@ -699,11 +695,7 @@ impl Pool {
             return Err(self.stale(offset, found));
         }
         Ok(SharedSample {
-            pool: self,
-            id,
-            generation: offset.generation,
-            len: offset.len,
-            data: self.raw.chunk(id),
+            chunk: Reading::new(self, id, offset),
             reader,
         })
     }
@@ -1033,11 +1025,49 @@ impl Drop for LoanedChunk<'_> {
 /// A received chunk, held by this participant and read in place; returned to the pool
 /// when dropped. Derefs to the payload bytes; [`value`](Self::value) reads it as a `T`.
 pub struct Sample<'p> {
+    chunk: Reading<'p>,
+}
+
+/// A chunk being read in place, by a [`Sample`] or a [`SharedSample`]: where it is, and
+/// which loan of it.
+struct Reading<'p> {
     pool: &'p Pool,
     id: ChunkId,
     generation: u32,
     len: u32,
     data: NonNull<u8>,
+}
+
+impl<'p> Reading<'p> {
+    fn new(pool: &'p Pool, id: ChunkId, offset: ShmOffset) -> Self {
+        Reading {
+            pool,
+            id,
+            generation: offset.generation,
+            len: offset.len,
+            data: pool.raw.chunk(id),
+        }
+    }
+
+    fn offset(&self) -> ShmOffset {
+        self.pool.name(self.id, self.len, self.generation)
+    }
+
+    /// The payload.
+    ///
+    /// # Safety
+    ///
+    /// Nobody writes the chunk while the returned slice lives: its holder owns it
+    /// (`HELD`), or a hazard word names it.
+    unsafe fn bytes(&self) -> &[u8] {
+        // SAFETY: the chunk is at least `len` bytes (checked by `Pool::check`) inside the
+        // mapping, which lives as long as `'p`; nobody writes it (the caller's contract).
+        unsafe { core::slice::from_raw_parts(self.data.as_ptr(), self.len as usize) }
+    }
+
+    fn value<T: FromBytes + KnownLayout + Immutable>(bytes: &[u8]) -> Option<&T> {
+        T::ref_from_prefix(bytes).ok().map(|(v, _)| v)
+    }
 }
 
 // SAFETY: the sample only reads a chunk that its sender no longer writes (it sent it);
@@ -1058,13 +1088,13 @@ impl Sample<'_> {
     /// The payload as a `T`, read in place: `None` if the payload is shorter than `T`.
     #[must_use]
     pub fn value<T: FromBytes + KnownLayout + Immutable>(&self) -> Option<&T> {
-        T::ref_from_prefix(self).ok().map(|(v, _)| v)
+        Reading::value(self)
     }
 
     /// The offset this sample was received as.
     #[must_use]
     pub fn offset(&self) -> ShmOffset {
-        self.pool.name(self.id, self.len, self.generation)
+        self.chunk.offset()
     }
 }
 
@@ -1072,17 +1102,17 @@ impl Deref for Sample<'_> {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        // SAFETY: the chunk is at least `len` bytes (checked in `receive`) inside the
-        // mapping, which lives as long as `'p`; its sender gave it up when it sent it,
-        // and this participant holds it (state HELD) until the sample drops.
-        unsafe { core::slice::from_raw_parts(self.data.as_ptr(), self.len as usize) }
+        // SAFETY: its sender gave the chunk up when it sent it, and this participant
+        // holds it (state HELD) until the sample drops.
+        unsafe { self.chunk.bytes() }
     }
 }
 
 impl Drop for Sample<'_> {
     fn drop(&mut self) {
-        let from = owner(HELD, self.pool.holder(), self.generation);
-        let _ = self.pool.raw.release(self.id, from);
+        let chunk = &self.chunk;
+        let from = owner(HELD, chunk.pool.holder(), chunk.generation);
+        let _ = chunk.pool.raw.release(chunk.id, from);
     }
 }
 
@@ -1105,11 +1135,7 @@ pub trait Readers {
 /// the payload bytes; dropping it clears the word, and frees the chunk if it was the
 /// last reader of a retired chunk.
 pub struct SharedSample<'p, R: Readers> {
-    pool: &'p Pool,
-    id: ChunkId,
-    generation: u32,
-    len: u32,
-    data: NonNull<u8>,
+    chunk: Reading<'p>,
     reader: R,
 }
 
@@ -1131,13 +1157,13 @@ impl<R: Readers> SharedSample<'_, R> {
     /// The payload as a `T`, read in place: `None` if the payload is shorter than `T`.
     #[must_use]
     pub fn value<T: FromBytes + KnownLayout + Immutable>(&self) -> Option<&T> {
-        T::ref_from_prefix(self).ok().map(|(v, _)| v)
+        Reading::value(self)
     }
 
     /// The offset this sample was read at.
     #[must_use]
     pub fn offset(&self) -> ShmOffset {
-        self.pool.name(self.id, self.len, self.generation)
+        self.chunk.offset()
     }
 
     /// The reader whose hazard word holds the chunk.
@@ -1151,23 +1177,20 @@ impl<R: Readers> Deref for SharedSample<'_, R> {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        // SAFETY: the chunk is at least `len` bytes (checked in `read_shared`) inside the
-        // mapping, which lives as long as `'p`; its publisher wrote it before sharing it,
-        // and nobody writes it while this reader's hazard word names it (it cannot be
-        // freed, so not loaned again) until the sample drops.
-        unsafe { core::slice::from_raw_parts(self.data.as_ptr(), self.len as usize) }
+        // SAFETY: its publisher wrote the chunk before sharing it, and nobody writes it
+        // while this reader's hazard word names it (it cannot be freed, so not loaned
+        // again) until the sample drops.
+        unsafe { self.chunk.bytes() }
     }
 }
 
 impl<R: Readers> Drop for SharedSample<'_, R> {
     fn drop(&mut self) {
-        let word = &self.pool.raw.header(self.id).owner;
-        let reader = &self.reader;
-        protocol::release(
-            reader.hazard(),
-            self.pool.raw.offset_of(self.id),
-            word,
-            |n| reader.holds(n),
-        );
+        let (chunk, reader) = (&self.chunk, &self.reader);
+        let raw = &chunk.pool.raw;
+        let word = &raw.header(chunk.id).owner;
+        protocol::release(reader.hazard(), raw.offset_of(chunk.id), word, |n| {
+            reader.holds(n)
+        });
     }
 }

@@ -78,27 +78,10 @@ impl Message for Cell {
 
 const _: () = assert!(size_of::<Cell>() == 120);
 
-/// Why a [`FramePublisher`] did not publish a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// The frame is longer than the largest the ring carries.
-    #[error("a frame of {len} bytes is longer than this ring's largest, {max} bytes")]
-    TooLarge {
-        /// The frame's length, in bytes.
-        len: usize,
-        /// The largest frame, in bytes ([`FramePublisher::max_len`]).
-        max: usize,
-    },
-    /// `Block`: the ring has no room for the whole frame now (`try_send`).
-    #[error("ring is full")]
-    Full,
-    /// `Block`: the deadline passed before the ring had room for the whole frame.
-    #[error("timed out waiting for space in the ring")]
-    Timeout,
-    /// The ring's shared state is inconsistent.
-    #[error("corrupted ring: {0}")]
-    Corrupted(Corruption),
-}
+/// Why a [`FramePublisher`] did not publish a frame: the stream ring's error, as a
+/// frame is refused for the same reasons (`TooLarge`, `Full`, `Timeout`, `Corrupted`;
+/// never `Disconnected`: a broadcast ring takes frames while no subscriber is attached).
+pub use crate::stream::SendError;
 
 /// Publishes frames of any length up to [`max_len`](Self::max_len) through a broadcast
 /// ring of [`Cell`]s.
