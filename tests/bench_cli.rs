@@ -109,10 +109,13 @@ fn latency_json_has_every_transport_and_size_with_ordered_percentiles() {
 fn throughput_json_counts_every_case() {
     let report = run_json(&["--throughput", "--rounds", "1", "--time-limit", "0.2"]);
     let rows = report["throughput"].as_array().unwrap();
-    // rtrb and array-queue at 2 sizes, shm-spsc and uds at 2 sizes x 2 batches, and
-    // iceoryx2 at 2 sizes with the feature.
-    let cases = if cfg!(feature = "iceoryx2") { 14 } else { 12 };
+    // rtrb and array-queue at 2 sizes, shm-broadcast fanning out to 1 and 4
+    // subscribers at 2 sizes, shm-spsc and uds at 2 sizes x 2 batches, and iceoryx2
+    // fanning out as shm-broadcast with the feature.
+    let cases = if cfg!(feature = "iceoryx2") { 20 } else { 16 };
     assert_eq!(rows.len(), cases, "{rows:#?}");
+    let fan_outs = rows.iter().filter(|r| r["subscribers"] == 4).count();
+    assert_eq!(fan_outs, if cfg!(feature = "iceoryx2") { 4 } else { 2 });
     for row in rows {
         assert!(row["messages"].as_u64().unwrap() > 0, "{row}");
         let rate = row["messages_per_s"].as_f64().unwrap();
@@ -320,4 +323,29 @@ fn ctrl_c_ends_the_run_and_still_prints_the_report() {
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["interrupted"], Value::Bool(true));
     assert_eq!(report["latency"].as_array().unwrap().len(), 1);
+}
+
+/// `--cores` takes the pair as README.md writes it (`0,1`) and as two values (`0 1`);
+/// anything but two cores is refused with a message that says so.
+#[test]
+fn cores_are_given_as_a_pair() {
+    for cores in [&["0,1"][..], &["0", "1"]] {
+        let output = shm()
+            .args(["bench", "--transports", "shm-spsc", "--sizes", "8"])
+            .args(["--round-trips", "2000", "--rounds", "2", "--cores"])
+            .args(cores)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "--cores {cores:?}: {stderr}");
+    }
+    for cores in ["0", "0,1,2"] {
+        let output = shm()
+            .args(["bench", "--transports", "shm-spsc", "--cores", cores])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("takes two cores"), "{stderr}");
+    }
 }

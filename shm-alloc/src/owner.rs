@@ -22,13 +22,13 @@
 //! behind, and whoever takes its role (under its lock) clears them on its behalf and
 //! frees what was held only by them: nothing is counted twice, nothing is lost.
 //!
-//! - **hold** ([`hold`]): store the chunk's offset in a free hazard word, a `SeqCst`
+//! - **hold** ([`Pool::read_shared`](crate::Pool::read_shared)): store the chunk's offset in a free hazard word, a `SeqCst`
 //!   fence, then load the owner word: `SHARED` of the expected generation means the
 //!   chunk is safe to read until the word is cleared.
-//! - **retire** ([`retire`]): the publisher moves the chunk `SHARED` to `RETIRED` (when
+//! - **retire** ([`Pool::retire_shared`](crate::Pool::retire_shared)): the publisher moves the chunk `SHARED` to `RETIRED` (when
 //!   the slot that named it is overwritten, or every live reader went past it), a
 //!   `SeqCst` fence, then scans every hazard word: if none names the chunk, it frees it.
-//! - **release** ([`release`]): the reader clears its hazard word, a `SeqCst` fence, then
+//! - **release** (dropping a [`SharedSample`](crate::SharedSample)): the reader clears its hazard word, a `SeqCst` fence, then
 //!   loads the owner word: if `RETIRED` and no hazard word names the chunk, it frees it.
 //!
 //! Each pair (hold and retire, retire and release, release and release) is Dekker's: each
@@ -195,7 +195,8 @@ fn free_if_unheld(name: u64, owner_word: &AtomicU64, held: impl Fn(u64) -> bool)
         .is_ok()
 }
 
-/// Whether any of `hazards` names `name`: the scan of [`retire`] and [`release`].
+/// Whether any of `hazards` names `name`: the scan a retire and a release make
+/// ([`Readers::holds`](crate::Readers::holds)).
 pub fn named_by<'a>(hazards: impl IntoIterator<Item = &'a AtomicU64>, name: u64) -> bool {
     // SYNC(chunk-free): Acquire; pairs with a release's clear of its word.
     hazards

@@ -81,7 +81,7 @@ pub struct BenchArgs {
     pub transports: Vec<Transport>,
     /// The two cores, timing side first, e.g. `--cores 0,1` (default: the pair
     /// `shm topology` recommends).
-    #[arg(long, value_delimiter = ',', num_args = 2)]
+    #[arg(long, value_delimiter = ',', num_args = 1..=2)]
     pub cores: Option<Vec<usize>>,
     /// Print the report as JSON on standard output instead of the table.
     #[arg(long)]
@@ -511,12 +511,13 @@ fn run_throughput(
                 break 'rounds;
             }
             let name = format!(
-                "{run_id}-stream-{}-{}-{}-{r}",
+                "{run_id}-stream-{}-{}-{}-{}-{r}",
                 case.transport.name(),
                 case.size,
-                case.batch
+                case.batch,
+                case.subscribers
             );
-            if case.transport == Transport::ShmSpsc {
+            if matches!(case.transport, Transport::ShmSpsc | Transport::ShmBroadcast) {
                 cleanup.names.push(name.clone());
             }
             let (messages, ns) = throughput::send(peer, *case, echo_core, &name, budget, &STOP)?;

@@ -7,7 +7,7 @@
 //! |-------------------------------------------|----------------------------------------------|------------------|
 //! | `open <transport> <size> <where>`         | attaches the echo side of a transport        | `ok`             |
 //! | `echo <transport> <size>`                 | echoes until the stop message                | `ok <echoed>`    |
-//! | `stream <transport> <size> <batch> <where>` | receives a one-way stream until its stop message | `ok <messages> <ns>` |
+//! | `stream <transport> <size> <batch> <where> [<subscribers>]` | receives a one-way stream until its stop message, on `subscribers` threads that each get every message (default 1) | `ok <messages> <ns>` |
 //! | `quit`                                    | exits                                        | none             |
 //!
 //! A failure is replied as `err <message>`. The echo process dies with its parent
@@ -171,7 +171,9 @@ fn command(
             let transport = Transport::from_name(parse(1)?)?;
             let size: usize = parse(2)?.parse()?;
             let batch: usize = parse(3)?.parse()?;
-            let (messages, ns) = throughput::receive(transport, size, batch, parse(4)?)?;
+            let subscribers: usize = parse(5).map_or(Ok(1), str::parse)?;
+            let (messages, ns) =
+                throughput::receive(transport, size, batch, subscribers, parse(4)?)?;
             Ok(format!("{messages} {ns}"))
         }
         _ => bail!("unknown command {words:?}"),

@@ -298,16 +298,17 @@ impl Report {
             let _ = writeln!(out, "\none-way throughput, median over rounds");
             let _ = writeln!(
                 out,
-                "{:>6}  {:<10} {:>6} {:>14} {:>12} {:>12}",
-                "bytes", "transport", "batch", "messages/s", "MB/s", "messages"
+                "{:>6}  {:<13} {:>6} {:>5} {:>14} {:>12} {:>12}",
+                "bytes", "transport", "batch", "subs", "messages/s", "MB/s", "messages"
             );
             for row in &self.throughput {
                 let _ = writeln!(
                     out,
-                    "{:>6}  {:<10} {:>6} {:>14.0} {:>12.1} {:>12}",
+                    "{:>6}  {:<13} {:>6} {:>5} {:>14.0} {:>12.1} {:>12}",
                     row.message_bytes,
                     row.transport,
                     row.batch,
+                    row.subscribers,
                     row.messages_per_s,
                     row.bytes_per_s / 1e6,
                     row.messages

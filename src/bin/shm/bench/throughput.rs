@@ -4,6 +4,12 @@
 //! the same cores, one message per call) and, with the `iceoryx2` feature, iceoryx2
 //! publish-subscribe (one message per call).
 //!
+//! Fan-out: `shm-broadcast` (`Overflow::Block`) and iceoryx2 publish-subscribe to 1 and
+//! to 4 subscribers, all threads of the receiving process (pinned to its core, so the
+//! subscribers take turns: they yield when they find nothing). The rate is every
+//! message over the time from the first message received by any subscriber to the
+//! stop message received by the slowest.
+//!
 //! The timing process sends for the round's time budget, then a stop message; the echo
 //! process receives, checks that every message carries the next sequence number, and
 //! reports how many messages it received and the time from the first to the stop.
@@ -14,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use serde::Serialize;
 use shm_transport::ring::Message;
+use shm_transport::ring::broadcast;
 use shm_transport::ring::spsc::{Builder, OpenMode};
 use shm_transport::ring::{TryRecvError, TrySendError};
 use shm_transport::sync::WaitStrategy;
@@ -35,7 +42,12 @@ pub struct Case {
     /// Messages per call: 1, or a batch through `send_slice`/`recv_into` (shm-spsc) or one
     /// `write`/`read` of the whole batch (socket).
     pub batch: usize,
+    /// Receivers that each get every message: 1 but for the fan-out cases.
+    pub subscribers: usize,
 }
+
+/// The subscriber counts of the fan-out cases.
+const FAN_OUT: [usize; 2] = [1, 4];
 
 /// The cases, in the order they run in each round.
 pub fn cases() -> Vec<Case> {
@@ -46,16 +58,26 @@ pub fn cases() -> Vec<Case> {
                 transport,
                 size,
                 batch: 1,
+                subscribers: 1,
             });
         }
     }
-    #[cfg(feature = "iceoryx2")]
-    for size in [8, 64] {
-        cases.push(Case {
-            transport: Transport::Iceoryx2,
-            size,
-            batch: 1,
-        });
+    let fan_out = [
+        Transport::ShmBroadcast,
+        #[cfg(feature = "iceoryx2")]
+        Transport::Iceoryx2,
+    ];
+    for subscribers in FAN_OUT {
+        for transport in fan_out {
+            for size in [8, 64] {
+                cases.push(Case {
+                    transport,
+                    size,
+                    batch: 1,
+                    subscribers,
+                });
+            }
+        }
     }
     for transport in [Transport::ShmSpsc, Transport::Uds] {
         for size in [8, 64] {
@@ -64,6 +86,7 @@ pub fn cases() -> Vec<Case> {
                     transport,
                     size,
                     batch,
+                    subscribers: 1,
                 });
             }
         }
@@ -77,6 +100,7 @@ pub struct Row {
     pub transport: &'static str,
     pub message_bytes: usize,
     pub batch: usize,
+    pub subscribers: usize,
     /// Messages received in all rounds.
     pub messages: u64,
     /// Median over rounds, messages per second.
@@ -93,6 +117,7 @@ impl Row {
             transport: case.transport.name(),
             message_bytes: case.size,
             batch: case.batch,
+            subscribers: case.subscribers,
             messages: 0,
             messages_per_s: 0.0,
             bytes_per_s: 0.0,
@@ -158,6 +183,10 @@ pub fn send(
         }
         (Transport::ShmSpsc, 8) => spsc_send::<u64>(peer, case, name, budget, stop)?,
         (Transport::ShmSpsc, 64) => spsc_send::<[u64; 8]>(peer, case, name, budget, stop)?,
+        (Transport::ShmBroadcast, 8) => broadcast_send::<u64>(peer, case, name, budget, stop)?,
+        (Transport::ShmBroadcast, 64) => {
+            broadcast_send::<[u64; 8]>(peer, case, name, budget, stop)?
+        }
         (Transport::Uds, _) => uds_send(peer, case, name, budget, stop)?,
         #[cfg(feature = "iceoryx2")]
         (Transport::Iceoryx2, 8) => iox::send::<u64>(peer, case, name, budget, stop)?,
@@ -248,6 +277,55 @@ fn spsc_send<T: Numbered + Message>(
     Ok(seq - 1)
 }
 
+fn broadcast_send<T: Numbered + Message>(
+    peer: &mut Peer,
+    case: Case,
+    name: &str,
+    budget: Duration,
+    stop: &AtomicBool,
+) -> Result<u64> {
+    let mut tx = broadcast::Builder::<T>::new(name)
+        .capacity(CAPACITY)
+        .subscribers(case.subscribers as u32)
+        .overflow(broadcast::Overflow::Block)
+        .wait_strategy(WaitStrategy::BusySpin)
+        .mode(OpenMode::Create)
+        .publisher()?;
+    peer.send(&format!(
+        "stream shm-broadcast {} {} {name} {}",
+        case.size, case.batch, case.subscribers
+    ))?;
+    // Every subscriber attached before the first message, as each must see them all.
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while tx.stats().subscribers < case.subscribers as u32 {
+        if Instant::now() > give_up {
+            bail!(
+                "shm-broadcast: {} subscribers not attached within 10 s",
+                case.subscribers
+            );
+        }
+        std::thread::yield_now();
+    }
+    let deadline = Instant::now() + budget;
+    let mut seq = 1;
+    while !done(deadline, stop) {
+        for _ in 0..1024 {
+            let mut message = T::numbered(seq);
+            loop {
+                match tx.try_send(message) {
+                    Ok(()) => break,
+                    Err(TrySendError::Full(back)) => message = back,
+                    Err(e) => bail!("{e}"),
+                }
+                spin_loop();
+            }
+            seq += 1;
+        }
+    }
+    tx.send(T::numbered(STOP)).map_err(|e| anyhow!("{e}"))?;
+    Ok(seq - 1)
+}
+
 fn uds_send(
     peer: &mut Peer,
     case: Case,
@@ -281,15 +359,27 @@ fn uds_send(
 
 /// The receiving side of one round (in the echo process); returns (messages, ns from
 /// the first message to the stop message).
-pub fn receive(transport: Transport, size: usize, batch: usize, at: &str) -> Result<(u64, u64)> {
+pub fn receive(
+    transport: Transport,
+    size: usize,
+    batch: usize,
+    subscribers: usize,
+    at: &str,
+) -> Result<(u64, u64)> {
     match (transport, size) {
         (Transport::ShmSpsc, 8) => spsc_receive::<u64>(batch, at),
         (Transport::ShmSpsc, 64) => spsc_receive::<[u64; 8]>(batch, at),
+        (Transport::ShmBroadcast, 8) => fan_in(subscribers, |k| broadcast_receive::<u64>(k, at)),
+        (Transport::ShmBroadcast, 64) => {
+            fan_in(subscribers, |k| broadcast_receive::<[u64; 8]>(k, at))
+        }
         (Transport::Uds, _) => uds_receive(size, batch, at),
         #[cfg(feature = "iceoryx2")]
-        (Transport::Iceoryx2, 8) => iox::receive::<u64>(at),
+        (Transport::Iceoryx2, 8) => fan_in(subscribers, |_| iox::receive::<u64>(subscribers, at)),
         #[cfg(feature = "iceoryx2")]
-        (Transport::Iceoryx2, 64) => iox::receive::<[u64; 8]>(at),
+        (Transport::Iceoryx2, 64) => {
+            fan_in(subscribers, |_| iox::receive::<[u64; 8]>(subscribers, at))
+        }
         _ => bail!(
             "no throughput case for {} with {size} bytes",
             transport.name()
@@ -297,10 +387,43 @@ pub fn receive(transport: Transport, size: usize, batch: usize, at: &str) -> Res
     }
 }
 
+/// Runs `subscribers` receivers on threads of this process (`receive(k)` for receiver
+/// `k`) and merges their tallies: the fewest messages any received, and the time from
+/// the first message any received to the stop message the last received.
+fn fan_in(
+    subscribers: usize,
+    receive: impl Fn(usize) -> Result<Tally> + Sync,
+) -> Result<(u64, u64)> {
+    let tallies = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..subscribers)
+            .map(|k| {
+                let receive = &receive;
+                s.spawn(move || receive(k))
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .map_err(|_| anyhow!("a subscriber thread panicked"))?
+            })
+            .collect::<Result<Vec<Tally>>>()
+    })?;
+    let messages = tallies.iter().map(|t| t.expected - 1).min().unwrap_or(0);
+    let first = tallies.iter().filter_map(|t| t.start).min();
+    let last = tallies.iter().filter_map(|t| t.end).max();
+    let ns = match (first, last) {
+        (Some(first), Some(last)) => last.duration_since(first).as_nanos() as u64,
+        _ => 0,
+    };
+    Ok((messages, ns))
+}
+
 /// Checks sequence numbers and times the stream.
 pub(super) struct Tally {
     expected: u64,
     start: Option<Instant>,
+    end: Option<Instant>,
 }
 
 impl Tally {
@@ -308,6 +431,7 @@ impl Tally {
         Tally {
             expected: 1,
             start: None,
+            end: None,
         }
     }
 
@@ -315,6 +439,7 @@ impl Tally {
     #[inline]
     pub(super) fn count(&mut self, seq: u64) -> Result<bool> {
         if seq == STOP {
+            self.end = Some(Instant::now());
             return Ok(true);
         }
         if seq != self.expected {
@@ -373,6 +498,29 @@ fn spsc_receive<T: Numbered + Message>(batch: usize, name: &str) -> Result<(u64,
     }
 }
 
+/// Subscriber `k` of a fan-out case: `try_recv` polled, yielding its core to the other
+/// subscribers when it finds nothing.
+fn broadcast_receive<T: Numbered + Message>(k: usize, name: &str) -> Result<Tally> {
+    // From the oldest message: the publisher starts once every subscriber holds its
+    // entry, which may be before this one reads where the ring is.
+    let mut rx = broadcast::Builder::<T>::new(name)
+        .mode(OpenMode::Open)
+        .start(broadcast::Start::Oldest)
+        .subscriber_with_id(k as u32)?;
+    let mut tally = Tally::new();
+    loop {
+        match rx.try_recv() {
+            Ok(message) => {
+                if tally.count(message.seq())? {
+                    return Ok(tally);
+                }
+            }
+            Err(broadcast::TryRecvError::Empty) => std::thread::yield_now(),
+            Err(e) => bail!("{e}"),
+        }
+    }
+}
+
 fn uds_receive(size: usize, batch: usize, name: &str) -> Result<(u64, u64)> {
     let mut stream = transport::uds_connect(name)?;
     let mut buf = vec![0u8; size * batch];
@@ -412,6 +560,7 @@ mod iox {
     /// The node, and the service named `name` carrying `T`, opened or created.
     fn service<T: Numbered + Debug + ZeroCopySend>(
         name: &str,
+        subscribers: usize,
     ) -> Result<(Node<ipc::Service>, PortFactory<T>)> {
         set_log_level(LogLevel::Error);
         let node = NodeBuilder::new().create::<ipc::Service>().map_err(err)?;
@@ -419,7 +568,7 @@ mod iox {
             .service_builder(&ServiceName::new(name).map_err(err)?)
             .publish_subscribe::<T>()
             .max_publishers(1)
-            .max_subscribers(1)
+            .max_subscribers(subscribers)
             .history_size(0)
             .subscriber_max_buffer_size(CAPACITY as usize)
             .enable_safe_overflow(false)
@@ -438,27 +587,30 @@ mod iox {
         budget: Duration,
         stop: &AtomicBool,
     ) -> Result<u64> {
-        let (_node, service) = service::<T>(name)?;
+        let (_node, service) = service::<T>(name, case.subscribers)?;
         let publisher: Publisher<ipc::Service, T, ()> = service
             .publisher_builder()
             .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
             .create()
             .map_err(err)?;
         peer.send(&format!(
-            "stream iceoryx2 {} {} {name}",
-            case.size, case.batch
+            "stream iceoryx2 {} {} {name} {}",
+            case.size, case.batch, case.subscribers
         ))?;
-        // A publisher delivers only to the subscribers it has connected to: the first
-        // message goes again until it reaches one.
+        // A publisher delivers only to the subscribers it has connected to: a probe
+        // (number 0, which subscribers pass over) goes again until it reaches them all.
         let give_up = Instant::now() + Duration::from_secs(10);
-        while publisher.send_copy(T::numbered(1)).map_err(err)? == 0 {
+        while publisher.send_copy(T::numbered(0)).map_err(err)? < case.subscribers {
             if Instant::now() > give_up {
-                bail!("iceoryx2: no subscriber within 10 s");
+                bail!(
+                    "iceoryx2: {} subscribers not connected within 10 s",
+                    case.subscribers
+                );
             }
             spin_loop();
         }
         let deadline = Instant::now() + budget;
-        let mut seq = 2;
+        let mut seq = 1;
         while !done(deadline, stop) {
             for _ in 0..1024 {
                 publisher.send_copy(T::numbered(seq)).map_err(err)?;
@@ -469,18 +621,25 @@ mod iox {
         Ok(seq - 1)
     }
 
-    pub(super) fn receive<T: Numbered + Debug + ZeroCopySend>(name: &str) -> Result<(u64, u64)> {
-        let (_node, service) = service::<T>(name)?;
+    /// One of `subscribers` subscribers: `receive` polled, yielding when there is
+    /// nothing if others share the core.
+    pub(super) fn receive<T: Numbered + Debug + ZeroCopySend>(
+        subscribers: usize,
+        name: &str,
+    ) -> Result<Tally> {
+        let (_node, service) = service::<T>(name, subscribers)?;
         let subscriber: Subscriber<ipc::Service, T, ()> =
             service.subscriber_builder().create().map_err(err)?;
         let mut tally = Tally::new();
         loop {
             match subscriber.receive().map_err(err)? {
+                Some(sample) if sample.payload().seq() == 0 => {}
                 Some(sample) => {
                     if tally.count(sample.payload().seq())? {
-                        return Ok(tally.result());
+                        return Ok(tally);
                     }
                 }
+                None if subscribers > 1 => std::thread::yield_now(),
                 None => spin_loop(),
             }
         }
