@@ -47,6 +47,9 @@
 //!   pairs with the next loaner's Acquire swap: every read of the chunk comes before it
 //!   is written again.
 
+// Under loom, only the model uses the protocol (the pool, its other user, is not built).
+#![cfg_attr(loom, allow(dead_code))]
+
 use shm_sync::atomic::{AtomicU64, Ordering, fence};
 
 /// The holder of a chunk that nobody holds.

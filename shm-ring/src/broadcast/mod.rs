@@ -102,8 +102,10 @@
 
 #[cfg(not(loom))]
 mod builder;
+#[cfg(not(loom))]
 pub mod chunks;
 mod error;
+#[cfg(not(loom))]
 pub mod frames;
 mod layout;
 mod publisher;
@@ -123,6 +125,7 @@ use crate::error::Error;
 use crate::message::Message;
 #[cfg(not(loom))]
 pub use builder::Builder;
+#[cfg(not(loom))]
 pub use chunks::{ChunkPublisher, ChunkSample, ChunkSubscriber};
 pub use error::{RecvError, RecvTimeoutError, TryRecvError};
 pub use layout::data_len;

@@ -265,6 +265,7 @@ impl<T: Message> Publisher<T> {
     /// Waits until the next `room` slots may be written (`Block`; at once under `Lap`):
     /// without waiting (`deadline` `None`), or until the deadline (`Some(None)`: for
     /// ever). `room` is at most the capacity.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn reserve(
         &mut self,
         room: u64,
@@ -284,6 +285,7 @@ impl<T: Message> Publisher<T> {
     /// Publishes `value` without waiting (`deadline` `None`) or waiting until the
     /// deadline (`Some(None)`: for ever); `written` runs once the message is in its slot,
     /// before the stamp publishes it.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn send_with(
         &mut self,
         value: T,

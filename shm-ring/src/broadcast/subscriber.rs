@@ -478,6 +478,7 @@ impl<T: Message> Subscriber<T> {
     /// `None`), or waiting with the wait strategy until the deadline (`Some(None)`: for
     /// ever).
     #[inline]
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn receive(
         &mut self,
         deadline: Option<Option<Instant>>,
@@ -501,6 +502,7 @@ impl<T: Message> Subscriber<T> {
     }
 
     /// The ring this subscriber reads.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn ring(&self) -> &Ring<T> {
         &self.ring
     }
