@@ -366,6 +366,9 @@ pub enum Kind {
     Pool = 4,
     /// A typed ring with one publisher and many subscribers that each see every message.
     Broadcast = 5,
+    /// The call slots of a request/response service: its clients' requests and
+    /// responses, read and written in place.
+    Service = 6,
 }
 
 impl Kind {
@@ -375,8 +378,8 @@ impl Kind {
         self as u32
     }
 
-    /// The lower-case name used in messages: `"spsc"`, `"mpmc"`, `"stream"`, `"pool"` or
-    /// `"broadcast"`.
+    /// The lower-case name used in messages: `"spsc"`, `"mpmc"`, `"stream"`, `"pool"`,
+    /// `"broadcast"` or `"service"`.
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
@@ -385,6 +388,7 @@ impl Kind {
             Kind::Stream => "stream",
             Kind::Pool => "pool",
             Kind::Broadcast => "broadcast",
+            Kind::Service => "service",
         }
     }
 }
@@ -403,7 +407,10 @@ impl From<Kind> for u32 {
 
 /// A `u32` that is no [`Kind`]'s value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("unknown segment kind {0}: expected 1 (spsc), 2 (mpmc), 3 (stream) or 4 (pool)")]
+#[error(
+    "unknown segment kind {0}: expected 1 (spsc), 2 (mpmc), 3 (stream), 4 (pool), \
+     5 (broadcast) or 6 (service)"
+)]
 pub struct UnknownKind(pub u32);
 
 impl TryFrom<u32> for Kind {
@@ -416,6 +423,7 @@ impl TryFrom<u32> for Kind {
             3 => Ok(Kind::Stream),
             4 => Ok(Kind::Pool),
             5 => Ok(Kind::Broadcast),
+            6 => Ok(Kind::Service),
             other => Err(UnknownKind(other)),
         }
     }
@@ -665,6 +673,7 @@ mod tests {
             Kind::Stream,
             Kind::Pool,
             Kind::Broadcast,
+            Kind::Service,
         ] {
             assert_eq!(Kind::try_from(kind.as_u32()), Ok(kind));
             assert_eq!(u32::from(kind), kind as u32);
@@ -673,7 +682,9 @@ mod tests {
         assert_eq!(Kind::Stream.to_string(), "stream");
         assert_eq!(Kind::try_from(0), Err(UnknownKind(0)));
         assert_eq!(Kind::Broadcast.to_string(), "broadcast");
-        assert_eq!(Kind::try_from(6), Err(UnknownKind(6)));
+        assert_eq!(Kind::Service.to_string(), "service");
+        assert_eq!(Kind::try_from(7), Err(UnknownKind(7)));
+        assert!(UnknownKind(7).to_string().contains("6 (service)"));
     }
 
     #[test]

@@ -27,6 +27,12 @@ mod error;
 pub mod loan;
 mod message;
 pub mod mpmc;
+#[cfg(not(loom))]
+pub mod request_response;
+/// The call-slot protocol alone, for its loom model.
+#[cfg(loom)]
+#[path = "request_response/calls.rs"]
+mod request_response_calls;
 pub mod spsc;
 #[cfg(not(loom))]
 pub mod stream;

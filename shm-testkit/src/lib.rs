@@ -81,6 +81,17 @@ impl ShmName {
         name
     }
 
+    /// A name next to this one, `<name><suffix>` (a segment that a builder makes next
+    /// to the one it is given), removed when the guard drops.
+    #[must_use]
+    pub fn sibling(&self, suffix: &str) -> Self {
+        let name = Self {
+            name: format!("{}{suffix}", self.name),
+        };
+        let _ = std::fs::remove_file(name.path());
+        name
+    }
+
     /// The name, as segment builders take it.
     #[must_use]
     pub fn as_str(&self) -> &str {
