@@ -30,6 +30,7 @@ fn transports() -> Vec<&'static str> {
         "shm-spsc",
         "shm-spsc-park",
         "shm-broadcast",
+        "shm-rpc",
         "shm-stream",
         "shm-loan",
         "uds",

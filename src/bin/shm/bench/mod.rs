@@ -429,6 +429,12 @@ fn open_pinger(
             peer.call(&open(&base))?;
             pinger
         }
+        Transport::ShmRpc => {
+            cleanup.names.extend(transport::rpc_names(&base));
+            let pinger = by_spsc_size!(size, rpc_pinger(&base))?;
+            peer.call(&open(&base))?;
+            pinger
+        }
         Transport::ShmStream => {
             cleanup.names.extend(transport::spsc_names(&base));
             let pinger = transport::shm_stream_pinger(&base, size)?;
@@ -482,6 +488,10 @@ fn spsc_pinger<const N: usize>(base: &str, park: bool) -> Result<Box<dyn Pinger>
 
 fn broadcast_pinger<const N: usize>(base: &str) -> Result<Box<dyn Pinger>> {
     transport::broadcast_pinger::<N>(base)
+}
+
+fn rpc_pinger<const N: usize>(base: &str) -> Result<Box<dyn Pinger>> {
+    transport::rpc_pinger::<N>(base)
 }
 
 fn rtrb_pinger<const N: usize>(echo_core: Option<usize>) -> Result<Box<dyn Pinger>> {

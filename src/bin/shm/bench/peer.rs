@@ -189,6 +189,7 @@ fn open(transport: Transport, size: usize, at: &str) -> Result<Box<dyn Echoer>> 
         Transport::ShmSpsc => by_spsc_size!(size, spsc_echo(at, false))?,
         Transport::ShmSpscPark => by_spsc_size!(size, spsc_echo(at, true))?,
         Transport::ShmBroadcast => by_spsc_size!(size, broadcast_echo(at))?,
+        Transport::ShmRpc => by_spsc_size!(size, rpc_echo(at))?,
         Transport::ShmStream => transport::shm_stream_echoer(at, size)?,
         Transport::ShmLoan => Box::new(transport::shm_loan(at, size, false)?),
         Transport::Uds => {
@@ -218,6 +219,10 @@ fn open(transport: Transport, size: usize, at: &str) -> Result<Box<dyn Echoer>> 
 
 fn broadcast_echo<const N: usize>(base: &str) -> Result<Box<dyn Echoer>> {
     transport::broadcast_echoer::<N>(base)
+}
+
+fn rpc_echo<const N: usize>(base: &str) -> Result<Box<dyn Echoer>> {
+    transport::rpc_echoer::<N>(base)
 }
 
 fn spsc_echo<const N: usize>(base: &str, park: bool) -> Result<Box<dyn Echoer>> {

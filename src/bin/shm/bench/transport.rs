@@ -21,7 +21,7 @@ use serde::Serialize;
 use shm_transport::alloc::ShmOffset;
 use shm_transport::alloc::pool::Pool;
 use shm_transport::ring::spsc::{Builder, Consumer, OpenMode, Producer};
-use shm_transport::ring::{TryRecvError, broadcast, loan, stream};
+use shm_transport::ring::{TryRecvError, broadcast, loan, request_response, stream};
 use shm_transport::sync::WaitStrategy;
 use shm_transport::sync::atomic::{AtomicBool, AtomicU64, Ordering, spin_loop};
 
@@ -68,6 +68,12 @@ pub enum Transport {
     /// and drain the ring once a millisecond: on a two-core machine a third busy
     /// thread would share a core with the timed pair.
     ShmBroadcast,
+    /// `shm_ring::request_response`, both sides busy-polling: each round trip is one
+    /// call. The client writes the payload in place into its call slot and sends a
+    /// ticket through the request ring; the worker reads the sequence number in place,
+    /// writes the response in place into the same slot and wakes the client (one load:
+    /// it polls); the client reads the sequence number in place.
+    ShmRpc,
     /// `shm_ring::stream`, variable-size frames of any size, both sides busy-polling and
     /// in place: the sender copies the payload into a `claim`ed frame, the receiver reads
     /// the sequence number from the frame in the ring.
@@ -111,6 +117,7 @@ impl Transport {
             Transport::ShmSpsc => "shm-spsc",
             Transport::ShmSpscPark => "shm-spsc-park",
             Transport::ShmBroadcast => "shm-broadcast",
+            Transport::ShmRpc => "shm-rpc",
             Transport::ShmStream => "shm-stream",
             Transport::ShmLoan => "shm-loan",
             Transport::Uds => "uds",
@@ -130,6 +137,7 @@ impl Transport {
             Transport::ShmSpsc
                 | Transport::ShmSpscPark
                 | Transport::ShmBroadcast
+                | Transport::ShmRpc
                 | Transport::Rtrb
                 | Transport::ArrayQueue
         )
@@ -581,6 +589,84 @@ impl<const N: usize> Echoer for SpscEchoer<N> {
                 send_in_place(&mut self.tx, &self.message)?;
                 seq
             };
+            if seq == STOP {
+                return Ok(echoed);
+            }
+            echoed += 1;
+        }
+    }
+}
+
+/// The segment names of a `shm-rpc` service: the service, and its request ring.
+pub fn rpc_names(base: &str) -> [String; 2] {
+    let service = format!("{base}-rpc");
+    let requests = format!("{service}.requests");
+    [service, requests]
+}
+
+fn rpc_service<const N: usize>(base: &str) -> request_response::Builder<[u8; N], [u8; N]> {
+    let [service, _] = rpc_names(base);
+    request_response::Builder::new(service.as_str())
+        .workers(1)
+        .clients(1)
+        .capacity(LATENCY_CAPACITY)
+        .wait_strategy(WaitStrategy::BusySpin)
+}
+
+/// The timing side of `shm-rpc`: a client.
+pub struct RpcPinger<const N: usize> {
+    client: request_response::Client<[u8; N], [u8; N]>,
+}
+
+/// Creates the service named after `base` and attaches a client.
+pub fn rpc_pinger<const N: usize>(base: &str) -> Result<Box<dyn Pinger>> {
+    let client = rpc_service::<N>(base).mode(OpenMode::Create).client()?;
+    Ok(Box::new(RpcPinger { client }))
+}
+
+impl<const N: usize> Pinger for RpcPinger<N> {
+    #[inline]
+    fn round_trip(&mut self, seq: u64) -> Result<u64> {
+        let call = self
+            .client
+            .send_deadline(None, |request| {
+                request.fill(0x5a);
+                set_seq(request, seq);
+            })
+            .map_err(|e| anyhow!("{e}"))?;
+        call.wait_with(None, |response| seq_of(response))
+            .map_err(|e| anyhow!("{e}"))
+    }
+}
+
+/// The echo side of `shm-rpc`: a server worker.
+pub struct RpcEchoer<const N: usize> {
+    server: request_response::Server<[u8; N], [u8; N]>,
+}
+
+/// Opens the service named after `base` and attaches a worker.
+pub fn rpc_echoer<const N: usize>(base: &str) -> Result<Box<dyn Echoer>> {
+    let server = rpc_service::<N>(base).mode(OpenMode::Open).server()?;
+    Ok(Box::new(RpcEchoer { server }))
+}
+
+impl<const N: usize> Echoer for RpcEchoer<N> {
+    fn echo(&mut self) -> Result<u64> {
+        let mut echoed = 0;
+        loop {
+            let mut patience = Patience::new();
+            let request = loop {
+                match self.server.try_recv() {
+                    Ok(request) => break request,
+                    Err(TryRecvError::Empty) => patience.spin("shm-rpc request")?,
+                    Err(e) => bail!("{e}"),
+                }
+            };
+            let seq = seq_of(&*request);
+            request.respond_with(|response| {
+                response.fill(0x5a);
+                set_seq(response, seq);
+            });
             if seq == STOP {
                 return Ok(echoed);
             }
