@@ -7,6 +7,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use shm_alloc::{Pool, ShmOffset};
 use shm_ring::request_response::{Builder, CALLS_PER_CLIENT, CallError};
 use shm_ring::{Message, OpenMode};
 use shm_sync::WaitStrategy;
@@ -305,6 +306,8 @@ fn child() {
             say_holding(request.id);
             hold_until_killed();
         }
+        "loan-calls" => loan_calls(&name, &var("SHM_RR_POOL"), count, false),
+        "loan-calls-and-die" => loan_calls(&name, &var("SHM_RR_POOL"), count, true),
         "serve" => {
             // A worker that answers `count` requests.
             let mut server = builder.server().unwrap();
@@ -448,4 +451,163 @@ fn a_killed_clients_entry_and_slots_come_back() {
         assert!(request.respond(&answer));
         verify(&order(1, id), &call.wait(None).unwrap());
     }
+}
+
+/// A request whose payload is a pool loan: the chunk's offset, and the client's pool
+/// participant, to which the worker addresses the chunk of its response.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct LoanOrder {
+    payload: ShmOffset,
+    participant: u32,
+    _pad: u32,
+    id: u64,
+}
+
+impl Message for LoanOrder {
+    const TYPE_NAME: &'static str = "shm-ring-tests::rr::LoanOrder/v1";
+}
+
+/// A response whose payload is a pool loan.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct LoanAck {
+    payload: ShmOffset,
+    id: u64,
+    check: u64,
+}
+
+impl Message for LoanAck {
+    const TYPE_NAME: &'static str = "shm-ring-tests::rr::LoanAck/v1";
+}
+
+/// The bytes of request `id`'s loaned payload (64 KiB).
+fn fill(bytes: &mut [u8], id: u64) {
+    for (i, word) in bytes.chunks_exact_mut(8).enumerate() {
+        word.copy_from_slice(&mix(id ^ (i as u64) << 20).to_le_bytes());
+    }
+}
+
+fn sum(bytes: &[u8]) -> u64 {
+    bytes.chunks_exact(8).fold(0, |acc, w| {
+        mix(acc ^ u64::from_le_bytes(w.try_into().unwrap()))
+    })
+}
+
+const LOAN: usize = 64 << 10;
+
+/// A client process of the loan service: `count` calls, each with a 64 KiB loaned
+/// request checked by the worker and a 64 KiB loaned response checked here; with `die`,
+/// it then sends one more call, holds its last response's chunk, and waits to be killed.
+fn loan_calls(name: &str, pool: &str, count: u64, die: bool) {
+    let pool = Pool::builder(pool).open().unwrap();
+    let client = Builder::<LoanOrder, LoanAck>::new(name)
+        .mode(OpenMode::Open)
+        .wait_strategy(WaitStrategy::Yield)
+        .client()
+        .unwrap();
+    let call = |id: u64| {
+        let mut chunk = pool.loan(LOAN).unwrap();
+        fill(chunk.as_mut_slice(), id);
+        let order = LoanOrder {
+            payload: chunk.into_offset(),
+            participant: pool.participant(),
+            _pad: 0,
+            id,
+        };
+        client.send(&order).unwrap()
+    };
+    let mut held = None;
+    for id in 0..count {
+        let ack = call(id).wait(None).unwrap();
+        assert_eq!(ack.id, id);
+        let response = pool.receive(ack.payload).unwrap();
+        assert_eq!(sum(&response), ack.check, "response {id}");
+        held = Some(response);
+    }
+    if die {
+        let _in_flight = call(count);
+        say_holding(u64::from(held.is_some()));
+        hold_until_killed();
+    }
+}
+
+/// Large payloads as pool loans both ways: two client processes make calls whose
+/// requests and responses are 64 KiB chunks, read in place and checked on the other
+/// side; one is SIGKILLed holding a response chunk with a call in flight. The worker
+/// goes on; once its last request is answered, the pool's reclaim returns what the dead
+/// client held or was sent, and every chunk of the pool is free again.
+#[test]
+fn loans_travel_both_ways_and_a_killed_clients_chunks_come_back() {
+    const COUNT: u64 = 200;
+    let names = names("rr-loans");
+    let pool_name = ShmName::new("rr-loans-pool");
+    let pool = Pool::builder(pool_name.as_str())
+        .class(LOAN as u64, 32)
+        .participants(8)
+        .create()
+        .unwrap();
+    let builder = Builder::<LoanOrder, LoanAck>::new(names.0.as_str())
+        .workers(1)
+        .clients(2)
+        .wait_strategy(WaitStrategy::Yield);
+    let mut server = builder.server().unwrap();
+    let spawn_loans = |part: &str| {
+        Reap(
+            shm_testkit::child("child")
+                .env("SHM_RR_CHILD", part)
+                .env("SHM_RR_NAME", names.0.as_str())
+                .env("SHM_RR_POOL", pool_name.as_str())
+                .env("SHM_RR_CLIENT", "0")
+                .env("SHM_RR_COUNT", COUNT.to_string())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut live = spawn_loans("loan-calls");
+    let mut doomed = spawn_loans("loan-calls-and-die");
+    let killer = std::thread::spawn(move || {
+        holding(doomed.0.stdout.as_mut().unwrap());
+        doomed.kill();
+    });
+    // Serves both until the live client is done and the doomed one is dead, then what
+    // is left in the queue (the dead one's last call, if no worker took it yet).
+    let mut answered = 0;
+    let mut live_done = false;
+    let mut serve = |deadline: Instant| match server.recv_deadline(Some(deadline)) {
+        Ok(request) => {
+            let sample = pool.receive(request.payload).unwrap();
+            let check = sum(&sample);
+            drop(sample);
+            let mut chunk = pool.loan(LOAN).unwrap();
+            fill(chunk.as_mut_slice(), check);
+            let ack = LoanAck {
+                check: sum(chunk.as_slice()),
+                payload: chunk.into_offset_for(request.participant),
+                id: request.id,
+            };
+            request.respond(&ack);
+            answered += 1;
+            true
+        }
+        Err(shm_ring::RecvTimeoutError::Timeout) => false,
+        Err(e) => panic!("{e}"),
+    };
+    while !(live_done && killer.is_finished()) {
+        serve(Instant::now() + Duration::from_millis(20));
+        if !live_done {
+            if let Some(status) = live.0.try_wait().unwrap() {
+                assert!(status.success(), "the live client failed: {status}");
+                live_done = true;
+            }
+        }
+    }
+    while serve(Instant::now() + Duration::from_millis(100)) {}
+    killer.join().unwrap();
+    assert!(answered >= 2 * COUNT, "answered {answered}");
+    let reclaimed = pool.reclaim_dead().unwrap();
+    assert!(reclaimed.chunks >= 1, "{reclaimed:?}");
+    let stats = pool.stats();
+    assert!(stats.all_free(), "{stats:?}");
 }
