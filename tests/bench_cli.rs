@@ -42,6 +42,9 @@ fn transports() -> Vec<&'static str> {
     if cfg!(feature = "iceoryx2") {
         names.push("iceoryx2");
     }
+    if cfg!(feature = "grpc") {
+        names.push("grpc");
+    }
     names
 }
 

@@ -22,6 +22,8 @@
 
 mod anchor;
 mod clock;
+#[cfg(feature = "grpc")]
+mod grpc;
 mod machine;
 pub mod peer;
 pub mod pipes;
@@ -476,6 +478,14 @@ fn open_pinger(
             let pinger = transport::iox::open(&base, size, true)?;
             peer.call(&open(&base))?;
             Box::new(pinger)
+        }
+        #[cfg(feature = "grpc")]
+        Transport::Grpc => {
+            // The echo process serves; this side connects once it listens.
+            let path = std::env::temp_dir().join(&base);
+            cleanup.paths.push(path.clone());
+            peer.call(&open(&path.display()))?;
+            grpc::pinger(&path, size)?
         }
     };
     cleanup.remove_now();

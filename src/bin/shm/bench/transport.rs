@@ -102,6 +102,10 @@ pub enum Transport {
     /// place.
     #[cfg(feature = "iceoryx2")]
     Iceoryx2,
+    /// gRPC unary calls (tonic, HTTP/2 over a Unix socket): a round trip is one call,
+    /// answered with its request. The payload travels as a protobuf `bytes` field.
+    #[cfg(feature = "grpc")]
+    Grpc,
 }
 
 impl Transport {
@@ -127,6 +131,8 @@ impl Transport {
             Transport::ArrayQueue => "array-queue",
             #[cfg(feature = "iceoryx2")]
             Transport::Iceoryx2 => "iceoryx2",
+            #[cfg(feature = "grpc")]
+            Transport::Grpc => "grpc",
         }
     }
 
