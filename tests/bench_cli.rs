@@ -41,6 +41,7 @@ fn transports() -> Vec<&'static str> {
     ];
     if cfg!(feature = "iceoryx2") {
         names.push("iceoryx2");
+        names.push("iceoryx2-rpc");
     }
     if cfg!(feature = "grpc") {
         names.push("grpc");

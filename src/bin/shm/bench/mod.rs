@@ -479,6 +479,12 @@ fn open_pinger(
             peer.call(&open(&base))?;
             Box::new(pinger)
         }
+        #[cfg(feature = "iceoryx2")]
+        Transport::Iceoryx2Rpc => {
+            let pinger = transport::iox_rpc::client(&base, size)?;
+            peer.call(&open(&base))?;
+            Box::new(pinger)
+        }
         #[cfg(feature = "grpc")]
         Transport::Grpc => {
             // The echo process serves; this side connects once it listens.

@@ -214,6 +214,8 @@ fn open(transport: Transport, size: usize, at: &str) -> Result<Box<dyn Echoer>> 
         }
         #[cfg(feature = "iceoryx2")]
         Transport::Iceoryx2 => Box::new(transport::iox::open(at, size, false)?),
+        #[cfg(feature = "iceoryx2")]
+        Transport::Iceoryx2Rpc => Box::new(transport::iox_rpc::server(at, size)?),
         #[cfg(feature = "grpc")]
         Transport::Grpc => super::grpc::echoer(Path::new(at))?,
     })

@@ -106,6 +106,11 @@ pub enum Transport {
     /// answered with its request. The payload travels as a protobuf `bytes` field.
     #[cfg(feature = "grpc")]
     Grpc,
+    /// iceoryx2 request-response (`ipc::Service`): a client and a server of one
+    /// service, byte slices of the payload size loaned and written in place,
+    /// busy-polling: a round trip is one request and its response.
+    #[cfg(feature = "iceoryx2")]
+    Iceoryx2Rpc,
 }
 
 impl Transport {
@@ -133,6 +138,8 @@ impl Transport {
             Transport::Iceoryx2 => "iceoryx2",
             #[cfg(feature = "grpc")]
             Transport::Grpc => "grpc",
+            #[cfg(feature = "iceoryx2")]
+            Transport::Iceoryx2Rpc => "iceoryx2-rpc",
         }
     }
 
@@ -1287,6 +1294,160 @@ pub mod iox {
                 };
                 patience = Patience::new();
                 self.send(seq)?;
+                if seq == STOP {
+                    return Ok(echoed);
+                }
+                if seq != HELLO {
+                    echoed += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "iceoryx2")]
+pub mod iox_rpc {
+    //! iceoryx2 request-response: a client and a server of one service carrying byte
+    //! slices of the payload size, busy-polling; a round trip is one request and its
+    //! response, each loaned, written and read in place.
+
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Result, bail};
+    use iceoryx2::port::client::Client;
+    use iceoryx2::port::server::Server;
+    use iceoryx2::prelude::*;
+
+    use super::iox::err;
+    use super::{Echoer, HELLO, Patience, Pinger, STOP, seq_of, set_seq};
+
+    type Factory = iceoryx2::service::port_factory::request_response::PortFactory<
+        ipc::Service,
+        [u8],
+        (),
+        [u8],
+        (),
+    >;
+
+    fn service(base: &str) -> Result<(Node<ipc::Service>, Factory)> {
+        set_log_level(LogLevel::Error);
+        let node = NodeBuilder::new().create::<ipc::Service>().map_err(err)?;
+        let name = ServiceName::new(&format!("{base}-rpc")).map_err(err)?;
+        let service = node
+            .service_builder(&name)
+            .request_response::<[u8], [u8]>()
+            .max_clients(1)
+            .max_servers(1)
+            .open_or_create()
+            .map_err(err)?;
+        Ok((node, service))
+    }
+
+    /// The timing side: a client.
+    pub struct IoxClient {
+        _node: Node<ipc::Service>,
+        client: Client<ipc::Service, [u8], (), [u8], ()>,
+        size: usize,
+        connected: bool,
+    }
+
+    /// Opens (or creates) the service `<base>-rpc` and a client of it.
+    pub fn client(base: &str, size: usize) -> Result<IoxClient> {
+        let (node, service) = service(base)?;
+        let client = service
+            .client_builder()
+            .initial_max_slice_len(size)
+            .create()
+            .map_err(err)?;
+        Ok(IoxClient {
+            _node: node,
+            client,
+            size,
+            connected: false,
+        })
+    }
+
+    impl IoxClient {
+        /// Sends `seq` and waits for the response until `until` (`None`: with the
+        /// patience of a round trip).
+        fn call(&mut self, seq: u64, until: Option<Instant>) -> Result<Option<u64>> {
+            let mut request = self.client.loan_slice(self.size).map_err(err)?;
+            set_seq(request.payload_mut(), seq);
+            let pending = request.send().map_err(err)?;
+            let mut patience = Patience::new();
+            loop {
+                if let Some(response) = pending.receive().map_err(err)? {
+                    return Ok(Some(seq_of(response.payload())));
+                }
+                match until {
+                    Some(until) if Instant::now() > until => return Ok(None),
+                    Some(_) => {}
+                    None => patience.spin("iceoryx2 response")?,
+                }
+            }
+        }
+    }
+
+    impl Pinger for IoxClient {
+        #[inline]
+        fn round_trip(&mut self, seq: u64) -> Result<u64> {
+            Ok(self.call(seq, None)?.unwrap_or(u64::MAX))
+        }
+
+        /// A request reaches only the servers the client has connected to: send
+        /// [`HELLO`] until one is answered.
+        fn connect(&mut self) -> Result<()> {
+            if self.connected {
+                return Ok(());
+            }
+            let give_up = Instant::now() + Duration::from_secs(10);
+            while self.call(HELLO, Some(Instant::now() + Duration::from_millis(1)))? != Some(HELLO)
+            {
+                if Instant::now() > give_up {
+                    bail!("iceoryx2: no response to a hello within 10 s");
+                }
+            }
+            self.connected = true;
+            Ok(())
+        }
+    }
+
+    /// The echo side: a server.
+    pub struct IoxServer {
+        _node: Node<ipc::Service>,
+        server: Server<ipc::Service, [u8], (), [u8], ()>,
+        size: usize,
+    }
+
+    /// Opens (or creates) the service `<base>-rpc` and a server of it.
+    pub fn server(base: &str, size: usize) -> Result<IoxServer> {
+        let (node, service) = service(base)?;
+        let server = service
+            .server_builder()
+            .initial_max_slice_len(size)
+            .create()
+            .map_err(err)?;
+        Ok(IoxServer {
+            _node: node,
+            server,
+            size,
+        })
+    }
+
+    impl Echoer for IoxServer {
+        fn echo(&mut self) -> Result<u64> {
+            let mut echoed = 0;
+            let mut patience = Patience::new();
+            loop {
+                let Some(request) = self.server.receive().map_err(err)? else {
+                    patience.spin("iceoryx2 request")?;
+                    continue;
+                };
+                patience = Patience::new();
+                let seq = seq_of(request.payload());
+                let mut response = request.loan_slice(self.size).map_err(err)?;
+                set_seq(response.payload_mut(), seq);
+                response.send().map_err(err)?;
                 if seq == STOP {
                     return Ok(echoed);
                 }
