@@ -7,7 +7,7 @@ use rustix::io::Errno;
 use rustix::thread::futex::{self, Flags, Timespec};
 use rustix::time::{ClockId, clock_gettime};
 
-use super::WaitOutcome;
+use super::{WaitAnyError, WaitAnyOutcome, WaitOutcome};
 use crate::atomic::{AtomicU32, Ordering};
 
 /// `FUTEX_BITSET_MATCH_ANY`: with it, `FUTEX_WAIT_BITSET` is a plain wait that takes an
@@ -53,6 +53,52 @@ pub(super) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -
             Err(Errno::INTR) => continue,
             // As std does: any other error is reported as a (spurious) wake-up.
             Err(_) => return WaitOutcome::Woken,
+        }
+    }
+}
+
+pub(super) fn wait_any(
+    words: &[(&AtomicU32, u32)],
+    deadline: Option<Instant>,
+) -> Result<WaitAnyOutcome, WaitAnyError> {
+    let timeout = match deadline {
+        None => None,
+        Some(deadline) => match absolute_monotonic(deadline) {
+            Some(ts) => Some(ts),
+            None => {
+                // Relaxed: as in `wait`.
+                let held = words
+                    .iter()
+                    .all(|(word, expected)| word.load(Ordering::Relaxed) == *expected);
+                return Ok(if held {
+                    WaitAnyOutcome::TimedOut
+                } else {
+                    WaitAnyOutcome::ValueChanged
+                });
+            }
+        },
+    };
+    let mut waiters = [futex::Wait::new(); super::WAIT_ANY_MAX];
+    for (waiter, (word, expected)) in waiters.iter_mut().zip(words) {
+        waiter.val = u64::from(*expected);
+        waiter.uaddr = futex::WaitPtr::new(word.as_core().as_ptr().cast());
+        // Shared: never FUTEX2_PRIVATE, for the reason of `SHARED`.
+        waiter.flags = futex::WaitFlags::SIZE_U32;
+    }
+    loop {
+        match futex::waitv(
+            &waiters[..words.len()],
+            futex::WaitvFlags::empty(),
+            timeout.as_ref(),
+            ClockId::Monotonic,
+        ) {
+            Ok(index) => return Ok(WaitAnyOutcome::Woken(index)),
+            Err(Errno::AGAIN) => return Ok(WaitAnyOutcome::ValueChanged),
+            Err(Errno::TIMEDOUT) => return Ok(WaitAnyOutcome::TimedOut),
+            Err(Errno::INTR) => continue,
+            Err(Errno::NOSYS) => return Err(WaitAnyError::Unsupported),
+            // As in `wait`: any other error is reported as a (spurious) wake-up.
+            Err(_) => return Ok(WaitAnyOutcome::Woken(0)),
         }
     }
 }

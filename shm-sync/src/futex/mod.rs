@@ -92,3 +92,69 @@ pub fn wake(word: &AtomicU32, n: u32) -> usize {
 pub fn wake_all(word: &AtomicU32) -> usize {
     imp::wake(word, i32::MAX as u32)
 }
+
+/// The most words [`wait_any`] waits on at once: the kernel's `FUTEX_WAITV_MAX`.
+pub const WAIT_ANY_MAX: usize = 128;
+
+/// Why [`wait_any`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WaitAnyOutcome {
+    /// Woken through the word at this index of the list (or spuriously, reported as
+    /// index 0 by an error of the syscall that is no evidence of anything): callers
+    /// re-check their conditions.
+    Woken(usize),
+    /// One of the words did not hold its expected value when the wait began: nothing
+    /// slept. (The kernel does not say which.)
+    ValueChanged,
+    /// The deadline passed first. Never returned before the deadline.
+    TimedOut,
+}
+
+/// Why [`wait_any`] could not wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum WaitAnyError {
+    /// The kernel has no `futex_waitv` (Linux 5.16 added it).
+    #[error("this kernel has no futex_waitv (it needs Linux 5.16 or later)")]
+    Unsupported,
+    /// No word, or more than [`WAIT_ANY_MAX`].
+    #[error("expected 1 to {WAIT_ANY_MAX} futex words, found {0}")]
+    Count(usize),
+}
+
+/// Sleeps while every `(word, expected)` pair holds (`*word == expected`), until one of
+/// the words is woken by [`wake`] or until `deadline`: the kernel's `futex_waitv(2)`
+/// (Linux 5.16), the shared form, so the words may live in files mapped by several
+/// processes. As with [`wait`], the comparison of all the words and the sleep are one
+/// atomic step with respect to [`wake`] on any of them: a wake that follows a change
+/// of one of the words is never missed.
+///
+/// `deadline` is absolute on the monotonic clock (`None`: forever); `EINTR` is retried
+/// with the same deadline. One syscall.
+///
+/// # Errors
+///
+/// [`WaitAnyError::Count`] for an empty list or more than [`WAIT_ANY_MAX`] words;
+/// [`WaitAnyError::Unsupported`] on a kernel older than 5.16.
+///
+/// # Examples
+///
+/// ```
+/// use shm_sync::atomic::AtomicU32;
+/// use shm_sync::futex::{wait_any, WaitAnyOutcome};
+/// use std::time::{Duration, Instant};
+///
+/// let (a, b) = (AtomicU32::new(1), AtomicU32::new(2));
+/// assert_eq!(wait_any(&[(&a, 1), (&b, 3)], None), Ok(WaitAnyOutcome::ValueChanged));
+/// let deadline = Instant::now() + Duration::from_millis(1);
+/// assert_eq!(wait_any(&[(&a, 1), (&b, 2)], Some(deadline)), Ok(WaitAnyOutcome::TimedOut));
+/// ```
+#[cfg(not(loom))]
+pub fn wait_any(
+    words: &[(&AtomicU32, u32)],
+    deadline: Option<Instant>,
+) -> Result<WaitAnyOutcome, WaitAnyError> {
+    if words.is_empty() || words.len() > WAIT_ANY_MAX {
+        return Err(WaitAnyError::Count(words.len()));
+    }
+    imp::wait_any(words, deadline)
+}
