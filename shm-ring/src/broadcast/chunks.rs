@@ -70,7 +70,7 @@ use shm_alloc::owner::named_by;
 use shm_alloc::{LoanedChunk, Pool, Readers, SharedSample, ShmOffset};
 use shm_sync::atomic::{AtomicU64, Ordering};
 
-use super::layout::{HAZARDS, PUBLISHED, SESSION_STATE, SKIPPED, SUBSCRIBER};
+use super::layout::{HAZARDS, SESSION_STATE, SUBSCRIBER};
 use super::ring::Ring;
 use super::subscriber::Delivery;
 use super::{Publisher, RecvTimeoutError, Subscriber, SubscriberStats, TryRecvError};
@@ -208,7 +208,10 @@ impl<'p> ChunkPublisher<'p> {
                 || chunk.pool().segment().path() == self.pool.segment().path(),
             "a chunk of another pool than the publisher's"
         );
-        let overwritten = self.named(self.publisher.tail, true);
+        // What the slot about to be written named a lap before.
+        let overwritten = (self.publisher.tail)
+            .checked_sub(self.publisher.ring.capacity())
+            .and_then(|previous| self.named(previous));
         let offset = chunk.offset();
         let mut chunk = Some(chunk);
         let sent = self.publisher.send_with(offset, deadline, || {
@@ -233,23 +236,13 @@ impl<'p> ChunkPublisher<'p> {
         }
     }
 
-    /// The offset that position `position`'s slot names: the message of the lap before
-    /// (`previous_lap`: what publishing `position` overwrites), or of `position` itself.
-    /// `None` when the slot holds no such message. Only this publisher writes slots, so
-    /// the copy is whole.
-    fn named(&self, position: u64, previous_lap: bool) -> Option<ShmOffset> {
-        let ring = &self.publisher.ring;
-        let holder = if previous_lap {
-            position.checked_sub(ring.capacity())?
-        } else {
-            position
-        };
-        let slot = ring.slot(position);
-        // Acquire: the slot's message as its (this, or a dead) publisher wrote it.
-        let stamp = slot.stamp.load(Ordering::Acquire);
-        let named = stamp == Ring::<ShmOffset>::stamp(holder, PUBLISHED)
-            || stamp == Ring::<ShmOffset>::stamp(holder, SKIPPED);
-        named.then(|| slot.payload.load())
+    /// The offset the slot of `position` names for `position` (published, or left by a
+    /// publisher that died before its last stamp). Only this publisher writes slots.
+    fn named(&self, position: u64) -> Option<ShmOffset> {
+        self.publisher
+            .ring
+            .written(position)
+            .map(|(_, offset)| offset)
     }
 
     /// Frees what the ring no longer needs: clears the hazard words of dead subscribers
@@ -298,7 +291,7 @@ impl<'p> ChunkPublisher<'p> {
             }
         }
         for position in tail.saturating_sub(ring.capacity())..slowest {
-            if let Some(offset) = self.named(position, false) {
+            if let Some(offset) = self.named(position) {
                 if matches!(
                     self.pool.retire_shared(offset, |n| holds(ring, n)),
                     Ok(true)

@@ -102,13 +102,8 @@ impl FramePublisher {
         // The newest published cell: its frame is the last one numbered.
         let frame = (tail.saturating_sub(ring.capacity())..tail)
             .rev()
-            .find_map(|position| {
-                let slot = ring.slot(position);
-                // Acquire: the cell as its publisher wrote it.
-                (slot.stamp.load(shm_sync::atomic::Ordering::Acquire)
-                    == Ring::<Cell>::stamp(position, PUBLISHED))
-                .then(|| slot.payload.load().frame.wrapping_add(1))
-            })
+            .find_map(|position| published(ring, position))
+            .map(|cell| cell.frame.wrapping_add(1))
             .unwrap_or(0);
         FramePublisher { publisher, frame }
     }
@@ -201,6 +196,12 @@ impl FramePublisher {
     }
 }
 
+/// The cell published at `position`, if the slot still holds it.
+fn published(ring: &Ring<Cell>, position: u64) -> Option<Cell> {
+    ring.written(position)
+        .and_then(|(state, cell)| (state == PUBLISHED).then_some(cell))
+}
+
 fn max_len(capacity: u64) -> usize {
     (capacity / 2).max(1) as usize * CELL_BYTES
 }
@@ -233,17 +234,10 @@ impl FrameSubscriber {
         let position = subscriber.position();
         let next = match position.checked_sub(1) {
             None => Some(0),
+            // A cell overwritten meanwhile tells nothing: the first frame read sets the
+            // count going.
             Some(before) => {
-                let slot = subscriber.ring().slot(before);
-                // Acquire: the cell as its publisher wrote it; the stamp again after the
-                // copy: a cell overwritten meanwhile tells nothing (the first frame read
-                // sets the count going).
-                let stamp = slot.stamp.load(shm_sync::atomic::Ordering::Acquire);
-                let cell = slot.payload.load();
-                shm_sync::atomic::fence(shm_sync::atomic::Ordering::Acquire);
-                (stamp == Ring::<Cell>::stamp(before, PUBLISHED)
-                    && slot.stamp.load(shm_sync::atomic::Ordering::Relaxed) == stamp)
-                    .then(|| cell.frame.wrapping_add(1))
+                published(subscriber.ring(), before).map(|cell| cell.frame.wrapping_add(1))
             }
         };
         FrameSubscriber {

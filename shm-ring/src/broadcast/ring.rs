@@ -6,7 +6,8 @@ use shm_sync::atomic::{Ordering, fence};
 
 use super::Overflow;
 use super::layout::{
-    Control, Line, PUBLISHED, PUBLISHER, PUBLISHER_ENTRY, SESSION_STATE, SUBSCRIBER, Slot, WRITING,
+    Control, Line, PUBLISHED, PUBLISHER, PUBLISHER_ENTRY, SESSION_STATE, SKIPPED, STAMP_STATE,
+    SUBSCRIBER, Slot, WRITING,
 };
 use crate::core::region::Region;
 use crate::error::Corruption;
@@ -103,6 +104,27 @@ impl<T: Message> Ring<T> {
         // stamp: the bytes written before are visible to it.
         slot.stamp
             .store(Self::stamp(position, PUBLISHED), Ordering::Release);
+    }
+
+    /// The message the slot of `position` holds for `position`, with its stamp's state:
+    /// `PUBLISHED`, or `SKIPPED` (the whole message a publisher that died wrote before
+    /// its last stamp, if it got that far). Read as a subscriber reads: the copy is kept
+    /// only if the stamp is unchanged after it. `None` when the slot holds another
+    /// position's message, or this one's half-written.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn written(&self, position: u64) -> Option<(u64, T)> {
+        let slot = self.slot(position);
+        // SYNC(slot-published): Acquire; the bytes written before the stamp are visible.
+        let stamp = slot.stamp.load(Ordering::Acquire);
+        let state = stamp & STAMP_STATE;
+        if stamp >> 2 != position.wrapping_add(1) || !(state == PUBLISHED || state == SKIPPED) {
+            return None;
+        }
+        let value = slot.payload.load();
+        // SYNC(seqlock): Acquire, as in a subscriber's receive.
+        fence(Ordering::Acquire);
+        // Relaxed: ordered after the copy by the fence.
+        (slot.stamp.load(Ordering::Relaxed) == stamp).then_some((state, value))
     }
 
     /// How many subscribers hold an entry (dead ones not yet retired included).

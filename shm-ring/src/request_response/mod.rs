@@ -590,13 +590,6 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
     pub fn id(&self) -> u32 {
         self.index - self.service.workers
     }
-
-    /// Ends this handle as if its process had been killed: the lock goes, the entry and
-    /// the call slots stay (tests of crash handling).
-    #[doc(hidden)]
-    pub fn simulate_crash(mut self) {
-        self.lock = None;
-    }
 }
 
 impl<Req: Message, Resp: Message> Drop for Client<Req, Resp> {

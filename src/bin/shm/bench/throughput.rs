@@ -239,21 +239,7 @@ fn spsc_send<T: Numbered + Message>(
     let deadline = Instant::now() + budget;
     let mut seq = 1;
     if case.batch == 1 {
-        // `try_send` in a busy loop, as the anchors `push`.
-        while !done(deadline, stop) {
-            for _ in 0..1024 {
-                let mut message = T::numbered(seq);
-                loop {
-                    match tx.try_send(message) {
-                        Ok(()) => break,
-                        Err(TrySendError::Full(back)) => message = back,
-                        Err(e) => bail!("{e}"),
-                    }
-                    spin_loop();
-                }
-                seq += 1;
-            }
-        }
+        seq = one_by_one(deadline, stop, |m| tx.try_send(m))?;
     } else {
         let mut batch = vec![T::numbered(0); case.batch];
         let mut polls = 0u32;
@@ -307,12 +293,24 @@ fn broadcast_send<T: Numbered + Message>(
         std::thread::yield_now();
     }
     let deadline = Instant::now() + budget;
+    let seq = one_by_one(deadline, stop, |m| tx.try_send(m))?;
+    tx.send(T::numbered(STOP)).map_err(|e| anyhow!("{e}"))?;
+    Ok(seq - 1)
+}
+
+/// Sends numbered messages from 1 through `try_send` in a busy loop (as the anchors
+/// `push`), retrying a full ring, until the deadline or `stop`; returns the next number.
+fn one_by_one<T: Numbered>(
+    deadline: Instant,
+    stop: &AtomicBool,
+    mut try_send: impl FnMut(T) -> Result<(), TrySendError<T>>,
+) -> Result<u64> {
     let mut seq = 1;
     while !done(deadline, stop) {
         for _ in 0..1024 {
             let mut message = T::numbered(seq);
             loop {
-                match tx.try_send(message) {
+                match try_send(message) {
                     Ok(()) => break,
                     Err(TrySendError::Full(back)) => message = back,
                     Err(e) => bail!("{e}"),
@@ -322,8 +320,7 @@ fn broadcast_send<T: Numbered + Message>(
             seq += 1;
         }
     }
-    tx.send(T::numbered(STOP)).map_err(|e| anyhow!("{e}"))?;
-    Ok(seq - 1)
+    Ok(seq)
 }
 
 fn uds_send(
