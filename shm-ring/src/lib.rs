@@ -36,6 +36,7 @@ mod request_response_calls;
 pub mod spsc;
 #[cfg(not(loom))]
 pub mod stream;
+pub mod wait_set;
 
 #[cfg(not(loom))]
 pub use crate::core::attach::OpenMode;
@@ -44,3 +45,4 @@ pub use error::{
     TrySendError,
 };
 pub use message::{Message, fingerprint};
+pub use wait_set::{WaitSet, WaitSetError, Waitable};

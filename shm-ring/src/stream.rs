@@ -866,3 +866,6 @@ mod tests {
         assert!(matches!(rx.recv(), Err(RecvError::Disconnected)));
     }
 }
+
+crate::wait_set::waitable_as!([] Producer, inner);
+crate::wait_set::waitable_as!([] Consumer, inner);

@@ -68,7 +68,7 @@ use std::time::{Duration, Instant};
 
 use crate::asymmetric::{self, Heavy};
 use crate::atomic::{AtomicU32, Ordering};
-use crate::futex::{self, WaitOutcome};
+use crate::futex::{self, WaitAnyError, WaitAnyOutcome, WaitOutcome};
 use crate::retry::Retries;
 
 /// A condition variable for lock-free code, usable across processes. See the
@@ -136,6 +136,18 @@ pub enum Notified {
 /// ([`Heavy::Unreached`]) sleeps at most before it re-checks its condition: 1 ms.
 pub const UNREACHED_SLICE: Duration = Duration::from_millis(1);
 
+/// One event count of a wait on several at once
+/// ([`EventCount::prepare_wait_any`]): the event count, and the waiter's mark on it
+/// when the waiter may die while counted (see
+/// [`prepare_wait_marked`](EventCount::prepare_wait_marked)).
+#[derive(Debug, Clone, Copy)]
+pub struct Waiting<'a> {
+    /// The event count waited on.
+    pub event: &'a EventCount,
+    /// The waiter's own word that says it is counted, or `None`.
+    pub mark: Option<&'a AtomicU32>,
+}
+
 /// What a waiter read of the sequence word in [`EventCount::prepare_wait`], and whether
 /// its fence reached every notifier; pass it to [`EventCount::wait`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,8 +159,10 @@ pub struct WaitKey {
 
 impl WaitKey {
     /// The deadline to sleep to: `deadline`, or at most [`UNREACHED_SLICE`] from now when
-    /// the fence did not reach every notifier.
-    fn sleep_until(self, deadline: Option<Instant>) -> Option<Instant> {
+    /// the fence did not reach every notifier (a sleeper that does not use
+    /// [`EventCount::wait`] must honour it, then re-check its condition).
+    #[must_use]
+    pub fn sleep_until(self, deadline: Option<Instant>) -> Option<Instant> {
         match self.heavy {
             Heavy::Reached => deadline,
             Heavy::Unreached => {
@@ -344,6 +358,102 @@ impl EventCount {
     pub fn reset_waiters(&self) {
         // Relaxed: the caller is the only party that waits here, and it is not waiting.
         self.waiters.store(0, Ordering::Relaxed);
+    }
+
+    /// Announces one waiter on every event count of `waits` (setting each given mark to
+    /// 1 once counted, as [`prepare_wait_marked`](Self::prepare_wait_marked) does),
+    /// behind one heavy fence for all of them, and puts one key per event count, in
+    /// order, into `keys` (cleared first). The caller must then re-check every condition
+    /// and end the wait with exactly one of [`wait_any`](Self::wait_any) or
+    /// [`cancel_wait_any`](Self::cancel_wait_any) with the same `waits`.
+    ///
+    /// The protocol of the [module docs](self) over several event counts: SYNC(announce)
+    /// holds for each of them through the one fence, since every announcement is before
+    /// it and every re-check after it; SYNC(seq) is per event count. One `membarrier`
+    /// however many event counts, where one [`prepare_wait`](Self::prepare_wait) each
+    /// would make one apiece.
+    pub fn prepare_wait_any(waits: &[Waiting<'_>], keys: &mut Vec<WaitKey>) {
+        keys.clear();
+        for w in waits {
+            // Relaxed: ordered before the re-checks by the fence below.
+            w.event.waiters.fetch_add(1, Ordering::Relaxed);
+            if let Some(mark) = w.mark {
+                // Relaxed: as in `prepare_wait_marked`.
+                mark.store(1, Ordering::Relaxed);
+            }
+        }
+        // SYNC(announce): heavy fence; orders every announcement before the caller's
+        // re-checks, pairs with the light fence in each event count's `notify`.
+        let heavy = asymmetric::heavy();
+        for w in waits {
+            // SYNC(seq): Acquire; pairs with the Release bump in `wake_waiters`.
+            let seq = w.event.seq.load(Ordering::Acquire);
+            keys.push(WaitKey { seq, heavy });
+        }
+    }
+
+    /// Withdraws the waiters announced by [`prepare_wait_any`](Self::prepare_wait_any)
+    /// (clearing their marks) when a condition turned out to hold.
+    pub fn cancel_wait_any(waits: &[Waiting<'_>]) {
+        for w in waits {
+            match w.mark {
+                Some(mark) => w.event.cancel_wait_marked(mark),
+                None => w.event.cancel_wait(),
+            }
+        }
+    }
+
+    /// Sleeps until a notification of any of the event counts of `waits` that came
+    /// after [`prepare_wait_any`](Self::prepare_wait_any) (`keys` are its keys), or
+    /// until `deadline` (absolute, monotonic; `None`: forever), in one `futex_waitv`
+    /// (see [`futex::wait_any`]); then withdraws every waiter, as
+    /// [`cancel_wait_any`](Self::cancel_wait_any) does.
+    ///
+    /// Returns how the wait ended; a wake-up may be spurious and the index it names is a
+    /// hint only, so the caller re-checks every condition. A sleep cut short by the
+    /// [`UNREACHED_SLICE`] reads as [`WaitAnyOutcome::Woken`], never as a timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitAnyError::Count`] when `waits` is empty or longer than
+    /// [`futex::WAIT_ANY_MAX`], [`WaitAnyError::Unsupported`] on a kernel before 5.16;
+    /// the waiters are withdrawn either way.
+    ///
+    /// # Panics
+    ///
+    /// If `keys` is not as long as `waits`.
+    pub fn wait_any(
+        waits: &[Waiting<'_>],
+        keys: &[WaitKey],
+        deadline: Option<Instant>,
+    ) -> Result<WaitAnyOutcome, WaitAnyError> {
+        assert_eq!(waits.len(), keys.len(), "one key per event count");
+        let words: Vec<(&AtomicU32, u32)> = waits
+            .iter()
+            .zip(keys)
+            .map(|(w, key)| (&w.event.seq, key.seq))
+            .collect();
+        let sleep_until = match keys.first() {
+            Some(key) => key.sleep_until(deadline),
+            None => deadline,
+        };
+        let outcome = futex::wait_any(&words, sleep_until);
+        Self::cancel_wait_any(waits);
+        match outcome {
+            Ok(WaitAnyOutcome::TimedOut) if deadline.is_none_or(|d| Instant::now() < d) => {
+                Ok(WaitAnyOutcome::Woken(0))
+            }
+            other => other,
+        }
+    }
+
+    /// The futex word of this event count and the value it holds while no notification
+    /// came after `key` was taken: for a waiter that sleeps elsewhere (a reactor thread
+    /// that sleeps in one [`futex::wait_any`] for many tasks). The word changes when
+    /// such a notification comes; whoever sleeps on it is then woken.
+    #[must_use]
+    pub fn sleep_word(&self, key: WaitKey) -> (&AtomicU32, u32) {
+        (&self.seq, key.seq)
     }
 
     /// How many waiters are announced now: a snapshot, stale as soon as it is read.
@@ -616,6 +726,64 @@ mod loom_tests {
             });
         });
         set_dropped(false);
+        assert!(
+            message.contains("deadlock"),
+            "unexpected failure: {message}"
+        );
+    }
+
+    /// A waiter on two event counts at once (`prepare_wait_any`: two announcements, one
+    /// fence, then `wait_any`) whose condition is made true by a notifier of the second
+    /// one only: the waiter always ends.
+    fn wait_on_two_notify_the_second() {
+        let ecs = Arc::new([EventCount::new(), EventCount::new()]);
+        let flags = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
+        let (ecs2, flags2) = (ecs.clone(), flags.clone());
+        let notifier = loom::thread::spawn(move || {
+            flags2[1].store(true, Ordering::Release);
+            ecs2[1].notify();
+        });
+        let mark = AtomicU32::new(0);
+        let waits = [
+            Waiting {
+                event: &ecs[0],
+                mark: None,
+            },
+            Waiting {
+                event: &ecs[1],
+                mark: Some(&mark),
+            },
+        ];
+        let ready = || flags.iter().any(|f| f.load(Ordering::Acquire));
+        let mut keys = Vec::new();
+        loop {
+            if ready() {
+                break;
+            }
+            EventCount::prepare_wait_any(&waits, &mut keys);
+            if ready() {
+                EventCount::cancel_wait_any(&waits);
+                break;
+            }
+            EventCount::wait_any(&waits, &keys, None).unwrap();
+        }
+        notifier.join().unwrap();
+        assert_eq!((ecs[0].waiters(), ecs[1].waiters()), (0, 0));
+        assert_eq!(mark.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn no_lost_wakeup_over_two_event_counts() {
+        loom::model(wait_on_two_notify_the_second);
+    }
+
+    /// The same with the waiter's one heavy fence dropped: loom must find the lost
+    /// wake-up, or `no_lost_wakeup_over_two_event_counts` proves nothing.
+    #[test]
+    fn lost_wakeup_over_two_event_counts_without_the_heavy_fence() {
+        asymmetric::faults::drop_heavy(true);
+        let message = asymmetric::faults::failure_of(|| loom::model(wait_on_two_notify_the_second));
+        asymmetric::faults::drop_heavy(false);
         assert!(
             message.contains("deadlock"),
             "unexpected failure: {message}"

@@ -32,6 +32,6 @@ pub mod wait;
 
 pub use cache_padded::{CACHE_PAD, CachePadded};
 pub use error::Error;
-pub use event_count::{EventCount, Notified};
+pub use event_count::{EventCount, Notified, Waiting};
 pub use retry::{RETRY_LIMIT, Retries};
 pub use wait::{TimedOut, WaitStrategy};

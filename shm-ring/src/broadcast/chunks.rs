@@ -503,3 +503,15 @@ impl<'p> ChunkSubscriber<'p> {
         MAX_HELD - self.free.get().count_ones() as usize
     }
 }
+
+crate::wait_set::waitable_as!(['p] ChunkPublisher<'p>, publisher);
+
+crate::wait_set::waitable!(
+    ['p] ChunkSubscriber<'p>,
+    ready: |this, probe| this.subscriber.get_mut().ready(probe),
+    event: |this| shm_sync::Waiting {
+        event: &this.ring.control().not_empty,
+        mark: Some(this.ring.line(this.index).entry.parked()),
+    },
+    region: |this| this.ring.region,
+);

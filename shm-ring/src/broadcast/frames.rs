@@ -561,3 +561,12 @@ mod tests {
         assert_eq!(subscriber.missed(), 1);
     }
 }
+
+crate::wait_set::waitable_as!([] FramePublisher, publisher);
+
+crate::wait_set::waitable!(
+    [] FrameSubscriber,
+    ready: |this, probe| this.ready || this.subscriber.ready(probe),
+    event: |this| crate::Waitable::wake_event(&this.subscriber),
+    region: |this| this.subscriber.ring().region,
+);

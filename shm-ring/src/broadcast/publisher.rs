@@ -384,3 +384,14 @@ impl<T: Message> Drop for Publisher<T> {
         }
     }
 }
+
+crate::wait_set::waitable!(
+    [T: Message + 'static] Publisher<T>,
+    ready: |this, probe| this.tail < this.gate
+        || !matches!(this.regate(probe, 1), Err(Refusal::Busy)),
+    event: |this| shm_sync::Waiting {
+        event: &this.ring.control().not_full,
+        mark: Some(this.ring.line(PUBLISHER_ENTRY).entry.parked()),
+    },
+    region: |this| this.ring.region,
+);

@@ -207,6 +207,37 @@ impl<T: Message> Subscriber<T> {
         }
     }
 
+    /// Whether a receive would not find the ring empty, without receiving: what
+    /// `Waitable::ready` says. Ready when the slot at the cursor holds this position's
+    /// message (or a skip, or a stamp no protocol state has: the call reports it), a
+    /// later lap's (the call reports the loss), or the untether notice waits; otherwise
+    /// when the publisher is gone (probed when `probe`, or when due). A half-written
+    /// slot of a dead publisher is passed over here, as the call would.
+    pub(crate) fn ready(&mut self, probe: bool) -> bool {
+        let position = self.cursor;
+        // Acquire: as in `step`.
+        let stamp = self.ring.slot(position).stamp.load(Ordering::Acquire);
+        let writing = stamp == Ring::<T>::stamp(position, WRITING);
+        if stamp >> 2 == position.wrapping_add(1) && !writing {
+            return true;
+        }
+        // SYNC(untether): Acquire; as in `not_published`.
+        if !self.told_untethered && self.line().untethered.load(Ordering::Acquire) != 0 {
+            return true;
+        }
+        let holds = (stamp >> 2).wrapping_sub(1);
+        let capacity = self.ring.capacity();
+        let previous = if position < capacity {
+            stamp == 0
+        } else {
+            stamp != 0 && holds == position - capacity
+        };
+        if !(writing || previous) {
+            return true; // a later lap, or corrupt
+        }
+        !matches!(self.nothing_yet(probe, false, writing), Err(Refusal::Busy))
+    }
+
     /// The slot at the cursor holds no message to read: says what to do next, or why
     /// there is nothing to receive.
     #[cold]
@@ -593,3 +624,13 @@ pub(crate) mod faults {
         RECHECK_DROPPED.with(Cell::get)
     }
 }
+
+crate::wait_set::waitable!(
+    [T: Message + 'static] Subscriber<T>,
+    ready: |this, probe| Subscriber::ready(this, probe),
+    event: |this| shm_sync::Waiting {
+        event: &this.ring.control().not_empty,
+        mark: Some(this.ring.line(this.index).entry.parked()),
+    },
+    region: |this| this.ring.region,
+);

@@ -143,7 +143,7 @@ pub(crate) fn block<R>(
 
 /// The deadline of one wait: the caller's, or sooner when a peer can die unseen, so that
 /// a blocked side probes its peers every [`LIVENESS_PERIOD`].
-fn slice_deadline(deadline: Option<Instant>, peers_may_die: bool) -> Option<Instant> {
+pub(crate) fn slice_deadline(deadline: Option<Instant>, peers_may_die: bool) -> Option<Instant> {
     if !peers_may_die {
         return deadline;
     }

@@ -315,6 +315,25 @@ impl<C, E, S> Region<C, E, S> {
         }
     }
 
+    /// Something that keeps this region's memory mapped (or allocated) until dropped,
+    /// for a reactor thread that reads its event counts' futex words.
+    pub(crate) fn keep_alive(&self) -> crate::wait_set::sealed::KeepAlive
+    where
+        C: 'static,
+        E: 'static,
+        S: 'static,
+    {
+        /// The backing, only held.
+        struct Kept<C, E, S>(#[allow(dead_code)] Backing<C, E, S>);
+        // SAFETY: a `Kept` is never read through: it is held, then dropped, which drops
+        // an `Arc` of a segment (an unmap and a close, fine from any thread) or of heap
+        // memory made of atomics and plain-bytes slots (no drop glue of consequence).
+        unsafe impl<C, E, S> Send for Kept<C, E, S> {}
+        // SAFETY: as above: no access through a shared reference at all.
+        unsafe impl<C, E, S> Sync for Kept<C, E, S> {}
+        crate::wait_set::sealed::KeepAlive(Box::new(Kept(self.backing.clone())))
+    }
+
     /// Whether a participant can die without leaving (another process may attach):
     /// true in a segment. On the heap every handle leaves through `Drop`.
     pub(crate) fn peers_may_die(&self) -> bool {

@@ -100,6 +100,16 @@
 /// The methods a [`Producer`] and a [`Consumer`] share.
 macro_rules! handle_common {
     ($handle:ident, $side:expr, $what:literal) => {
+        $crate::wait_set::waitable!(
+            [T: Message + 'static] $handle<T>,
+            ready: |this, probe| this.ring.ready($side, &mut this.me, probe),
+            event: |this| shm_sync::Waiting {
+                event: this.ring.wait_event($side),
+                mark: Some(this.ring.entry(this.me.index).parked()),
+            },
+            region: |this| this.ring.region,
+        );
+
         impl<T: Message> $handle<T> {
             #[doc = concat!("Attaches another ", $what, " to this ring, in a free participant entry.")]
             ///

@@ -171,6 +171,36 @@ impl<T> Ring<T> {
         Ok(())
     }
 
+    /// Whether a claim of `side` would not find the ring empty (a consumer) or full (a
+    /// producer), without claiming: what `Waitable::ready` says. Counts a poll for the
+    /// liveness probe of `me`, and makes the probe when due (or `probe`), since a
+    /// settled dead participant's claim may be what makes the ring ready. A corrupt
+    /// table found by the probe reads as ready: the call reports it.
+    pub(crate) fn ready(&self, side: Side, me: &mut super::member::Member, probe: bool) -> bool {
+        if me.probe_due(probe) && me.probe(self).is_err() {
+            return true;
+        }
+        if self.side_gone(side.other()) {
+            return true;
+        }
+        let control = self.control();
+        let position = match side {
+            // SYNC(positions): Acquire.
+            Side::Consumer => control.head.load(Ordering::Acquire),
+            // SYNC(positions): Acquire.
+            Side::Producer => control.tail.load(Ordering::Acquire),
+        };
+        // Acquire: as in each side's claim (SYNC(slot-published), SYNC(slot-released)).
+        let stamp = self.slot(position).stamp.load(Ordering::Acquire);
+        // The lap before still holds the slot (unconsumed, or a consumer reads it):
+        // full for a producer, and for a consumer nothing of this lap yet.
+        let behind = self.laps_ahead(stamp, position) == -1;
+        match side {
+            Side::Consumer => !(behind || stamp == self.stamp(position, EMPTY)),
+            Side::Producer => !behind,
+        }
+    }
+
     /// The event count `side` parks on: producers wait for room (`not_full`), consumers
     /// for messages (`not_empty`).
     pub(crate) fn wait_event(&self, side: Side) -> &EventCount {

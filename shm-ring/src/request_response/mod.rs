@@ -1050,3 +1050,18 @@ impl<Req: Message, Resp: Message> Drop for Request<'_, Req, Resp> {
         }
     }
 }
+
+crate::wait_set::waitable_as!([Req: Message + 'static, Resp: Message + 'static] Server<Req, Resp>, requests);
+
+crate::wait_set::waitable!(
+    [Req: Message + 'static, Resp: Message + 'static] Pending<'_, Req, Resp>,
+    ready: |this, probe| !matches!(this.step(probe), Err(Refusal::Busy)),
+    event: |this| {
+        let line = this.client.service.line(this.client.index);
+        shm_sync::Waiting {
+            event: &line.responded,
+            mark: Some(line.entry.parked()),
+        }
+    },
+    region: |this| this.client.service.region,
+);

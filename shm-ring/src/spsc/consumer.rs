@@ -455,3 +455,16 @@ impl<T: Message> core::fmt::Debug for Consumer<T> {
             .finish_non_exhaustive()
     }
 }
+
+crate::wait_set::waitable!(
+    [T: Message + 'static] Consumer<T>,
+    ready: |this, probe| !matches!(
+        this.cur.available(&this.ring, probe),
+        Err(Refusal::Busy)
+    ),
+    event: |this| shm_sync::Waiting {
+        event: &this.ring.control().not_empty,
+        mark: None,
+    },
+    region: |this| this.ring.region,
+);

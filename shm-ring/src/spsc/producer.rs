@@ -537,3 +537,16 @@ impl<T: Message> core::fmt::Debug for Producer<T> {
             .finish_non_exhaustive()
     }
 }
+
+crate::wait_set::waitable!(
+    [T: Message + 'static] Producer<T>,
+    ready: |this, probe| !matches!(
+        this.cur.claim_n(&this.ring, 1, probe),
+        Err(Refusal::Busy)
+    ),
+    event: |this| shm_sync::Waiting {
+        event: &this.ring.control().not_full,
+        mark: None,
+    },
+    region: |this| this.ring.region,
+);

@@ -148,7 +148,6 @@ pub enum WaitAnyError {
 /// let deadline = Instant::now() + Duration::from_millis(1);
 /// assert_eq!(wait_any(&[(&a, 1), (&b, 2)], Some(deadline)), Ok(WaitAnyOutcome::TimedOut));
 /// ```
-#[cfg(not(loom))]
 pub fn wait_any(
     words: &[(&AtomicU32, u32)],
     deadline: Option<Instant>,

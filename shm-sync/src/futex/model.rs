@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use loom::sync::{Condvar, Mutex};
 
-use super::WaitOutcome;
+use super::{WaitAnyError, WaitAnyOutcome, WaitOutcome};
 use crate::atomic::{AtomicU32, Ordering};
 
 loom::lazy_static! {
@@ -39,4 +39,30 @@ pub(super) fn wake(_word: &AtomicU32, n: u32) -> usize {
     // wake-ups, which the real futex allows too.
     queue.notify_all();
     (*sleepers).min(n) as usize
+}
+
+pub(super) fn wait_any(
+    words: &[(&AtomicU32, u32)],
+    deadline: Option<Instant>,
+) -> Result<WaitAnyOutcome, WaitAnyError> {
+    let (lock, queue) = &*BUCKET;
+    let mut sleepers = lock.lock().unwrap();
+    // Acquire: as in `wait`; every word is compared under the one bucket lock, as the
+    // kernel compares them all before it queues the waiter on any.
+    if words
+        .iter()
+        .any(|(word, expected)| word.load(Ordering::Acquire) != *expected)
+    {
+        return Ok(WaitAnyOutcome::ValueChanged);
+    }
+    if deadline.is_some() {
+        // As in `wait`: the earliest a deadline may pass.
+        return Ok(WaitAnyOutcome::TimedOut);
+    }
+    *sleepers += 1;
+    let mut sleepers = queue.wait(sleepers).unwrap();
+    *sleepers -= 1;
+    // The model's queue is one for every word: which one woke it is unknown, and
+    // callers re-check every condition anyway.
+    Ok(WaitAnyOutcome::Woken(0))
 }
