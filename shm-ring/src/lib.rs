@@ -28,6 +28,8 @@ pub mod loan;
 mod message;
 pub mod mpmc;
 #[cfg(not(loom))]
+pub mod reactor;
+#[cfg(not(loom))]
 pub mod request_response;
 /// The call-slot protocol alone, for its loom model.
 #[cfg(loom)]
@@ -45,4 +47,6 @@ pub use error::{
     TrySendError,
 };
 pub use message::{Message, fingerprint};
+#[cfg(not(loom))]
+pub use reactor::{Async, AsyncRecv, AsyncSend};
 pub use wait_set::{WaitSet, WaitSetError, Waitable};

@@ -1,0 +1,203 @@
+//! `Async` rings under tokio, fed by real producer processes through real mapped files:
+//! a million messages through `Stream`, `recv()` futures dropped at random points, a
+//! task woken by the reactor thread asleep in `futex_waitv`, and a cancelled wait that
+//! leaves no waiter announced.
+//!
+//! Children are this test binary again, started on the ignored test `child` with their
+//! part in the environment (`SHM_ASYNC_CHILD=<part>`, `SHM_ASYNC_NAME`,
+//! `SHM_ASYNC_COUNT`).
+
+use std::future::Future;
+use std::pin::pin;
+use std::process::{Child, Stdio};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use shm_testkit::{Reap, ShmName, wait_for};
+use shm_transport::ring::{Async, OpenMode, RecvError, broadcast, spsc};
+use tokio_stream::StreamExt;
+
+fn spawn(part: &str, name: &ShmName, count: u64) -> Child {
+    shm_testkit::child("child")
+        .env("SHM_ASYNC_CHILD", part)
+        .env("SHM_ASYNC_NAME", name.as_str())
+        .env("SHM_ASYNC_COUNT", count.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// SplitMix64: the pauses of the bursty producer and the drop points of the consumer.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Not a test: the body of a child process, selected by `SHM_ASYNC_CHILD`: sends
+/// `0..count` into the SPSC ring `SHM_ASYNC_NAME`, as fast as it can (`stream`) or in
+/// bursts with pauses of up to 200 us (`bursts`), so that the consumer parks often.
+#[test]
+#[ignore = "run by the other tests as a child process"]
+fn child() {
+    let Ok(part) = std::env::var("SHM_ASYNC_CHILD") else {
+        return;
+    };
+    let name = std::env::var("SHM_ASYNC_NAME").unwrap();
+    let count: u64 = std::env::var("SHM_ASYNC_COUNT").unwrap().parse().unwrap();
+    let mut tx = spsc::Builder::<u64>::new(name.as_str())
+        .mode(OpenMode::Open)
+        .producer()
+        .unwrap();
+    for seq in 0..count {
+        if part == "bursts" && mix(seq) % 64 == 0 {
+            std::thread::sleep(Duration::from_micros(mix(seq) % 200));
+        }
+        tx.send(seq).expect("the consumer stays");
+    }
+}
+
+/// The consumer of a new SPSC ring in a segment, created here.
+fn consumer(name: &ShmName) -> spsc::Consumer<u64> {
+    spsc::Builder::<u64>::new(name.as_str())
+        .capacity(256)
+        .mode(OpenMode::Create)
+        .consumer()
+        .unwrap()
+}
+
+/// A million messages from a producer process into a tokio task through `Stream`: all
+/// of them, in order, and the stream ends when the producer leaves.
+#[test]
+fn a_million_messages_from_a_process_through_stream_in_order() {
+    const COUNT: u64 = 1_000_000;
+    let name = ShmName::new("async-1m");
+    let mut rx = Async::new(consumer(&name));
+    let mut child = Reap(spawn("stream", &name, COUNT));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let received = runtime.block_on(async move {
+        tokio::spawn(async move {
+            let mut next = 0;
+            while let Some(got) = rx.next().await {
+                assert_eq!(got, Ok(next), "message {next}");
+                next += 1;
+            }
+            next
+        })
+        .await
+        .unwrap()
+    });
+    assert_eq!(received, COUNT);
+    assert!(child.0.wait().unwrap().success());
+}
+
+/// `recv()` futures dropped after a random number of polls (0 to 3), often while
+/// registered with the reactor, against a producer process sending in bursts: every
+/// message is received exactly once, in order.
+#[test]
+fn recv_futures_dropped_at_random_points_lose_and_repeat_nothing() {
+    const COUNT: u64 = 100_000;
+    let name = ShmName::new("async-drop");
+    let mut rx = Async::with_spin(consumer(&name), Duration::ZERO);
+    let mut child = Reap(spawn("bursts", &name, COUNT));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (received, dropped_pending) = runtime.block_on(async {
+        let (mut next, mut dropped_pending, mut round) = (0u64, 0u64, 0u64);
+        loop {
+            round += 1;
+            let polls = mix(round) % 4;
+            let mut fut = pin!(rx.recv());
+            let mut done = None;
+            for _ in 0..polls {
+                let poll = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+                if let Poll::Ready(got) = poll {
+                    done = Some(got);
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            match done {
+                Some(Ok(v)) => {
+                    assert_eq!(v, next, "lost or repeated a message");
+                    next += 1;
+                }
+                Some(Err(RecvError::Disconnected)) => break,
+                Some(Err(e)) => panic!("{e:?}"),
+                // Dropped before it completed: after at least one Pending poll (a
+                // registration), or never polled.
+                None => dropped_pending += u64::from(polls > 0),
+            }
+        }
+        (next, dropped_pending)
+    });
+    assert_eq!(received, COUNT);
+    assert!(child.0.wait().unwrap().success());
+    assert!(dropped_pending > 0, "no future was dropped while waiting");
+}
+
+/// The thread id of this process's reactor thread, once it exists.
+fn reactor_thread() -> Option<u32> {
+    std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
+        let task = task.ok()?;
+        let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+        (comm.trim() == "shm-reactor").then(|| task.file_name().to_str()?.parse().ok())?
+    })
+}
+
+/// A tokio task awaiting an empty ring, no spin: the reactor thread falls asleep in
+/// `futex_waitv` (seen in `/proc`), a producer process sends one message, and the task
+/// receives it. Then a `recv()` future dropped mid-wait leaves no waiter announced on
+/// the ring's event count (a broadcast ring shows its count of parked subscribers).
+#[test]
+fn the_reactor_wakes_a_task_and_a_cancelled_wait_leaves_no_waiter() {
+    let name = ShmName::new("async-wake");
+    let mut rx = Async::with_spin(consumer(&name), Duration::ZERO);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let (name2, started) = (name.as_str().to_owned(), Instant::now());
+    let producer = std::thread::spawn(move || {
+        // The task registered and the reactor sleeps on its futex words.
+        wait_for(Duration::from_secs(10), "the reactor asleep", || {
+            let tid = reactor_thread()?;
+            shm_testkit::sleeps_on_futex(std::process::id(), tid).then_some(())
+        });
+        let mut tx = spsc::Builder::<u64>::new(name2.as_str())
+            .mode(OpenMode::Open)
+            .producer()
+            .unwrap();
+        tx.send(77).unwrap();
+    });
+    let got = runtime.block_on(tokio::time::timeout(Duration::from_secs(30), rx.recv()));
+    assert_eq!(got, Ok(Ok(77)), "the task was not woken");
+    producer.join().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let ring = ShmName::new("async-cancel");
+    let publisher = broadcast::Builder::<u64>::new(ring.as_str())
+        .publisher()
+        .unwrap();
+    let subscriber = broadcast::Builder::<u64>::new(ring.as_str())
+        .subscriber()
+        .unwrap();
+    let mut sub = Async::with_spin(subscriber, Duration::ZERO);
+    runtime.block_on(async {
+        {
+            let mut fut = pin!(sub.recv());
+            let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+            assert!(first.is_pending(), "nothing was published");
+            assert_eq!(publisher.stats().parked_subscribers, 1, "registered");
+        }
+        assert_eq!(publisher.stats().parked_subscribers, 0, "withdrawn on drop");
+        let timed_out = tokio::time::timeout(Duration::from_millis(20), sub.recv()).await;
+        assert!(timed_out.is_err(), "nothing was published");
+    });
+    assert_eq!(publisher.stats().parked_subscribers, 0);
+}
