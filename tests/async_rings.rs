@@ -175,7 +175,8 @@ fn the_reactor_wakes_a_task_and_a_cancelled_wait_leaves_no_waiter() {
             .unwrap();
         tx.send(77).unwrap();
     });
-    let got = runtime.block_on(tokio::time::timeout(Duration::from_secs(30), rx.recv()));
+    let got =
+        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), rx.recv()).await });
     assert_eq!(got, Ok(Ok(77)), "the task was not woken");
     producer.join().unwrap();
     assert!(started.elapsed() < Duration::from_secs(10));
