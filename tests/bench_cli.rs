@@ -170,6 +170,38 @@ fn other_transports_take_any_size_from_8_bytes() {
     assert!(rows[5..].iter().all(|r| r["size"] == 1500));
 }
 
+/// The ways of waiting are not in a default run; named, each gives a row whose every
+/// sequence number came back (the run fails otherwise): the `WaitSet` over 1 and 64
+/// rings, and, with the `tokio` feature, tokio tasks on `Async` rings and on a tokio
+/// `UnixStream`.
+#[test]
+fn ways_of_waiting_run_by_name() {
+    let mut named = vec!["shm-waitset-1", "shm-waitset-64"];
+    if cfg!(feature = "tokio") {
+        named.extend(["shm-async", "shm-async-mt", "tokio-uds", "tokio-uds-mt"]);
+    }
+    let report = run_json(&[
+        "--round-trips",
+        "200",
+        "--rounds",
+        "1",
+        "--sizes",
+        "64",
+        "--transports",
+        &named.join(","),
+    ]);
+    let rows = report["latency"].as_array().unwrap();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["transport"].as_str().unwrap())
+        .collect();
+    let mut expected = vec!["limit"];
+    expected.extend(&named);
+    assert_eq!(names, expected);
+    assert!(rows.iter().all(|r| r["round_trips"].as_u64() > Some(0)));
+    assert!(!transports().contains(&"shm-waitset-1"));
+}
+
 /// Loans carry a 1 MiB payload by its offset: the row is there, every sequence number
 /// came back (the run fails otherwise), and the pool and rings are gone afterwards.
 #[test]

@@ -30,6 +30,7 @@ pub mod pipes;
 mod report;
 mod throughput;
 pub mod transport;
+mod waiting;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -118,7 +119,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "--time-limit must be a positive number of seconds"
     );
     let mut transports = if args.transports.is_empty() {
-        Transport::all()
+        Transport::defaults()
     } else {
         args.transports.clone()
     };
@@ -418,8 +419,11 @@ fn open_pinger(
         Transport::Limit => bail!("the limit probes are opened on their own"),
         Transport::Rtrb => by_spsc_size!(size, rtrb_pinger(echo_core))?,
         Transport::ArrayQueue => by_spsc_size!(size, array_queue_pinger(echo_core))?,
-        Transport::ShmSpsc | Transport::ShmSpscPark => {
-            let park = transport == Transport::ShmSpscPark;
+        Transport::ShmSpsc
+        | Transport::ShmSpscPark
+        | Transport::ShmWaitset1
+        | Transport::ShmWaitset64 => {
+            let park = transport != Transport::ShmSpsc;
             cleanup.names.extend(transport::spsc_names(&base));
             let pinger = by_spsc_size!(size, spsc_pinger(&base, park))?;
             peer.call(&open(&base))?;
@@ -448,6 +452,20 @@ fn open_pinger(
             let pinger = transport::shm_loan(&base, size, true)?;
             peer.call(&open(&base))?;
             Box::new(pinger)
+        }
+        #[cfg(feature = "tokio")]
+        Transport::ShmAsync | Transport::ShmAsyncMt => {
+            cleanup.names.extend(transport::spsc_names(&base));
+            let pinger = by_spsc_size!(size, spsc_pinger(&base, false))?;
+            peer.call(&open(&base))?;
+            pinger
+        }
+        #[cfg(feature = "tokio")]
+        Transport::TokioUds | Transport::TokioUdsMt => {
+            let listener = transport::uds_listen(&base)?;
+            peer.call(&open(&base))?;
+            let (stream, _) = listener.accept()?;
+            Box::new(StreamPinger::new(stream.try_clone()?, stream, size))
         }
         Transport::Uds => {
             let listener = transport::uds_listen(&base)?;

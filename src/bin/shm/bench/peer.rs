@@ -188,6 +188,16 @@ fn open(transport: Transport, size: usize, at: &str) -> Result<Box<dyn Echoer>> 
         }
         Transport::ShmSpsc => by_spsc_size!(size, spsc_echo(at, false))?,
         Transport::ShmSpscPark => by_spsc_size!(size, spsc_echo(at, true))?,
+        Transport::ShmWaitset1 => by_spsc_size!(size, waitset_echo(at, 1))?,
+        Transport::ShmWaitset64 => by_spsc_size!(size, waitset_echo(at, 64))?,
+        #[cfg(feature = "tokio")]
+        Transport::ShmAsync => by_spsc_size!(size, async_echo(at, false))?,
+        #[cfg(feature = "tokio")]
+        Transport::ShmAsyncMt => by_spsc_size!(size, async_echo(at, true))?,
+        #[cfg(feature = "tokio")]
+        Transport::TokioUds => super::waiting::tokio_uds_echoer(at, size, false)?,
+        #[cfg(feature = "tokio")]
+        Transport::TokioUdsMt => super::waiting::tokio_uds_echoer(at, size, true)?,
         Transport::ShmBroadcast => by_spsc_size!(size, broadcast_echo(at))?,
         Transport::ShmRpc => by_spsc_size!(size, rpc_echo(at))?,
         Transport::ShmStream => transport::shm_stream_echoer(at, size)?,
@@ -227,6 +237,15 @@ fn broadcast_echo<const N: usize>(base: &str) -> Result<Box<dyn Echoer>> {
 
 fn rpc_echo<const N: usize>(base: &str) -> Result<Box<dyn Echoer>> {
     transport::rpc_echoer::<N>(base)
+}
+
+fn waitset_echo<const N: usize>(base: &str, rings: usize) -> Result<Box<dyn Echoer>> {
+    super::waiting::waitset_echoer::<N>(base, rings)
+}
+
+#[cfg(feature = "tokio")]
+fn async_echo<const N: usize>(base: &str, multi: bool) -> Result<Box<dyn Echoer>> {
+    super::waiting::async_echoer::<N>(base, multi)
 }
 
 fn spsc_echo<const N: usize>(base: &str, park: bool) -> Result<Box<dyn Echoer>> {

@@ -84,6 +84,32 @@ pub enum Transport {
     /// sequence number in place and drops the sample (the chunk goes back to the pool).
     /// No payload byte is copied, so the cost does not grow with the size.
     ShmLoan,
+    /// `shm-spsc-park`'s timing side; the echo side waits in a `WaitSet` (`Park`) over
+    /// the ping ring alone, then receives and answers: a wake-up through `futex_waitv`.
+    #[value(name = "shm-waitset-1")]
+    #[serde(rename = "shm-waitset-1")]
+    ShmWaitset1,
+    /// As `shm-waitset-1`, the set holding 63 more rings (idle, of this process) after
+    /// the ping ring: the cost of announcing on 64 event counts and of a 64-word
+    /// `futex_waitv`.
+    #[value(name = "shm-waitset-64")]
+    #[serde(rename = "shm-waitset-64")]
+    ShmWaitset64,
+    /// `shm-spsc`'s timing side (busy-polling); the echo side is a tokio task on a
+    /// current-thread runtime awaiting `Async` rings (`recv().await`,
+    /// `send(v).await`; default spin, then the reactor).
+    #[cfg(feature = "tokio")]
+    ShmAsync,
+    /// As `shm-async`, on a multi-thread runtime.
+    #[cfg(feature = "tokio")]
+    ShmAsyncMt,
+    /// `uds`'s timing side (blocking reads); the echo side is a tokio task on a
+    /// current-thread runtime reading and writing a tokio `UnixStream`.
+    #[cfg(feature = "tokio")]
+    TokioUds,
+    /// As `tokio-uds`, on a multi-thread runtime.
+    #[cfg(feature = "tokio")]
+    TokioUdsMt,
     /// A Unix domain stream socket, blocking reads.
     Uds,
     /// Two pipes (named FIFOs), blocking reads.
@@ -119,6 +145,21 @@ impl Transport {
         Transport::value_variants().to_vec()
     }
 
+    /// The transports of a run without `--transports`: all but the ways of waiting
+    /// (`shm-waitset-*`, `shm-async*`, `tokio-uds*`), which answer a question of their
+    /// own and are run by name.
+    pub fn defaults() -> Vec<Transport> {
+        Self::all().into_iter().filter(|t| !t.waiting()).collect()
+    }
+
+    /// Whether it measures a way of waiting rather than a transport.
+    pub fn waiting(self) -> bool {
+        let name = self.name();
+        name.starts_with("shm-waitset")
+            || name.starts_with("shm-async")
+            || name.starts_with("tokio-")
+    }
+
     /// The name used on the command line, in tables and in JSON.
     pub fn name(self) -> &'static str {
         match self {
@@ -129,6 +170,16 @@ impl Transport {
             Transport::ShmRpc => "shm-rpc",
             Transport::ShmStream => "shm-stream",
             Transport::ShmLoan => "shm-loan",
+            Transport::ShmWaitset1 => "shm-waitset-1",
+            Transport::ShmWaitset64 => "shm-waitset-64",
+            #[cfg(feature = "tokio")]
+            Transport::ShmAsync => "shm-async",
+            #[cfg(feature = "tokio")]
+            Transport::ShmAsyncMt => "shm-async-mt",
+            #[cfg(feature = "tokio")]
+            Transport::TokioUds => "tokio-uds",
+            #[cfg(feature = "tokio")]
+            Transport::TokioUdsMt => "tokio-uds-mt",
             Transport::Uds => "uds",
             Transport::Pipe => "pipe",
             Transport::Tcp => "tcp",
@@ -149,11 +200,13 @@ impl Transport {
             self,
             Transport::ShmSpsc
                 | Transport::ShmSpscPark
+                | Transport::ShmWaitset1
+                | Transport::ShmWaitset64
                 | Transport::ShmBroadcast
                 | Transport::ShmRpc
                 | Transport::Rtrb
                 | Transport::ArrayQueue
-        )
+        ) || self.name().starts_with("shm-async")
     }
 
     /// Whether both sides are threads of the timing process (the in-process anchors).
@@ -566,10 +619,14 @@ pub struct SpscEchoer<const N: usize> {
     park: bool,
 }
 
-/// Opens both rings named after `base` and attaches the echo side.
-pub fn spsc_echoer<const N: usize>(base: &str, park: bool) -> Result<Box<dyn Echoer>> {
+/// Opens both rings named after `base` from the echo side: the consumer of the ping
+/// ring and the producer of the pong ring, waiting with `wait`.
+#[allow(clippy::type_complexity)]
+pub fn spsc_echo_rings<const N: usize>(
+    base: &str,
+    wait: WaitStrategy,
+) -> Result<(Consumer<[u8; N]>, Producer<[u8; N]>)> {
     let [ping, pong] = spsc_names(base);
-    let wait = wait_strategy(park);
     let rx = Builder::<[u8; N]>::new(ping.as_str())
         .capacity(LATENCY_CAPACITY)
         .wait_strategy(wait)
@@ -580,6 +637,12 @@ pub fn spsc_echoer<const N: usize>(base: &str, park: bool) -> Result<Box<dyn Ech
         .wait_strategy(wait)
         .mode(OpenMode::Open)
         .producer()?;
+    Ok((rx, tx))
+}
+
+/// Opens both rings named after `base` and attaches the echo side.
+pub fn spsc_echoer<const N: usize>(base: &str, park: bool) -> Result<Box<dyn Echoer>> {
+    let (rx, tx) = spsc_echo_rings::<N>(base, wait_strategy(park))?;
     Ok(Box::new(SpscEchoer {
         rx,
         tx,
