@@ -6,3 +6,10 @@ cd "$(dirname "$0")/.."
 source ci/common.sh
 
 run_tests "tests" cargo test --workspace --locked
+
+# Every example runs to its end with its small default (they check what they print).
+for example in examples/*.rs; do
+    name=$(basename "$example" .rs)
+    echo "== example: $name"
+    cargo run --locked --quiet --example "$name"
+done
