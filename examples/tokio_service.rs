@@ -133,7 +133,10 @@ fn service() -> Result<(), Box<dyn std::error::Error>> {
     });
     let (received, sum, asked, answers, status) = result?;
     println!("quotes received:   {received} of {QUOTES} (in order, none twice)");
-    println!("mean price:        {:.2}", sum as f64 / received.max(1) as f64);
+    println!(
+        "mean price:        {:.2}",
+        sum as f64 / received.max(1) as f64
+    );
     println!("control requests:  {asked} served, {answers} answered");
     println!("feed process:      {status}");
     println!("elapsed:           {:.1?}", started.elapsed());

@@ -178,7 +178,13 @@ fn other_transports_take_any_size_from_8_bytes() {
 fn ways_of_waiting_run_by_name() {
     let mut named = vec!["shm-waitset-1", "shm-waitset-64"];
     if cfg!(feature = "tokio") {
-        named.extend(["shm-async", "shm-async-mt", "tokio-uds", "tokio-uds-mt"]);
+        named.extend([
+            "shm-async",
+            "shm-async-mt",
+            "shm-async-park",
+            "tokio-uds",
+            "tokio-uds-mt",
+        ]);
     }
     let report = run_json(&[
         "--round-trips",

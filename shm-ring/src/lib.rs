@@ -9,6 +9,10 @@
 //! - [`stream`]: variable-size byte frames, one producer and one consumer, each frame
 //!   contiguous in place (Aeron's record layout), over the SPSC ring's chunk API.
 //! - [`loan`]: pool chunks through any of the typed rings, written and read in place.
+//! - [`wait_set`]: one thread waiting on up to 128 handles of any flavour at once
+//!   ([`WaitSet`]), in one `futex_waitv`.
+//! - [`reactor`]: any handle awaited from any executor ([`Async`]: `recv().await`,
+//!   `send(v).await`, a `Stream`), woken by one reactor thread per process.
 //!
 //! Every flavour is its algorithm over the crate's `core`: the region a ring lives in
 //! (heap or segment), liveness probes, one blocking loop, and one attach protocol.

@@ -46,7 +46,7 @@ use shm_sync::{EventCount, WaitStrategy, Waiting};
 
 use crate::core::blocking::slice_deadline;
 
-/// A handle a [`WaitSet`] can wait on: every
+/// A handle a [`WaitSet`] (or an async task, see [`Async`](crate::Async)) can wait on: every
 /// consumer and producer of every flavour, a request/response server, a client (for
 /// room to send), and a pending call (for its response).
 ///

@@ -454,7 +454,7 @@ fn open_pinger(
             Box::new(pinger)
         }
         #[cfg(feature = "tokio")]
-        Transport::ShmAsync | Transport::ShmAsyncMt => {
+        Transport::ShmAsync | Transport::ShmAsyncMt | Transport::ShmAsyncPark => {
             cleanup.names.extend(transport::spsc_names(&base));
             let pinger = by_spsc_size!(size, spsc_pinger(&base, false))?;
             peer.call(&open(&base))?;

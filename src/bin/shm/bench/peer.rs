@@ -191,9 +191,11 @@ fn open(transport: Transport, size: usize, at: &str) -> Result<Box<dyn Echoer>> 
         Transport::ShmWaitset1 => by_spsc_size!(size, waitset_echo(at, 1))?,
         Transport::ShmWaitset64 => by_spsc_size!(size, waitset_echo(at, 64))?,
         #[cfg(feature = "tokio")]
-        Transport::ShmAsync => by_spsc_size!(size, async_echo(at, false))?,
+        Transport::ShmAsync => by_spsc_size!(size, async_echo(at, false, true))?,
         #[cfg(feature = "tokio")]
-        Transport::ShmAsyncMt => by_spsc_size!(size, async_echo(at, true))?,
+        Transport::ShmAsyncMt => by_spsc_size!(size, async_echo(at, true, true))?,
+        #[cfg(feature = "tokio")]
+        Transport::ShmAsyncPark => by_spsc_size!(size, async_echo(at, false, false))?,
         #[cfg(feature = "tokio")]
         Transport::TokioUds => super::waiting::tokio_uds_echoer(at, size, false)?,
         #[cfg(feature = "tokio")]
@@ -244,8 +246,13 @@ fn waitset_echo<const N: usize>(base: &str, rings: usize) -> Result<Box<dyn Echo
 }
 
 #[cfg(feature = "tokio")]
-fn async_echo<const N: usize>(base: &str, multi: bool) -> Result<Box<dyn Echoer>> {
-    super::waiting::async_echoer::<N>(base, multi)
+fn async_echo<const N: usize>(base: &str, multi: bool, spin: bool) -> Result<Box<dyn Echoer>> {
+    let spin = if spin {
+        shm_transport::ring::Async::<shm_transport::ring::spsc::Consumer<[u8; N]>>::DEFAULT_SPIN
+    } else {
+        std::time::Duration::ZERO
+    };
+    super::waiting::async_echoer::<N>(base, multi, spin)
 }
 
 fn spsc_echo<const N: usize>(base: &str, park: bool) -> Result<Box<dyn Echoer>> {

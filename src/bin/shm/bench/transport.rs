@@ -103,6 +103,10 @@ pub enum Transport {
     /// As `shm-async`, on a multi-thread runtime.
     #[cfg(feature = "tokio")]
     ShmAsyncMt,
+    /// As `shm-async`, with no spin: every message wakes the task through the reactor
+    /// thread (its `futex_waitv`, then the waker).
+    #[cfg(feature = "tokio")]
+    ShmAsyncPark,
     /// `uds`'s timing side (blocking reads); the echo side is a tokio task on a
     /// current-thread runtime reading and writing a tokio `UnixStream`.
     #[cfg(feature = "tokio")]
@@ -176,6 +180,8 @@ impl Transport {
             Transport::ShmAsync => "shm-async",
             #[cfg(feature = "tokio")]
             Transport::ShmAsyncMt => "shm-async-mt",
+            #[cfg(feature = "tokio")]
+            Transport::ShmAsyncPark => "shm-async-park",
             #[cfg(feature = "tokio")]
             Transport::TokioUds => "tokio-uds",
             #[cfg(feature = "tokio")]

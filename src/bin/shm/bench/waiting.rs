@@ -65,6 +65,8 @@ pub use async_echo::{async_echoer, tokio_uds_echoer};
 
 #[cfg(feature = "tokio")]
 mod async_echo {
+    use std::time::Duration;
+
     use anyhow::{Context, Result, anyhow};
     use shm_transport::ring::Async;
     use shm_transport::ring::spsc::{Consumer, Producer};
@@ -96,11 +98,16 @@ mod async_echo {
 
     /// Opens the rings named after `base` for a task of a current-thread (`multi`
     /// false) or multi-thread runtime.
-    pub fn async_echoer<const N: usize>(base: &str, multi: bool) -> Result<Box<dyn Echoer>> {
+    /// `spin`: how long the futures poll before they register with the reactor.
+    pub fn async_echoer<const N: usize>(
+        base: &str,
+        multi: bool,
+        spin: Duration,
+    ) -> Result<Box<dyn Echoer>> {
         let (rx, tx) = spsc_echo_rings::<N>(base, WaitStrategy::default())?;
         Ok(Box::new(AsyncEchoer {
             runtime: runtime(multi)?,
-            rings: Some((Async::new(rx), Async::new(tx))),
+            rings: Some((Async::with_spin(rx, spin), Async::with_spin(tx, spin))),
         }))
     }
 
