@@ -202,3 +202,64 @@ fn the_reactor_wakes_a_task_and_a_cancelled_wait_leaves_no_waiter() {
     });
     assert_eq!(publisher.stats().parked_subscribers, 0);
 }
+
+/// Byte frames of every length between two tasks of one current-thread runtime, through
+/// rings far smaller than what passes: the sender awaits room for each whole frame (more
+/// than one free slot) without holding the thread, and the receiver gets every frame
+/// whole and in order, on a stream ring and on a broadcast ring of frames (`Block`).
+#[test]
+fn frames_await_room_for_all_of_them_on_one_thread() {
+    use shm_transport::ring::broadcast::frames::{Cell, FramePublisher, FrameSubscriber};
+    use shm_transport::ring::stream;
+
+    fn frame(i: usize, max: usize) -> Vec<u8> {
+        vec![i as u8; (i * 37) % max]
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    const FRAMES: usize = 3000;
+
+    let (tx, rx) = stream::channel(256).unwrap();
+    let (mut tx, mut rx) = (Async::new(tx), Async::new(rx));
+    let max = tx.get_ref().max_message_len();
+    runtime.block_on(async {
+        let send = async move {
+            for i in 0..FRAMES {
+                tx.send(&frame(i, max)).await.unwrap();
+            }
+        };
+        let receive = async move {
+            let mut buf = Vec::new();
+            for i in 0..FRAMES {
+                let len = rx.recv_into(&mut buf).await.unwrap();
+                assert_eq!((len, &buf), (buf.len(), &frame(i, max)), "stream frame {i}");
+            }
+            assert_eq!(rx.recv_into(&mut buf).await, Err(RecvError::Disconnected));
+        };
+        tokio::join!(send, receive);
+    });
+
+    let (publisher, subscriber) =
+        broadcast::channel_with::<Cell>(16, 1, broadcast::Overflow::Block).unwrap();
+    let (mut tx, mut rx) = (
+        Async::new(FramePublisher::new(publisher)),
+        Async::new(FrameSubscriber::new(subscriber)),
+    );
+    let max = tx.get_ref().max_len();
+    runtime.block_on(async {
+        let send = async move {
+            for i in 0..FRAMES {
+                tx.send(&frame(i, max)).await.unwrap();
+            }
+        };
+        let receive = async move {
+            let mut buf = Vec::new();
+            for i in 0..FRAMES {
+                rx.recv_into(&mut buf).await.unwrap();
+                assert_eq!(buf, frame(i, max), "broadcast frame {i}");
+            }
+        };
+        tokio::join!(send, receive);
+    });
+}

@@ -153,15 +153,26 @@ impl<H: Waitable> Async<H> {
     /// [`ready`](Self::ready) as a poll: `Ready` when the handle is ready; `Pending`
     /// with the task registered to be woken when it may be.
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_until(cx, &mut |handle, probe| handle.ready(probe))
+    }
+
+    /// [`poll_ready`](Self::poll_ready) for a readiness of the caller's: `ready(handle,
+    /// probe)` (more room than one slot, say), which whoever makes it true notifies the
+    /// handle's wake event after, as for [`Waitable::ready`].
+    fn poll_until(
+        &mut self,
+        cx: &mut Context<'_>,
+        ready: &mut impl FnMut(&mut H, bool) -> bool,
+    ) -> Poll<()> {
         self.withdraw();
         let probe = self.probe_at.is_some_and(|at| Instant::now() >= at);
         if probe {
             self.probe_at = None;
         }
-        if self.handle.ready(probe) {
+        if ready(&mut self.handle, probe) {
             return Poll::Ready(());
         }
-        if !self.spin.is_zero() && self.spin_until_ready() {
+        if !self.spin.is_zero() && self.spin_until(ready) {
             return Poll::Ready(());
         }
         let wake = self.handle.wake_event();
@@ -169,7 +180,7 @@ impl<H: Waitable> Async<H> {
             Some(mark) => wake.event.prepare_wait_marked(mark),
             None => wake.event.prepare_wait(),
         };
-        if self.handle.ready(false) {
+        if ready(&mut self.handle, false) {
             self.cancel();
             return Poll::Ready(());
         }
@@ -191,12 +202,12 @@ impl<H: Waitable> Async<H> {
     }
 
     /// Polls the handle for the spin budget; whether it became ready.
-    fn spin_until_ready(&mut self) -> bool {
+    fn spin_until(&mut self, ready: &mut impl FnMut(&mut H, bool) -> bool) -> bool {
         let end = Instant::now() + self.spin;
         let mut spins = 0u32;
         loop {
             spin_loop();
-            if self.handle.ready(false) {
+            if ready(&mut self.handle, false) {
                 return true;
             }
             spins = spins.wrapping_add(1);
@@ -418,19 +429,99 @@ impl<H: AsyncSend> Async<H> {
     }
 }
 
-impl Async<stream::Producer> {
-    /// Sends `payload` as one frame, awaiting room while the ring is full.
+/// `send(&[u8]).await` for the byte-frame producers, which wait for room for the whole
+/// frame (more than [`Waitable::ready`]'s one slot).
+macro_rules! async_frame_send {
+    ($ty:ty, $sync:literal) => {
+        impl Async<$ty> {
+            /// Sends `payload` as one frame, awaiting room for all of it while there is
+            /// none.
+            ///
+            /// Cancellation safe: dropped before it completes, it has sent nothing.
+            ///
+            /// # Errors
+            ///
+            #[doc = concat!("As [`", $sync, "`], never `Full` nor `Timeout`.")]
+            pub async fn send(&mut self, payload: &[u8]) -> Result<(), stream::SendError> {
+                let len = payload.len();
+                loop {
+                    match self.handle.try_send(payload) {
+                        Err(stream::SendError::Full) => {
+                            let this = Withdraw(self);
+                            poll_fn(|cx| this.0.poll_until(cx, &mut |h, p| h.ready_for(len, p)))
+                                .await;
+                        }
+                        done => return done,
+                    }
+                }
+            }
+        }
+    };
+}
+async_frame_send!(stream::Producer, "stream::Producer::send");
+async_frame_send!(
+    broadcast::frames::FramePublisher,
+    "broadcast::frames::FramePublisher::send"
+);
+
+impl Async<stream::Consumer> {
+    /// Receives the next frame into `buf` (cleared first), awaiting one while the ring
+    /// is empty; returns the payload's length.
     ///
-    /// Cancellation safe: dropped before it completes, it has sent nothing.
+    /// Cancellation safe: a frame is taken only by the poll that copies it out.
     ///
     /// # Errors
     ///
-    /// As [`stream::Producer::send`], never `Full` nor `Timeout`.
-    pub async fn send(&mut self, payload: &[u8]) -> Result<(), stream::SendError> {
+    /// As [`stream::Consumer::recv`].
+    pub async fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
         loop {
-            match self.handle.try_send(payload) {
-                Err(stream::SendError::Full) => self.ready().await,
-                done => return done,
+            let got = match self.handle.try_recv() {
+                Ok(frame) => {
+                    buf.clear();
+                    buf.extend_from_slice(&frame);
+                    Ok(frame.len())
+                }
+                Err(TryRecvError::Empty) => Err(None),
+                Err(TryRecvError::Disconnected) => Err(Some(RecvError::Disconnected)),
+                Err(TryRecvError::Corrupted(c)) => Err(Some(RecvError::Corrupted(c))),
+            };
+            match got {
+                Ok(len) => return Ok(len),
+                Err(Some(e)) => return Err(e),
+                Err(None) => self.ready().await,
+            }
+        }
+    }
+}
+
+impl Async<broadcast::frames::FrameSubscriber> {
+    /// Receives the next whole frame into `buf` (cleared first), awaiting one while
+    /// there is none; returns its length.
+    ///
+    /// Cancellation safe: a frame is taken only by the poll that copies it out.
+    ///
+    /// # Errors
+    ///
+    /// As [`broadcast::frames::FrameSubscriber::recv`].
+    pub async fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<usize, broadcast::RecvError> {
+        use broadcast::{RecvError as E, TryRecvError as T};
+        loop {
+            let got = match self.handle.try_recv() {
+                Ok(frame) => {
+                    buf.clear();
+                    buf.extend_from_slice(frame);
+                    Ok(frame.len())
+                }
+                Err(T::Empty) => Err(None),
+                Err(T::Lagged { missed }) => Err(Some(E::Lagged { missed })),
+                Err(T::Untethered) => Err(Some(E::Untethered)),
+                Err(T::Disconnected) => Err(Some(E::Disconnected)),
+                Err(T::Corrupted(c)) => Err(Some(E::Corrupted(c))),
+            };
+            match got {
+                Ok(len) => return Ok(len),
+                Err(Some(e)) => return Err(e),
+                Err(None) => self.ready().await,
             }
         }
     }

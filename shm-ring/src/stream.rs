@@ -164,6 +164,30 @@ impl Producer {
         self.inner.set_wait_strategy(wait);
     }
 
+    /// The bytes a record of `len` payload bytes takes at the current position: the
+    /// record, and the padding before it if it does not fit before the end of the
+    /// buffer.
+    fn footprint(&self, len: usize) -> usize {
+        let record = record_len(len as u64) as usize;
+        let index = (self.inner.position() & (self.capacity() - 1)) as usize;
+        let contiguous = self.capacity() as usize - index;
+        if record <= contiguous {
+            record
+        } else {
+            contiguous + record
+        }
+    }
+
+    /// Whether a frame of `len` payload bytes would be taken now (or refused at once),
+    /// without sending: what an async send of it waits for.
+    #[cfg(not(loom))]
+    pub(crate) fn ready_for(&mut self, len: usize, probe: bool) -> bool {
+        len > self.max_message_len() || {
+            let bytes = self.footprint(len) as u64;
+            self.inner.ready_for(bytes, probe)
+        }
+    }
+
     /// Takes the bytes of a record of `len` payload bytes, contiguous, and of the padding
     /// before it if it does not fit before the end of the buffer: `deadline` `None` does
     /// not wait, `Some(d)` waits until `d` (`Some(None)`: forever).
@@ -178,12 +202,11 @@ impl Producer {
         }
         let record = record_len(len as u64) as usize;
         // Bytes before the end of the buffer: the record fits there, or they are padding.
-        let index = (self.inner.position() & (self.capacity() - 1)) as usize;
-        let contiguous = self.capacity() as usize - index;
-        let pad = if record <= contiguous { 0 } else { contiguous };
+        let footprint = self.footprint(len);
+        let pad = footprint - record;
         let mut chunk = match deadline {
-            None => self.inner.write_chunk(pad + record)?,
-            Some(deadline) => self.inner.write_chunk_deadline(pad + record, deadline)?,
+            None => self.inner.write_chunk(footprint)?,
+            Some(deadline) => self.inner.write_chunk_deadline(footprint, deadline)?,
         };
         let (first, second) = chunk.as_mut_slices();
         // Without padding the record is at the start of the first slice; with it, the

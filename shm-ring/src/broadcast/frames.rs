@@ -152,7 +152,7 @@ impl FramePublisher {
                 max,
             });
         }
-        let cells = frame.len().div_ceil(CELL_BYTES).max(1);
+        let cells = cells(frame.len());
         self.publisher
             .reserve(cells as u64, deadline)
             .map_err(|refused| match refused {
@@ -183,6 +183,13 @@ impl FramePublisher {
         Ok(())
     }
 
+    /// Whether a frame of `len` bytes would be published now (or refused at once),
+    /// without publishing: what an async send of it waits for.
+    #[cfg(not(loom))]
+    pub(crate) fn ready_for(&mut self, len: usize, probe: bool) -> bool {
+        len > self.max_len() || self.publisher.ready_for(cells(len) as u64, probe)
+    }
+
     /// The ring's publisher of cells underneath: its stats count cells.
     #[must_use]
     pub fn publisher(&self) -> &Publisher<Cell> {
@@ -200,6 +207,11 @@ impl FramePublisher {
 fn published(ring: &Ring<Cell>, position: u64) -> Option<Cell> {
     ring.written(position)
         .and_then(|(state, cell)| (state == PUBLISHED).then_some(cell))
+}
+
+/// The cells a frame of `len` bytes takes (an empty frame takes one).
+fn cells(len: usize) -> usize {
+    len.div_ceil(CELL_BYTES).max(1)
 }
 
 fn max_len(capacity: u64) -> usize {

@@ -385,10 +385,17 @@ impl<T: Message> Drop for Publisher<T> {
     }
 }
 
+impl<T: Message> Publisher<T> {
+    /// Whether the next `room` slots may be written now (or a send would fail at once),
+    /// without writing: `Waitable::ready` for `room` 1, and for a frame, its cells.
+    pub(crate) fn ready_for(&mut self, room: u64, probe: bool) -> bool {
+        self.tail + room <= self.gate || !matches!(self.regate(probe, room), Err(Refusal::Busy))
+    }
+}
+
 crate::wait_set::waitable!(
     [T: Message + 'static] Publisher<T>,
-    ready: |this, probe| this.tail < this.gate
-        || !matches!(this.regate(probe, 1), Err(Refusal::Busy)),
+    ready: |this, probe| this.ready_for(1, probe),
     event: |this| shm_sync::Waiting {
         event: &this.ring.control().not_full,
         mark: Some(this.ring.line(PUBLISHER_ENTRY).entry.parked()),

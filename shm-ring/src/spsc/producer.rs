@@ -538,12 +538,17 @@ impl<T: Message> core::fmt::Debug for Producer<T> {
     }
 }
 
+impl<T: Message> Producer<T> {
+    /// Whether `n` slots are free (or a send would fail at once), without claiming them:
+    /// `Waitable::ready` for `n` 1, and for a frame of the stream ring, its bytes.
+    pub(crate) fn ready_for(&mut self, n: u64, probe: bool) -> bool {
+        !matches!(self.cur.claim_n(&self.ring, n, probe), Err(Refusal::Busy))
+    }
+}
+
 crate::wait_set::waitable!(
     [T: Message + 'static] Producer<T>,
-    ready: |this, probe| !matches!(
-        this.cur.claim_n(&this.ring, 1, probe),
-        Err(Refusal::Busy)
-    ),
+    ready: |this, probe| this.ready_for(1, probe),
     event: |this| shm_sync::Waiting {
         event: &this.ring.control().not_full,
         mark: None,
