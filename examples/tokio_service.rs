@@ -16,21 +16,16 @@ use std::os::linux::net::SocketAddrExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use shm_transport::ring::{Async, Message, OpenMode, RecvError, spsc};
+use shm_transport::ring::{Async, OpenMode, RecvError, spsc};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// A quote from the feed.
-#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
+#[shm_transport::message(name = "examples::tokio_service::Quote/v1")]
+#[derive(Debug, Clone, Copy)]
 struct Quote {
     seq: u64,
     price: u64,
-}
-
-impl Message for Quote {
-    const TYPE_NAME: &'static str = "examples::tokio_service::Quote/v1";
 }
 
 /// How many quotes the feed sends.

@@ -10,5 +10,8 @@
 //! The `shm` command line tool lives in this package too.
 
 pub use shm_alloc as alloc;
+/// `#[message]` for users of this crate alone: as `shm_ring::message`, its expansion
+/// naming `shm_transport::ring`.
+pub use shm_derive::facade_message as message;
 pub use shm_ring as ring;
 pub use shm_sync as sync;

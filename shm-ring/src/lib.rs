@@ -53,4 +53,8 @@ pub use error::{
 pub use message::{Message, fingerprint};
 #[cfg(not(loom))]
 pub use reactor::{Async, AsyncRecv, AsyncSend};
+pub use shm_derive::message;
 pub use wait_set::{WaitSet, WaitSetError, Waitable};
+/// The zerocopy this crate's message types are checked with, for `#[message]`'s
+/// expansion and for code that names its traits: no zerocopy line of your own needed.
+pub use zerocopy;

@@ -15,11 +15,94 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// consumer of another type is refused at attach time. Change the name (for example
 /// with a version suffix) when the meaning of the bytes changes.
 ///
-/// # Examples
+/// # Defining one: `#[message]`
+///
+/// One line: [`#[message]`](crate::message) adds `#[repr(C)]`, derives the zerocopy
+/// traits through the zerocopy this crate re-exports (no zerocopy line in your
+/// `Cargo.toml`), and implements `Message` with the type's path as its name, or the
+/// name given:
+///
+/// ```
+/// #[shm_ring::message(name = "example::Quote/v1")]
+/// #[derive(Clone, Copy, Debug, PartialEq)]
+/// struct Quote { instrument: u32, side: u32, price: i64, quantity: u64 }
+///
+/// use shm_ring::Message;
+/// assert_eq!(Quote::TYPE_NAME, "example::Quote/v1");
+/// let (mut tx, mut rx) = shm_ring::spsc::channel::<Quote>(8)?;
+/// let quote = Quote { instrument: 7, side: 1, price: -3, quantity: 100 };
+/// tx.send(quote).unwrap();
+/// assert_eq!(rx.recv().unwrap(), quote);
+/// # Ok::<(), shm_ring::Error>(())
+/// ```
+///
+/// Without a name, the type's path (`module_path!()` and its name) is the name:
+///
+/// ```
+/// mod feed {
+///     #[shm_ring::message]
+///     pub struct Tick { pub seq: u64 }
+/// }
+/// use shm_ring::Message;
+/// assert!(feed::Tick::TYPE_NAME.ends_with("::feed::Tick"));
+/// ```
+///
+/// Refused, each with a compile error that says why: a `bool` (a peer may write any
+/// byte, and a `bool` other than 0 or 1 is undefined behaviour),
+///
+/// ```compile_fail
+/// #[shm_ring::message]
+/// struct Order { id: u64, buy: bool }
+/// ```
+///
+/// a pointer or a reference (an address means nothing in another process),
+///
+/// ```compile_fail
+/// #[shm_ring::message]
+/// struct Order { id: u64, note: *const u8 }
+/// ```
+///
+/// ```compile_fail
+/// #[shm_ring::message]
+/// struct Order { id: u64, note: &'static str }
+/// ```
+///
+/// padding (a peer would read bytes nobody wrote; `E0080`: the size assertion fails),
+///
+/// ```compile_fail,E0080
+/// #[shm_ring::message]
+/// struct Order { side: u8, id: u64 }
+/// ```
+///
+/// an enum (a peer may write a discriminant no variant has), heap memory, and a `char`:
+///
+/// ```compile_fail
+/// #[shm_ring::message]
+/// enum Side { Buy, Sell }
+/// ```
+///
+/// ```compile_fail
+/// #[shm_ring::message]
+/// struct Order { id: u64, note: Box<u64> }
+/// ```
+///
+/// ```compile_fail
+/// #[shm_ring::message]
+/// struct Order { id: u64, code: char }
+/// ```
+///
+/// The same struct with explicit padding is accepted:
+///
+/// ```
+/// #[shm_ring::message]
+/// struct Order { side: u8, _pad: [u8; 7], id: u64 }
+/// ```
+///
+/// # By hand
 ///
 /// ```
 /// use shm_ring::Message;
-/// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+/// use shm_ring::zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 ///
 /// #[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy)]
 /// #[repr(C)]
