@@ -263,3 +263,32 @@ fn frames_await_room_for_all_of_them_on_one_thread() {
         tokio::join!(send, receive);
     });
 }
+
+/// A `Stream` polled to `Pending` (registered, one parked subscriber), then given a
+/// message: the poll that returns it withdraws the registration, so the ring does not
+/// keep paying a wake-up for a waiter that is no longer waiting.
+#[test]
+fn a_stream_item_withdraws_the_registration_of_the_poll_before() {
+    use tokio_stream::Stream as _;
+    let ring = ShmName::new("async-stream-withdraw");
+    let mut publisher = broadcast::Builder::<u64>::new(ring.as_str())
+        .publisher()
+        .unwrap();
+    let subscriber = broadcast::Builder::<u64>::new(ring.as_str())
+        .subscriber()
+        .unwrap();
+    let mut sub = Async::with_spin(subscriber, Duration::ZERO);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let first =
+            std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut sub).poll_next(cx)))
+                .await;
+        assert!(first.is_pending());
+        assert_eq!(publisher.stats().parked_subscribers, 1, "registered");
+        publisher.send(5).unwrap();
+        assert_eq!(sub.next().await, Some(Ok(5)));
+        assert_eq!(publisher.stats().parked_subscribers, 0, "withdrawn");
+    });
+}

@@ -119,8 +119,10 @@ impl<H: Waitable> Async<H> {
         }
     }
 
-    /// The handle, for its non-blocking calls.
+    /// The handle, for its non-blocking calls (any registration withdrawn first, so that
+    /// a blocking call of the handle cannot meet this one's announcement).
     pub fn get_mut(&mut self) -> &mut H {
+        self.withdraw();
         &mut self.handle
     }
 
@@ -364,6 +366,9 @@ impl<H: AsyncRecv> Async<H> {
 
     /// [`recv`](Self::recv) as a poll.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<H::Item, H::Error>> {
+        // A registration of the last poll ends here, message or not: left counted, it
+        // would cost every notification of the ring a wake-up syscall.
+        self.withdraw();
         loop {
             match self.handle.try_next() {
                 Ok(Some(value)) => return Poll::Ready(Ok(value)),
@@ -607,9 +612,24 @@ impl Reactor {
         wake.0
     }
 
-    /// Removes entry `id` (dropped outside the lock).
+    /// Removes entry `id` (dropped outside the lock). An entry the reactor sleeps on
+    /// (not fired) rings the doorbell, so that the reactor lets go of its mapping now
+    /// rather than at its next wake-up.
     fn remove(&self, id: u64) {
-        let entry = self.lock().entries.remove(&id);
+        let (entry, wake) = {
+            let mut state = self.lock();
+            let entry = state.entries.remove(&id);
+            let wake = state.sleeping && entry.as_ref().is_some_and(|e| !e.fired);
+            if wake {
+                // Relaxed: as in `register`.
+                self.doorbell.fetch_add(1, Ordering::Relaxed);
+                state.sleeping = false;
+            }
+            (entry, wake)
+        };
+        if wake {
+            futex::wake_all(&self.doorbell);
+        }
         drop(entry);
     }
 
@@ -677,7 +697,9 @@ impl Reactor {
                 }
             }
             for waker in wakers.drain(..) {
-                waker.wake();
+                // A waker of a foreign executor that panics must not end the thread
+                // every task of the process depends on.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
             }
         }
     }

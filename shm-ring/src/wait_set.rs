@@ -70,8 +70,10 @@ pub trait Waitable: sealed::Sealed {
     /// when it dies parked).
     fn wake_event(&self) -> Waiting<'_>;
 
-    /// Whether this handle's peers can die without leaving (its ring is in a segment):
-    /// a waiter then probes them every [`LIVENESS_PERIOD`](crate::spsc::LIVENESS_PERIOD).
+    /// Whether a waiter must wake every [`LIVENESS_PERIOD`](crate::spsc::LIVENESS_PERIOD)
+    /// to probe: the handle's peers can die without leaving (its ring is in a segment),
+    /// or time itself changes its readiness (a `Block` publisher that untethers a
+    /// subscriber after a while).
     fn peers_may_die(&self) -> bool;
 }
 
@@ -243,10 +245,10 @@ impl WaitSet {
     ) -> Option<bool> {
         let mut next_probe = slice_deadline(None, may_die);
         let mut spins = 0u32;
+        if spin_end.is_some_and(|end| end.is_some_and(|e| Instant::now() >= e)) {
+            return None;
+        }
         loop {
-            if spin_end.is_some_and(|end| end.is_some_and(|e| Instant::now() >= e)) {
-                return None;
-            }
             match self.wait {
                 WaitStrategy::Yield => std::thread::yield_now(),
                 _ => spin_loop(),
@@ -261,6 +263,9 @@ impl WaitSet {
                 if next_probe.is_some_and(|p| now >= p) {
                     probe = true;
                     next_probe = slice_deadline(None, may_die);
+                }
+                if spin_end.is_some_and(|end| end.is_some_and(|e| now >= e)) {
+                    return None;
                 }
             }
             if self.collect(handles, probe) {
@@ -320,6 +325,26 @@ macro_rules! waitable {
         event: |$e:ident| $event:expr,
         region: |$r:ident| $region:expr $(,)?
     ) => {
+        $crate::wait_set::waitable!(
+            [$($g)*] $ty,
+            ready: |$s, $probe| $ready,
+            event: |$e| $event,
+            region: |$r| $region,
+            peers_may_die: |this| $crate::wait_set::waitable!(@region this, $r, $region)
+                .peers_may_die(),
+        );
+    };
+    (@region $this:ident, $r:ident, $region:expr) => {{
+        let $r = $this;
+        &$region
+    }};
+    (
+        [$($g:tt)*] $ty:ty,
+        ready: |$s:ident, $probe:ident| $ready:expr,
+        event: |$e:ident| $event:expr,
+        region: |$r:ident| $region:expr,
+        peers_may_die: |$d:ident| $may_die:expr $(,)?
+    ) => {
         impl<$($g)*> $crate::wait_set::sealed::Sealed for $ty {
             fn keep_alive(&self) -> $crate::wait_set::sealed::KeepAlive {
                 let $r = self;
@@ -339,8 +364,8 @@ macro_rules! waitable {
             }
 
             fn peers_may_die(&self) -> bool {
-                let $r = self;
-                $region.peers_may_die()
+                let $d = self;
+                $may_die
             }
         }
     };

@@ -97,6 +97,28 @@ fn names(tag: &str) -> Names {
     Names(name, requests)
 }
 
+/// `OpenMode::Create`: the first server creates the service and its request ring, a
+/// client opens them, and a second creator is refused as the segment exists.
+#[test]
+fn a_creating_server_creates_both_segments() {
+    use shm_ring::OpenMode;
+    let names = names("rr-create");
+    let mut server = service(&names.0)
+        .mode(OpenMode::Create)
+        .server()
+        .expect("create the service and its request ring");
+    let client = service(&names.0).mode(OpenMode::Open).client().unwrap();
+    let pending = client.send(&order(0, 1)).unwrap();
+    let request = server.try_recv().unwrap();
+    let answer = ack(&request, 0);
+    assert!(request.respond(&answer));
+    verify(&order(0, 1), &pending.wait(None).unwrap());
+    assert!(matches!(
+        service(&names.0).mode(OpenMode::Create).server(),
+        Err(shm_ring::Error::Segment(_))
+    ));
+}
+
 /// Sixteen calls in flight through one client, answered by a worker thread in the order
 /// they were sent, waited for in reverse: each gets its own response.
 #[test]

@@ -368,3 +368,26 @@ fn producers_streams_and_servers_wait_in_one_set() {
     assert_eq!(set.wait(&mut handles, soon()).unwrap(), [0]);
     assert_eq!(pending.try_recv(), Ok(Some(6)));
 }
+
+/// A pending call whose worker dies while serving it: the wait set's liveness probe finds
+/// the dead worker and the call ready, and the call then says the server is gone (the
+/// probe gave the call up; what it found is kept for the call's next look).
+#[test]
+fn a_pending_call_whose_worker_died_is_ready_and_says_server_gone() {
+    let name = ShmName::new("wsdead");
+    let rr = shm_ring::request_response::Builder::<u64, u64>::new(name.as_str());
+    let mut server = rr.server().unwrap();
+    let client = rr.client().unwrap();
+    let mut pending = client.send(&1).unwrap();
+    let request = server.try_recv().unwrap();
+    std::mem::forget(request); // taken, never answered
+    server.simulate_crash();
+    let mut set = WaitSet::with_wait_strategy(WaitStrategy::Park);
+    let mut handles: [&mut dyn Waitable; 1] = [&mut pending];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    assert_eq!(set.wait(&mut handles, Some(deadline)).unwrap(), [0]);
+    assert_eq!(
+        pending.try_recv(),
+        Err(shm_ring::request_response::CallError::ServerGone)
+    );
+}

@@ -401,4 +401,6 @@ crate::wait_set::waitable!(
         mark: Some(this.ring.line(PUBLISHER_ENTRY).entry.parked()),
     },
     region: |this| this.ring.region,
+    // As `wait_for_room`: the untether time passes while nothing is notified.
+    peers_may_die: |this| this.ring.region.peers_may_die() || this.untether_after.is_some(),
 );

@@ -260,9 +260,12 @@ impl<Req: Message, Resp: Message> Builder<Req, Resp> {
         let requests = self.requests(&service);
         let workers = service.workers;
         let (index, session, lock) = service.claim(0..workers, WORKER)?;
+        let consumer = requests.consumer()?;
+        // The ring exists now (created by this very call under `OpenMode::Create`).
+        let keeps_open = requests.mode(OpenMode::Open).producer()?;
         Ok(Server {
-            requests: requests.consumer()?,
-            _keeps_open: requests.producer()?,
+            requests: consumer,
+            _keeps_open: keeps_open,
             index,
             session,
             lock: Some(lock),
@@ -279,6 +282,9 @@ impl<Req: Message, Resp: Message> Builder<Req, Resp> {
         let service = self.attach()?;
         let (workers, clients) = (service.workers, service.clients);
         let (index, session, lock) = service.claim(workers..workers + clients, CLIENT)?;
+        // Only this entry's client waits on its `responded`: a count left by a holder
+        // that died waiting unmarked (an async or `WaitSet` wait) goes now.
+        service.line(index).responded.reset_waiters();
         let first = (index - workers) as usize * CALLS_PER_CLIENT;
         // What a previous holder of the entry left: its slots are free once its workers
         // let go of them.
@@ -524,6 +530,7 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
             k,
             generation,
             done: false,
+            seen: Cell::new(None),
         })
     }
 
@@ -609,6 +616,9 @@ pub struct Pending<'c, Req: Message, Resp: Message> {
     k: usize,
     generation: u32,
     done: bool,
+    /// How the call ended, found by a readiness probe (`Waitable::ready`) that acted on
+    /// it (gave it up to a dead worker): the next poll returns it.
+    seen: Cell<Option<Outcome>>,
 }
 
 impl<Req: Message, Resp: Message> core::fmt::Debug for Pending<'_, Req, Resp> {
@@ -621,6 +631,7 @@ impl<Req: Message, Resp: Message> core::fmt::Debug for Pending<'_, Req, Resp> {
 }
 
 /// How a call ended, found by a poll.
+#[derive(Clone, Copy)]
 enum Outcome {
     Responded,
     Dropped,
@@ -635,6 +646,9 @@ impl<Req: Message, Resp: Message> Pending<'_, Req, Resp> {
     /// One look at the call: `Busy` while it is served or waits; with `probe`, a call
     /// whose worker is dead, or that no live worker can take, is over.
     fn step(&self, probe: bool) -> Result<Outcome, Refusal> {
+        if let Some(outcome) = self.seen.get() {
+            return Ok(outcome);
+        }
         let service = &self.client.service;
         match calls::poll(&self.slot().state, self.generation) {
             Poll::Responded => Ok(Outcome::Responded),
@@ -1055,13 +1069,21 @@ crate::wait_set::waitable_as!([Req: Message + 'static, Resp: Message + 'static] 
 
 crate::wait_set::waitable!(
     [Req: Message + 'static, Resp: Message + 'static] Pending<'_, Req, Resp>,
-    ready: |this, probe| !matches!(this.step(probe), Err(Refusal::Busy)),
-    event: |this| {
-        let line = this.client.service.line(this.client.index);
-        shm_sync::Waiting {
-            event: &line.responded,
-            mark: Some(line.entry.parked()),
+    ready: |this, probe| match this.step(probe) {
+        Ok(outcome) => {
+            // Kept: a probe may have given the call up, which a second look would not
+            // find again.
+            this.seen.set(Some(outcome));
+            true
         }
+        Err(refusal) => refusal != Refusal::Busy,
+    },
+    // Unmarked: the entry's one mark belongs to the client's blocking wait, and several
+    // pending calls may wait at once here; a count left by a death is reset by the
+    // next client of the entry.
+    event: |this| shm_sync::Waiting {
+        event: &this.client.service.line(this.client.index).responded,
+        mark: None,
     },
     region: |this| this.client.service.region,
 );

@@ -96,7 +96,9 @@ pub(super) fn wait_any(
             Err(Errno::AGAIN) => return Ok(WaitAnyOutcome::ValueChanged),
             Err(Errno::TIMEDOUT) => return Ok(WaitAnyOutcome::TimedOut),
             Err(Errno::INTR) => continue,
-            Err(Errno::NOSYS) => return Err(WaitAnyError::Unsupported),
+            // ENOSYS: no such call; EPERM: a seccomp filter refuses it. Either way every
+            // later call fails the same, and must not read as a wake-up each time.
+            Err(Errno::NOSYS | Errno::PERM) => return Err(WaitAnyError::Unsupported),
             // As in `wait`: any other error is reported as a (spurious) wake-up.
             Err(_) => return Ok(WaitAnyOutcome::Woken(0)),
         }
