@@ -15,3 +15,9 @@ pub use shm_alloc as alloc;
 pub use shm_derive::facade_message as message;
 pub use shm_ring as ring;
 pub use shm_sync as sync;
+
+/// The quick starts of README.md, compiled and run as doc tests: every Rust block of
+/// the README is one.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
