@@ -241,6 +241,66 @@ fn a_block_larger_than_the_ring_is_refused_with_the_limit() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("at most 2040"), "{stderr}");
+    // The ring it made for nothing is gone.
+    assert!(
+        !name.path().exists(),
+        "left {} behind",
+        name.path().display()
+    );
+}
+
+/// `shm send` run once with a wrong argument each, as a new user would: each error says
+/// what is wrong, in the option's own unit, once.
+#[test]
+fn errors_say_what_is_wrong_in_words_a_user_can_act_on() {
+    let run = |args: &[&str]| {
+        let out = shm()
+            .arg("send")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Below the minimum: not called "not a power of two", and said in bytes.
+    let name = ShmName::new("pipe-small");
+    let err = run(&["--capacity", "16", name.as_str()]);
+    assert!(err.contains("at least 64"), "{err}");
+    assert!(err.contains("bytes"), "{err}");
+    assert!(!name.path().exists());
+    // A directory that does not exist: the system's reason, once.
+    let err = run(&["/nonexistent-dir-of-shm-tests/ring"]);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    // A short file that is not a segment: "not a segment", not "truncated".
+    let foreign = ShmName::new("pipe-foreign");
+    std::fs::write(foreign.path(), b"hello, not a ring").unwrap();
+    let err = run(&[foreign.as_str()]);
+    assert!(err.contains("is not a segment"), "{err}");
+    assert!(!err.contains("truncated"), "{err}");
+}
+
+/// A second sender on a ring whose sender is attached is told so, with the first
+/// sender's pid (found through its lock).
+#[test]
+fn a_second_sender_is_told_who_is_attached() {
+    let name = ShmName::new("pipe-second");
+    let mut first = line_sender_first(&name);
+    let out = shm()
+        .args(["send", name.as_str()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!(
+        "another sender is attached to {} (pid {})",
+        name.as_str(),
+        first.id()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    drop(first.stdin.take());
+    wait_child(&mut first, EXIT_LIMIT);
 }
 
 /// `shm send --lines` sends one frame per line, its newline included, and the last line

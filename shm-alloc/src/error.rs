@@ -12,8 +12,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A system call on the segment file failed.
-    #[error("{op} failed on {}: {source}", path.display())]
+    /// A system call on the segment file failed. The operating system's reason is the
+    /// error's `source()` (printed by `{:#}` in anyhow, or by walking the chain), not
+    /// repeated in its message.
+    #[error("{op} failed on {}", path.display())]
     Io {
         /// The file concerned.
         path: PathBuf,

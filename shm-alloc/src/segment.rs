@@ -516,6 +516,59 @@ impl Segment {
         Err(last)
     }
 
+    /// The processes that hold role `role` of the segment at `loc` now: the pids whose
+    /// open file descriptions of the file hold the OFD lock on the role's byte, read from
+    /// `/proc/<pid>/fdinfo` as `lslocks` does (an OFD lock records no pid of its own).
+    /// Processes of other users whose `/proc` entries this one may not read are not
+    /// seen. For messages ("another sender is attached (pid 4242)") and tools, never
+    /// for a decision: the lock probe is the truth.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for an invalid name; [`Error::Io`] if the file cannot be
+    /// read (`stat`).
+    pub fn role_holders(loc: &Location, role: u32) -> Result<Vec<u32>, Error> {
+        let path = loc.checked_path()?;
+        let meta = fs::metadata(&path).map_err(|source| io_error(path.clone(), "stat", source))?;
+        let (dev, ino) = (meta.dev(), meta.ino());
+        let byte = ROLE_LOCK_BASE + u64::from(role);
+        let mut pids = Vec::new();
+        let Ok(procs) = fs::read_dir("/proc") else {
+            return Ok(pids);
+        };
+        for process in procs.flatten() {
+            let Some(pid) = process
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(fds) = fs::read_dir(process.path().join("fd")) else {
+                continue;
+            };
+            for fd in fds.flatten() {
+                // Follows the link to the open file: the same inode is the same file.
+                let Ok(target) = fs::metadata(fd.path()) else {
+                    continue;
+                };
+                if (target.dev(), target.ino()) != (dev, ino) {
+                    continue;
+                }
+                let info = process.path().join("fdinfo").join(fd.file_name());
+                let Ok(info) = fs::read_to_string(info) else {
+                    continue;
+                };
+                if info.lines().any(|line| lock_covers(line, byte)) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+
     /// Removes (unlinks) the segment file. Processes that have it mapped keep their
     /// mapping; the memory is freed when the last one unmaps it.
     ///
@@ -822,6 +875,11 @@ impl Segment {
         let mut len = meta.len();
         while len < HEADER_LEN as u64 {
             if len != 0 {
+                // Shorter than a header: a segment cut short, or not a segment at all
+                // (its first bytes say which).
+                if let Some(found) = foreign_magic(&file, len) {
+                    return Err(Error::BadMagic { path, found });
+                }
                 return Err(Error::Truncated {
                     path,
                     expected: HEADER_LEN as u64,
@@ -1212,9 +1270,56 @@ fn ofd_lock(file: &File, cmd: libc::c_int, role: u32) -> io::Result<libc::flock>
     }
 }
 
+/// The first bytes (up to 8, zero-padded) of a file of `len` bytes shorter than a header
+/// when they are not the start of the segment magic: the file is not a segment.
+/// `None` when they are, or cannot be read.
+fn foreign_magic(file: &File, len: u64) -> Option<[u8; 8]> {
+    use std::os::unix::fs::FileExt;
+    let n = len.min(8) as usize;
+    let mut found = [0u8; 8];
+    file.read_exact_at(&mut found[..n], 0).ok()?;
+    (found[..n] != crate::header::MAGIC[..n]).then_some(found)
+}
+
+/// Whether a `lock:` line of `/proc/<pid>/fdinfo/<fd>` is a write lock over `byte`:
+/// `lock:\t1: OFDLCK ADVISORY  WRITE -1 00:1b:506712 2048 2048` (the range's first and
+/// last byte, or `EOF`).
+fn lock_covers(line: &str, byte: u64) -> bool {
+    let Some(rest) = line.strip_prefix("lock:") else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if !fields.contains(&"WRITE") || fields.len() < 2 {
+        return false;
+    }
+    let start = fields[fields.len() - 2].parse::<u64>();
+    let end = match fields[fields.len() - 1] {
+        "EOF" => Ok(u64::MAX),
+        end => end.parse::<u64>(),
+    };
+    matches!((start, end), (Ok(start), Ok(end)) if start <= byte && byte <= end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fdinfo_lock_lines_are_read_by_their_range_and_kind() {
+        let line = |range: &str, kind: &str| {
+            format!("lock:\t1: OFDLCK ADVISORY  {kind} -1 00:1b:506712 {range}")
+        };
+        assert!(lock_covers(&line("2048 2048", "WRITE"), 2048));
+        assert!(!lock_covers(&line("2048 2048", "WRITE"), 2049));
+        assert!(!lock_covers(&line("2049 2050", "WRITE"), 2048));
+        assert!(lock_covers(&line("2040 EOF", "WRITE"), 9999));
+        assert!(!lock_covers(&line("2048 2048", "READ"), 2048));
+        assert!(!lock_covers("pos:\t0", 2048));
+        assert!(!lock_covers(
+            "lock:\t1: OFDLCK ADVISORY WRITE -1 00:1b:1 x y",
+            2048
+        ));
+    }
 
     #[test]
     fn names_map_under_dev_shm() {

@@ -353,7 +353,10 @@ fn remove_then_open_is_not_found() {
 #[cfg_attr(miri, ignore)]
 fn a_file_shorter_than_the_header_page_is_truncated() {
     let tmp = TempPath::new("short");
-    fs::write(tmp.path(), [0u8; 100]).unwrap();
+    // A segment cut short: it starts with the magic.
+    let mut bytes = [0u8; 100];
+    bytes[..8].copy_from_slice(b"SHMTRNS\0");
+    fs::write(tmp.path(), bytes).unwrap();
     let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
     assert!(
         matches!(
@@ -367,6 +370,25 @@ fn a_file_shorter_than_the_header_page_is_truncated() {
         "{err}"
     );
     assert_names_path(&err, &tmp);
+}
+
+/// A file shorter than a header that does not start with the magic (zeros, text) is not
+/// a segment: said so, not "truncated".
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_short_file_without_the_magic_is_not_a_segment() {
+    for bytes in [&[0u8; 100][..], b"hello", b"SHMX"] {
+        let tmp = TempPath::new("short-foreign");
+        fs::write(tmp.path(), bytes).unwrap();
+        let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
+        assert!(matches!(err, Error::BadMagic { .. }), "{err}");
+        assert_names_path(&err, &tmp);
+    }
+    // A short file that starts like the magic is a segment cut short.
+    let tmp = TempPath::new("short-prefix");
+    fs::write(tmp.path(), b"SHMTR").unwrap();
+    let err = Segment::open(&tmp.loc(), &expect(), &opts()).unwrap_err();
+    assert!(matches!(err, Error::Truncated { found: 5, .. }), "{err}");
 }
 
 #[test]

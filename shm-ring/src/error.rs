@@ -97,8 +97,22 @@ pub enum Error {
     #[error("corrupted ring: {0}")]
     Corrupted(Corruption),
     /// The requested capacity is not a power of two between 1 and 2^32.
-    #[error("invalid capacity {0}: expected a power of two between 1 and 2^32 slots")]
+    #[error(
+        "invalid capacity {0}: expected a power of two between 1 and 2^32 slots (bytes, for a \
+         stream ring)"
+    )]
     InvalidCapacity(u64),
+    /// The requested capacity is below what the ring needs (a stream ring: 64 bytes).
+    #[error(
+        "invalid capacity {found}: expected at least {min} slots (bytes, for a stream ring), \
+         a power of two"
+    )]
+    CapacityTooSmall {
+        /// The capacity asked for.
+        found: u64,
+        /// The least the ring takes.
+        min: u64,
+    },
     /// The message type is aligned to more than a 128-byte block.
     #[error("message type aligned to {0} bytes: at most 128 is supported")]
     UnsupportedAlignment(usize),

@@ -106,7 +106,13 @@ const IDENTITY: Identity = Identity {
 };
 
 fn checked_capacity(capacity: u64) -> Result<u64, Error> {
-    if capacity < MIN_CAPACITY || !capacity.is_power_of_two() || capacity > spsc::MAX_CAPACITY {
+    if capacity < MIN_CAPACITY {
+        return Err(Error::CapacityTooSmall {
+            found: capacity,
+            min: MIN_CAPACITY,
+        });
+    }
+    if !capacity.is_power_of_two() || capacity > spsc::MAX_CAPACITY {
         return Err(Error::InvalidCapacity(capacity));
     }
     Ok(capacity)
@@ -116,8 +122,8 @@ fn checked_capacity(capacity: u64) -> Result<u64, Error> {
 ///
 /// # Errors
 ///
-/// [`Error::InvalidCapacity`] unless `capacity` is a power of two in
-/// `MIN_CAPACITY..=2^32`.
+/// [`Error::CapacityTooSmall`] below [`MIN_CAPACITY`]; [`Error::InvalidCapacity`] unless
+/// `capacity` is a power of two up to 2^32.
 ///
 /// # Examples
 ///
@@ -769,7 +775,12 @@ mod tests {
 
     #[test]
     fn invalid_capacities_are_refused() {
-        for capacity in [0, 32, 100, 1 << 33] {
+        for capacity in [0, 16, 32] {
+            assert!(
+                matches!(channel(capacity), Err(Error::CapacityTooSmall { found, min: 64 }) if found == capacity)
+            );
+        }
+        for capacity in [100, 1 << 33] {
             assert!(matches!(channel(capacity), Err(Error::InvalidCapacity(c)) if c == capacity));
         }
     }

@@ -514,12 +514,15 @@ fn smoke<F: Flavour>(backing: Backing) {
 fn invalid_capacity_is_refused<F: Flavour>(backing: Backing) {
     for capacity in [0, 3, 6, 1 << 33] {
         match backing {
-            Backing::Heap => assert!(matches!(F::heap(capacity), Err(Error::InvalidCapacity(_)))),
+            Backing::Heap => assert!(matches!(
+                F::heap(capacity),
+                Err(Error::InvalidCapacity(_) | Error::CapacityTooSmall { .. })
+            )),
             Backing::Segment => {
                 let name = ShmName::new(&format!("{}-invalid", F::NAME));
                 assert!(matches!(
                     F::producer(name.as_str(), capacity),
-                    Err(Error::InvalidCapacity(_))
+                    Err(Error::InvalidCapacity(_) | Error::CapacityTooSmall { .. })
                 ));
                 assert!(!name.path().exists(), "a refused ring left its file");
             }

@@ -123,8 +123,13 @@ mod segment {
         }
 
         fn check_capacity(&self, capacity: u64) -> Result<(), Error> {
-            if capacity < self.min_capacity {
-                return Err(Error::InvalidCapacity(capacity));
+            // A plain SPSC ring's minimum is 1, which `check_shape` enforces; a flavour
+            // built on it with a larger one says so.
+            if capacity < self.min_capacity && self.min_capacity > 1 {
+                return Err(Error::CapacityTooSmall {
+                    found: capacity,
+                    min: self.min_capacity,
+                });
             }
             check_shape::<T>(capacity)
         }

@@ -47,7 +47,7 @@ pub struct RecvArgs {
 /// What both sides may set; the creator's values win.
 #[derive(Debug, Args)]
 struct RingArgs {
-    /// The ring's size in bytes if this side creates it (a power of two).
+    /// The ring's size in bytes if this side creates it: a power of two, at least 64.
     #[arg(long, default_value_t = 1 << 22)]
     capacity: u64,
     /// Park on a futex when there is nothing to do, instead of spinning first.
@@ -85,13 +85,37 @@ fn sent(result: Result<(), SendError>) -> Result<()> {
     }
 }
 
+/// The error of attaching as `side` (`"sender"` or `"receiver"`): the library's, or, when
+/// the side's role is held, who holds it.
+fn attach_error(e: shm_transport::ring::Error, name: &str, side: &str) -> anyhow::Error {
+    if let shm_transport::ring::Error::Segment(shm_transport::alloc::Error::RoleTaken {
+        role,
+        ..
+    }) = &e
+    {
+        let pids = Segment::role_holders(&location(name), *role).unwrap_or_default();
+        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+        return match pids.as_slice() {
+            [] => anyhow::anyhow!("another {side} is attached to {name}"),
+            [pid] => anyhow::anyhow!("another {side} is attached to {name} (pid {pid})"),
+            _ => anyhow::anyhow!(
+                "another {side} is attached to {name} (pids {})",
+                pids.join(", ")
+            ),
+        };
+    }
+    anyhow::Error::new(e).context(format!("attaching to {name} as the {side}"))
+}
+
 /// `shm send`: standard input into the ring.
 pub fn send(args: SendArgs) -> Result<()> {
+    let location = location(&args.name);
+    let existed = location.checked_path().is_ok_and(|p| p.exists());
     let mut tx = args
         .ring
         .builder(&args.name)
         .producer()
-        .with_context(|| format!("attaching to {} as the sender", args.name))?;
+        .map_err(|e| attach_error(e, &args.name, "sender"))?;
     let stdin = io::stdin();
     let mut input = stdin.lock();
     if args.lines {
@@ -107,6 +131,11 @@ pub fn send(args: SendArgs) -> Result<()> {
     let block = args.block_size as usize;
     let max = tx.max_message_len();
     if block > max {
+        if !existed {
+            // Made by this call for nothing: leave no file behind.
+            drop(tx);
+            let _ = Segment::remove(&location);
+        }
         bail!(
             "blocks of {block} bytes do not fit this ring: at most {max} (--block-size, or a larger --capacity)"
         );
@@ -149,7 +178,7 @@ pub fn recv(args: RecvArgs) -> Result<()> {
         .ring
         .builder(&args.name)
         .consumer()
-        .with_context(|| format!("attaching to {} as the receiver", args.name))?;
+        .map_err(|e| attach_error(e, &args.name, "receiver"))?;
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let patience = Duration::from_secs_f64(args.timeout);
