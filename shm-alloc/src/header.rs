@@ -413,6 +413,28 @@ impl From<Kind> for u32 {
 )]
 pub struct UnknownKind(pub u32);
 
+impl RawHeader {
+    /// Validates the header as [`validate`](Self::validate) does, against what the
+    /// header itself says (any kind, type, capacity and entries): for a tool that lists
+    /// segments of every kind without attaching.
+    pub(crate) fn validate_own(&self, file_len: u64, path: &Path) -> Result<HeaderInfo, Error> {
+        let kind = Kind::try_from(self.kind).map_err(|UnknownKind(value)| Error::Corrupted {
+            path: path.to_path_buf(),
+            what: format!("unknown kind {value}"),
+        })?;
+        let own = Expect {
+            kind,
+            capacity: None,
+            slot_size: self.slot_size,
+            slot_align: self.slot_align,
+            type_fingerprint: self.type_fingerprint,
+            type_name: "its own",
+            entries: None,
+        };
+        self.validate(&own, file_len, path)
+    }
+}
+
 impl TryFrom<u32> for Kind {
     type Error = UnknownKind;
 

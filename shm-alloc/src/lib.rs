@@ -42,5 +42,5 @@ pub use pool::{LoanedChunk, Pool, Readers, Sample, SharedSample, ShmOffset};
 #[cfg(not(loom))]
 pub use segment::{
     Expect, HeaderInfo, Kind, LAYOUT_VERSION, Location, MAX_ROLES, RoleClaim, Segment,
-    SegmentOptions, SegmentSpec, UnknownKind,
+    SegmentOptions, SegmentSpec, Survey, SurveyState, UnknownKind,
 };

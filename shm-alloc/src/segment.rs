@@ -516,6 +516,103 @@ impl Segment {
         Err(last)
     }
 
+    /// What a tool sees of the file at `loc` without attaching to it: its header, whether
+    /// it is ready, still being created, or stale (not ready, and its creator's
+    /// creation lock free twice, 20 ms apart: the creator died before READY), and which
+    /// roles are held now (probed by `F_OFD_GETLK`, never by pid). Roles probed: the
+    /// header's participant entries, and at least 2 (an SPSC ring's producer and
+    /// consumer). Maps nothing and writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadMagic`] for a file that is not a segment (the first bytes decide, not
+    /// the name), [`Error::NotFound`], [`Error::InvalidName`], [`Error::Io`]; a ready
+    /// header that does not validate (a newer layout, a bad checksum, a wrong length)
+    /// is `Ok` with [`SurveyState::Corrupt`] and its reason.
+    pub fn survey(loc: &Location) -> Result<Survey, Error> {
+        use std::os::unix::fs::FileExt;
+        let path = loc.checked_path()?;
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NotFound { path }),
+            Err(source) => return Err(io_error(path, "open", source)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|source| io_error(path.clone(), "fstat", source))?;
+        let len = meta.len();
+        let mut raw = RawHeader::new_zeroed();
+        let n = (len as usize).min(HEADER_LEN);
+        file.read_exact_at(&mut raw.as_mut_bytes()[..n], 0)
+            .map_err(|source| io_error(path.clone(), "pread", source))?;
+        let creating = || {
+            ofd_lock_byte(&file, libc::F_OFD_GETLK, libc::F_WRLCK, CREATION_LOCK)
+                .is_ok_and(|l| i32::from(l.l_type) != libc::F_UNLCK)
+        };
+        let survey = |state, info: Option<HeaderInfo>, live_roles| Survey {
+            path: path.clone(),
+            len,
+            owner_uid: meta.uid(),
+            state,
+            info,
+            live_roles,
+        };
+        if n < 8 || raw.magic != crate::header::MAGIC {
+            // No magic yet: ours only while a creator holds the creation lock (the
+            // header is written right after the file is sized).
+            if creating() {
+                return Ok(survey(SurveyState::Initialising, None, Vec::new()));
+            }
+            let mut found = [0u8; 8];
+            found[..n.min(8)].copy_from_slice(&raw.as_bytes()[..n.min(8)]);
+            return Err(Error::BadMagic { path, found });
+        }
+        let (state, info) = if len < HEADER_LEN as u64 {
+            (
+                SurveyState::Corrupt(format!(
+                    "truncated: {len} bytes, shorter than the {HEADER_LEN}-byte header"
+                )),
+                None,
+            )
+        } else if raw.state == STATE_READY {
+            match raw.validate_own(len, &path) {
+                Ok(info) => (SurveyState::Ready, Some(info)),
+                Err(e) => (SurveyState::Corrupt(e.to_string()), None),
+            }
+        } else if raw.state == STATE_INIT {
+            let stale = !creating() && {
+                std::thread::sleep(Duration::from_millis(20));
+                // Acquire of a fresh read: the creator may have finished meanwhile.
+                let mut state = [0u8; 4];
+                let ready = file.read_exact_at(&mut state, STATE_OFFSET as u64).is_ok()
+                    && u32::from_ne_bytes(state) == STATE_READY;
+                !ready && !creating()
+            };
+            if stale {
+                (SurveyState::Stale, None)
+            } else {
+                (SurveyState::Initialising, None)
+            }
+        } else {
+            (
+                SurveyState::Corrupt(format!("state word is {:#010x}", raw.state)),
+                None,
+            )
+        };
+        let roles = info.as_ref().map_or(0, |i| i.entries.max(2)).min(MAX_ROLES);
+        let live_roles = (0..roles)
+            .filter(|&role| {
+                ofd_lock(&file, libc::F_OFD_GETLK, role)
+                    .is_ok_and(|l| i32::from(l.l_type) != libc::F_UNLCK)
+            })
+            .collect();
+        Ok(survey(state, info, live_roles))
+    }
+
     /// The processes that hold role `role` of the segment at `loc` now: the pids whose
     /// open file descriptions of the file hold the OFD lock on the role's byte, read from
     /// `/proc/<pid>/fdinfo` as `lslocks` does (an OFD lock records no pid of its own).
@@ -767,6 +864,13 @@ impl Segment {
             Err(source) => return Err(io_error(path, "create", source)),
         };
         let mut guard = RemoveOnFailure::new(path.clone(), &file);
+        // The creation lock, held until READY: a file whose header is not ready while
+        // nobody holds it was left by a creator that died ([`Segment::survey`]). Taken
+        // microseconds after the file appears; a lock-free, unready file is looked at
+        // twice before it is called stale.
+        if let Err(source) = ofd_lock_byte(&file, libc::F_OFD_SETLK, libc::F_WRLCK, CREATION_LOCK) {
+            return Err(io_error(path, "fcntl(F_OFD_SETLK)", source));
+        }
 
         // The mode given to open() was cut by the umask; set it exactly.
         if let Err(source) = file.set_permissions(Permissions::from_mode(mode)) {
@@ -830,6 +934,14 @@ impl Segment {
         // opener that sees READY sees every header field written above, and what `init`
         // wrote.
         state_word(&segment.map).store(STATE_READY, Ordering::Release);
+        // Released once READY (an unlock does not fail for a lock this description
+        // holds; if it did, the lock would only go with the description).
+        let _ = ofd_lock_byte(
+            &segment.file,
+            libc::F_OFD_SETLK,
+            libc::F_UNLCK,
+            CREATION_LOCK,
+        );
         guard.disarm();
         Ok(segment)
     }
@@ -1251,12 +1363,23 @@ fn check_role(role: u32) -> Result<(), Error> {
 /// with `EAGAIN`/`EACCES` if held), `F_OFD_GETLK` returns what conflicts with it
 /// (`l_type == F_UNLCK` if nothing does).
 fn ofd_lock(file: &File, cmd: libc::c_int, role: u32) -> io::Result<libc::flock> {
+    ofd_lock_byte(file, cmd, libc::F_WRLCK, ROLE_LOCK_BASE + u64::from(role))
+}
+
+/// `fcntl(cmd)` with a lock of type `kind` (`F_WRLCK`, or `F_UNLCK` to release) on byte
+/// `byte` of the file.
+fn ofd_lock_byte(
+    file: &File,
+    cmd: libc::c_int,
+    kind: libc::c_int,
+    byte: u64,
+) -> io::Result<libc::flock> {
     // SAFETY: `flock` is a C struct of integers, for which all-zero bytes are a valid
     // value; zeroing also clears the padding fields some architectures add.
     let mut lock: libc::flock = unsafe { core::mem::zeroed() };
-    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_type = kind as libc::c_short;
     lock.l_whence = libc::SEEK_SET as libc::c_short;
-    lock.l_start = (ROLE_LOCK_BASE + u64::from(role)) as libc::off_t;
+    lock.l_start = byte as libc::off_t;
     lock.l_len = 1;
     lock.l_pid = 0; // OFD locks require 0 here.
     // SAFETY: the descriptor is open for the whole call (borrowed from `file`), and
@@ -1279,6 +1402,40 @@ fn foreign_magic(file: &File, len: u64) -> Option<[u8; 8]> {
     let mut found = [0u8; 8];
     file.read_exact_at(&mut found[..n], 0).ok()?;
     (found[..n] != crate::header::MAGIC[..n]).then_some(found)
+}
+
+/// The byte of the header page whose lock the creator holds from the file's creation
+/// until READY (in the reserved zeros below the role lock bytes).
+const CREATION_LOCK: u64 = ROLE_LOCK_BASE - 1;
+
+/// What [`Segment::survey`] found.
+#[derive(Debug, Clone)]
+pub struct Survey {
+    /// The file.
+    pub path: PathBuf,
+    /// Its length, in bytes.
+    pub len: u64,
+    /// Its owner.
+    pub owner_uid: u32,
+    /// Ready, initialising, stale or corrupt.
+    pub state: SurveyState,
+    /// The header, once ready and valid.
+    pub info: Option<HeaderInfo>,
+    /// The roles held now.
+    pub live_roles: Vec<u32>,
+}
+
+/// The state of a segment file, as [`Segment::survey`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SurveyState {
+    /// The header is published and valid.
+    Ready,
+    /// Its creator is writing the header (it holds the creation lock).
+    Initialising,
+    /// Not ready, and nobody holds the creation lock: its creator died before READY.
+    Stale,
+    /// The header does not validate: why.
+    Corrupt(String),
 }
 
 /// Whether a `lock:` line of `/proc/<pid>/fdinfo/<fd>` is a write lock over `byte`:

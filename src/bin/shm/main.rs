@@ -1,5 +1,6 @@
 //! `shm`: the command line tool of shm-transport.
 
+mod admin;
 mod bench;
 mod pipe;
 
@@ -30,6 +31,14 @@ enum Command {
     /// Write what arrives through a stream ring to standard output, as from a pipe:
     /// `shm recv NAME | consumer`. Exits 0 when the sender has closed, non-zero if it died.
     Recv(pipe::RecvArgs),
+    /// List the segments of a directory (default /dev/shm), recognised by their magic:
+    /// kind, message type, capacity, size, creator, state (ready, initialising, or
+    /// stale: its creator died before it was ready) and the roles held now.
+    Ls(admin::LsArgs),
+    /// Remove segments whose every role is free and stale creations, reclaim the chunks
+    /// of dead pool participants; never a segment with a live participant, a file that
+    /// is not a segment, or another user's file. Says what it did and why for each.
+    Clean(admin::CleanArgs),
     /// A relay of `shm bench --pipes` (started by it; not for direct use).
     #[command(hide = true)]
     BenchRelay {
@@ -50,12 +59,21 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`shm ls | head`), as other command line tools do,
+    // rather than panic on the next print.
+    // SAFETY: setting a signal's disposition to its default, before any other thread
+    // exists, is async-signal-safe and affects only this process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Topology => topology().map_err(anyhow::Error::from),
         Command::Bench(args) => bench::run(args),
         Command::Send(args) => pipe::send(args),
         Command::Recv(args) => pipe::recv(args),
+        Command::Ls(args) => admin::ls(args),
+        Command::Clean(args) => admin::clean(args),
         Command::BenchPeer { core } => bench::peer::serve(core),
         Command::BenchRelay { accept, connect } => bench::pipes::relay(accept, connect),
     };

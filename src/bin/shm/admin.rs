@@ -1,0 +1,280 @@
+//! `shm ls` and `shm clean`: the segments of a directory as an operator needs to see
+//! them, and the safe removal of what dead processes left.
+//!
+//! A file is ours when it starts with the segment magic, never because of its name.
+//! Liveness is the kernel's: a role is alive while its OFD lock is held (probed with
+//! `F_OFD_GETLK`), never because a pid exists. A file whose header is not ready is
+//! being created while its creator holds the creation lock, and stale once nobody does.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+use shm_transport::alloc::{Error, Kind, Location, Pool, Segment, Survey, SurveyState};
+
+/// Arguments of `shm ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// The directory to list.
+    #[arg(long, default_value = "/dev/shm")]
+    dir: PathBuf,
+    /// Print JSON (one object per segment, in an array) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `shm clean`.
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Segments to consider (names under the directory, or paths with a `/`); all of the
+    /// directory's if none.
+    names: Vec<String>,
+    /// The directory to clean.
+    #[arg(long, default_value = "/dev/shm")]
+    dir: PathBuf,
+    /// Say what would be done, and do nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// One segment as `shm ls --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct Listed {
+    /// The file's name in the directory.
+    name: String,
+    path: PathBuf,
+    /// `ready`, `initialising`, `stale` or `corrupt`.
+    state: &'static str,
+    /// Why a corrupt one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    kind: Option<&'static str>,
+    type_name: Option<String>,
+    /// Slots, bytes or chunks, meaning per kind.
+    capacity: Option<u64>,
+    file_bytes: u64,
+    creator_pid: Option<u64>,
+    /// Creation time, seconds since the Unix epoch.
+    created_unix_s: Option<f64>,
+    /// The participant entries (roles) the header lays out.
+    roles: Option<u32>,
+    /// The roles held now.
+    live_roles: Vec<u32>,
+    owner_uid: u32,
+}
+
+impl Listed {
+    fn of(survey: &Survey) -> Listed {
+        let (state, reason) = state_words(&survey.state);
+        let info = survey.info.as_ref();
+        Listed {
+            name: survey
+                .path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            path: survey.path.clone(),
+            state,
+            reason,
+            kind: info.map(|i| i.kind.name()),
+            type_name: info.map(|i| i.type_name.clone()),
+            capacity: info.map(|i| i.capacity),
+            file_bytes: survey.len,
+            creator_pid: info.map(|i| i.creator_pid),
+            created_unix_s: info.map(|i| i.created_unix_ns as f64 / 1e9),
+            roles: info.map(|i| i.entries.max(2)),
+            live_roles: survey.live_roles.clone(),
+            owner_uid: survey.owner_uid,
+        }
+    }
+}
+
+fn state_words(state: &SurveyState) -> (&'static str, Option<String>) {
+    match state {
+        SurveyState::Ready => ("ready", None),
+        SurveyState::Initialising => ("initialising", None),
+        SurveyState::Stale => ("stale", None),
+        SurveyState::Corrupt(why) => ("corrupt", Some(why.clone())),
+    }
+}
+
+/// The surveys of every segment file in `dir` (files that are not segments are left
+/// out), by name.
+fn surveys(dir: &Path) -> Result<Vec<Survey>> {
+    let mut found = Vec::new();
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if !kind.is_file() {
+            continue;
+        }
+        // Not ours, gone meanwhile, or unreadable: not listed.
+        if let Ok(survey) = Segment::survey(&Location::Path(entry.path())) {
+            found.push(survey);
+        }
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(found)
+}
+
+/// `shm ls`.
+pub fn ls(args: LsArgs) -> Result<()> {
+    let listed: Vec<Listed> = surveys(&args.dir)?.iter().map(Listed::of).collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&listed)?);
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:<12} {:<9} {:<28} {:>9} {:>10} {:>8} {:>19} live roles",
+        "NAME", "STATE", "KIND", "TYPE", "CAPACITY", "BYTES", "CREATOR", "CREATED"
+    );
+    for l in &listed {
+        let created = l
+            .created_unix_s
+            .map(|s| humantime(Duration::from_secs_f64(s)))
+            .unwrap_or_default();
+        let live = format!(
+            "{} of {}",
+            l.live_roles.len(),
+            l.roles.map_or_else(|| "?".to_string(), |r| r.to_string())
+        );
+        println!(
+            "{:<32} {:<12} {:<9} {:<28} {:>9} {:>10} {:>8} {:>19} {live}",
+            l.name,
+            l.state,
+            l.kind.unwrap_or("-"),
+            l.type_name.as_deref().unwrap_or("-"),
+            l.capacity
+                .map_or_else(|| "-".to_string(), |c| c.to_string()),
+            l.file_bytes,
+            l.creator_pid
+                .map_or_else(|| "-".to_string(), |p| p.to_string()),
+            created,
+        );
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of a time since the Unix epoch.
+fn humantime(since_epoch: Duration) -> String {
+    let secs = since_epoch.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `shm clean`: removes segments whose every role is free and stale creations,
+/// reclaims the chunks of dead pool participants, and says what it did and why.
+pub fn clean(args: CleanArgs) -> Result<()> {
+    let targets: Vec<PathBuf> = if args.names.is_empty() {
+        let mut all: Vec<PathBuf> = std::fs::read_dir(&args.dir)
+            .with_context(|| format!("reading {}", args.dir.display()))?
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.path())
+            .collect();
+        all.sort();
+        all
+    } else {
+        args.names
+            .iter()
+            .map(|n| {
+                if n.contains('/') {
+                    PathBuf::from(n)
+                } else {
+                    args.dir.join(n)
+                }
+            })
+            .collect()
+    };
+    let me = rustix::process::geteuid().as_raw();
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for path in targets {
+        let shown = path.display();
+        let survey = match Segment::survey(&Location::Path(path.clone())) {
+            Ok(survey) => survey,
+            Err(Error::BadMagic { .. }) => {
+                if !args.names.is_empty() {
+                    println!("{shown}: left: not a segment");
+                }
+                continue;
+            }
+            Err(e) => {
+                println!("{shown}: left: {e}");
+                continue;
+            }
+        };
+        if survey.owner_uid != me {
+            println!(
+                "{shown}: left: owned by uid {}, not this user",
+                survey.owner_uid
+            );
+            continue;
+        }
+        let why = match (&survey.state, survey.live_roles.as_slice()) {
+            (SurveyState::Stale, _) => "a stale creation: its creator died before it was ready",
+            (SurveyState::Initialising, _) => {
+                println!("{shown}: left: being created");
+                continue;
+            }
+            (SurveyState::Corrupt(reason), _) => {
+                println!("{shown}: left: its header does not validate ({reason})");
+                continue;
+            }
+            (SurveyState::Ready, []) => "no live participant",
+            (SurveyState::Ready, live) => {
+                let pool = survey.info.as_ref().is_some_and(|i| i.kind == Kind::Pool);
+                if pool && !args.dry_run {
+                    match Pool::builder(Location::Path(path.clone())).open() {
+                        Ok(pool) => {
+                            // Attaching reclaims the dead participants' chunks; a second
+                            // pass catches one that died meanwhile.
+                            let again = pool.reclaim_dead()?;
+                            println!(
+                                "{shown}: left: {} live participants; the chunks of dead ones \
+                                 are reclaimed ({} more just now)",
+                                live.len(),
+                                again.chunks
+                            );
+                        }
+                        Err(e) => println!("{shown}: left: {} live participants; {e}", live.len()),
+                    }
+                } else {
+                    println!(
+                        "{shown}: left: {} live participant{} (roles {live:?})",
+                        live.len(),
+                        if live.len() == 1 { "" } else { "s" }
+                    );
+                }
+                continue;
+            }
+        };
+        if !args.dry_run {
+            Segment::remove(&Location::Path(path.clone()))
+                .with_context(|| format!("removing {shown}"))?;
+        }
+        println!("{shown}: {verb}: {why}");
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! `shm ls` and `shm clean` against real processes holding real segments: liveness by
+//! lock probe, a stale creation told from a slow live one, and a clean that removes
+//! exactly what dead processes left.
+//!
+//! Children are this test binary again, started on the ignored test `child` with their
+//! part in the environment (`SHM_ADMIN_CHILD=<part>`, `SHM_ADMIN_NAME`).
+
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use shm_testkit::{Reap, ShmName, hold_until_killed, holding, say_holding};
+use shm_transport::alloc::{Kind, Location, Segment, SegmentOptions, SegmentSpec};
+use shm_transport::ring::{OpenMode, spsc};
+
+fn shm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shm"))
+}
+
+fn spawn(part: &str, name: &ShmName) -> Reap {
+    let mut child = shm_testkit::child("child")
+        .env("SHM_ADMIN_CHILD", part)
+        .env("SHM_ADMIN_NAME", name.as_str())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    holding(child.stdout.as_mut().unwrap());
+    Reap(child)
+}
+
+/// Not a test: the body of a child process, selected by `SHM_ADMIN_CHILD`. `creating`:
+/// creates a segment and stays in its initialisation (before READY); `producer`:
+/// attaches as the producer of an SPSC ring. Then says `holding 0` and waits to be
+/// killed.
+#[test]
+#[ignore = "run by the other tests as a child process"]
+fn child() {
+    let Ok(part) = std::env::var("SHM_ADMIN_CHILD") else {
+        return;
+    };
+    let name = std::env::var("SHM_ADMIN_NAME").unwrap();
+    match part.as_str() {
+        "creating" => {
+            let spec = SegmentSpec {
+                kind: Kind::Spsc,
+                capacity: 1,
+                slot_size: 8,
+                slot_align: 8,
+                type_fingerprint: 1,
+                type_name: "admin-test",
+                data_len: 4096,
+                entries: 0,
+            };
+            let _segment = Segment::create_with(
+                &Location::from(name.as_str()),
+                &spec,
+                &SegmentOptions::default(),
+                |_| {
+                    say_holding(0);
+                    hold_until_killed();
+                },
+            );
+            unreachable!("held in the initialisation until killed");
+        }
+        "producer" => {
+            let _tx = spsc::Builder::<u64>::new(name.as_str())
+                .mode(OpenMode::Open)
+                .producer()
+                .unwrap();
+            say_holding(0);
+            hold_until_killed();
+        }
+        other => panic!("unknown part {other}"),
+    }
+}
+
+/// `shm ls --json`'s object for `name`.
+fn listed(name: &ShmName) -> Option<Value> {
+    let out = shm().args(["ls", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name.as_str())
+        .cloned()
+}
+
+/// `shm clean NAME...`'s output, one line per segment.
+fn clean(args: &[&str]) -> String {
+    let out = shm().arg("clean").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A creator stopped inside its initialisation is listed as initialising while it
+/// lives (a slow creator is never taken for a dead one) and left by `shm clean`;
+/// killed there, it is listed as stale, and `shm clean` removes the file.
+#[test]
+fn a_stale_creation_is_listed_and_cleaned_and_a_slow_one_is_not() {
+    let name = ShmName::new("admin-stale");
+    let mut creator = spawn("creating", &name);
+    let seen = listed(&name).expect("the segment is listed");
+    assert_eq!(seen["state"], "initialising", "{seen}");
+    let out = clean(&[name.as_str()]);
+    assert!(out.contains("left: being created"), "{out}");
+    assert!(name.path().exists());
+    creator.kill();
+    let seen = listed(&name).expect("still listed");
+    assert_eq!(seen["state"], "stale", "{seen}");
+    let out = clean(&["--dry-run", name.as_str()]);
+    assert!(out.contains("would remove: a stale creation"), "{out}");
+    assert!(name.path().exists(), "--dry-run removed it");
+    let out = clean(&[name.as_str()]);
+    assert!(out.contains("removed: a stale creation"), "{out}");
+    assert!(!name.path().exists());
+}
+
+/// A ring with a live producer (a process) and a live consumer (this one), and a ring
+/// whose producer process was SIGKILLed and whose consumer left: `shm ls` shows each
+/// role's liveness by its lock; `shm clean` removes only the dead one's ring, and the
+/// live ring goes on working.
+#[test]
+fn ls_shows_liveness_and_clean_removes_only_what_the_dead_left() {
+    let live = ShmName::new("admin-live");
+    let dead = ShmName::new("admin-dead");
+    let mut rx = spsc::Builder::<u64>::new(live.as_str())
+        .mode(OpenMode::Create)
+        .consumer()
+        .unwrap();
+    let _producer = spawn("producer", &live);
+    {
+        let _rx = spsc::Builder::<u64>::new(dead.as_str())
+            .mode(OpenMode::Create)
+            .consumer()
+            .unwrap();
+        let mut killed = spawn("producer", &dead);
+        killed.kill();
+    }
+    let seen = listed(&live).expect("the live ring is listed");
+    assert_eq!(seen["kind"], "spsc");
+    assert_eq!(seen["state"], "ready");
+    assert_eq!(seen["live_roles"], serde_json::json!([0, 1]), "{seen}");
+    assert_eq!(seen["creator_pid"], u64::from(std::process::id()));
+    let seen = listed(&dead).expect("the dead ring is listed");
+    assert_eq!(seen["live_roles"], serde_json::json!([]), "{seen}");
+    // A file that is not a segment is never listed nor touched.
+    let foreign = ShmName::new("admin-foreign");
+    std::fs::write(foreign.path(), vec![7u8; 8192]).unwrap();
+    assert!(listed(&foreign).is_none());
+    let out = clean(&[live.as_str(), dead.as_str(), foreign.as_str()]);
+    assert!(
+        out.contains(&format!(
+            "{}: left: 2 live participants",
+            live.path().display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{}: removed: no live participant",
+            dead.path().display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("left: not a segment"), "{out}");
+    assert!(live.path().exists() && foreign.path().exists());
+    assert!(!dead.path().exists());
+    // The live ring still works: its producer is attached, nothing was sent.
+    assert_eq!(rx.try_recv(), Err(shm_transport::ring::TryRecvError::Empty));
+    assert!(!rx.producer_closed());
+}
