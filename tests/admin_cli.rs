@@ -177,3 +177,96 @@ fn ls_shows_liveness_and_clean_removes_only_what_the_dead_left() {
     assert_eq!(rx.try_recv(), Err(shm_transport::ring::TryRecvError::Empty));
     assert!(!rx.producer_closed());
 }
+
+/// `shm inspect --json` reads positions and counters that match what the handles did:
+/// an SPSC ring with 4 sent and 1 received, an MPMC ring with two producers, and a
+/// broadcast ring whose two subscribers read 3 and none of 5.
+#[test]
+fn inspect_shows_positions_and_counters_that_match_what_was_done() {
+    use shm_transport::ring::{broadcast, mpmc};
+    let inspect = |name: &ShmName| -> Value {
+        let out = shm()
+            .args(["inspect", "--json", name.as_str()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let name = ShmName::new("admin-insp-spsc");
+    let mut tx = spsc::Builder::<u64>::new(name.as_str()).producer().unwrap();
+    let mut rx = spsc::Builder::<u64>::new(name.as_str()).consumer().unwrap();
+    for v in 0..4 {
+        tx.send(v).unwrap();
+    }
+    rx.recv().unwrap();
+    let seen = inspect(&name);
+    assert_eq!(seen["kind"], "spsc");
+    assert_eq!(
+        seen["detail"],
+        serde_json::json!({"tail": 4, "head": 1, "queued": 3, "producer": "attached", "consumer": "attached"})
+    );
+
+    let name = ShmName::new("admin-insp-mpmc");
+    let ring = mpmc::Builder::<u64>::new(name.as_str());
+    let (mut p1, mut p2, mut c) = (
+        ring.producer().unwrap(),
+        ring.producer().unwrap(),
+        ring.consumer().unwrap(),
+    );
+    for v in 0..3 {
+        p1.send(v).unwrap();
+    }
+    p2.send(9).unwrap();
+    p2.send(10).unwrap();
+    c.recv().unwrap();
+    c.recv().unwrap();
+    let detail = &inspect(&name)["detail"];
+    assert_eq!(
+        (&detail["tail"], &detail["head"], &detail["queued"]),
+        (&5.into(), &2.into(), &3.into())
+    );
+    assert_eq!(
+        (&detail["producers"], &detail["consumers"]),
+        (&2.into(), &1.into())
+    );
+
+    let name = ShmName::new("admin-insp-bcast");
+    let ring = broadcast::Builder::<u64>::new(name.as_str()).subscribers(4);
+    let mut publisher = ring.publisher().unwrap();
+    let mut a = ring.subscriber().unwrap();
+    let _b = ring.subscriber().unwrap();
+    for v in 0..5 {
+        publisher.send(v).unwrap();
+    }
+    for _ in 0..3 {
+        a.recv().unwrap();
+    }
+    let seen = inspect(&name);
+    let detail = &seen["detail"];
+    assert_eq!(detail["tail"], 5);
+    let subs = detail["subscribers"].as_array().unwrap();
+    assert_eq!(subs.len(), 2, "{detail}");
+    assert_eq!(
+        (
+            &subs[0]["id"],
+            &subs[0]["alive"],
+            &subs[0]["position"],
+            &subs[0]["lag"],
+            &subs[0]["received"]
+        ),
+        (&0.into(), &true.into(), &3.into(), &2.into(), &3.into())
+    );
+    assert_eq!(
+        (
+            &subs[1]["id"],
+            &subs[1]["position"],
+            &subs[1]["lag"],
+            &subs[1]["received"]
+        ),
+        (&1.into(), &0.into(), &5.into(), &0.into())
+    );
+}

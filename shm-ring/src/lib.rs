@@ -28,6 +28,8 @@ pub mod broadcast;
 mod core;
 mod error;
 #[cfg(not(loom))]
+pub mod inspect;
+#[cfg(not(loom))]
 pub mod loan;
 mod message;
 pub mod mpmc;

@@ -107,7 +107,7 @@ pub mod chunks;
 mod error;
 #[cfg(not(loom))]
 pub mod frames;
-mod layout;
+pub(crate) mod layout;
 mod publisher;
 mod ring;
 mod subscriber;

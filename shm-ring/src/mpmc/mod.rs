@@ -178,7 +178,7 @@ macro_rules! handle_common {
 #[cfg(not(loom))]
 mod builder;
 mod consumer;
-mod layout;
+pub(crate) mod layout;
 mod member;
 mod producer;
 mod ring;

@@ -39,6 +39,16 @@ pub struct CleanArgs {
     dry_run: bool,
 }
 
+/// Arguments of `shm inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The segment's name under /dev/shm (or a path with a `/`).
+    name: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
 /// One segment as `shm ls --json` prints it.
 #[derive(Debug, Serialize)]
 pub struct Listed {
@@ -275,6 +285,94 @@ pub fn clean(args: CleanArgs) -> Result<()> {
                 .with_context(|| format!("removing {shown}"))?;
         }
         println!("{shown}: {verb}: {why}");
+    }
+    Ok(())
+}
+
+/// `shm inspect`: a segment's header, roles, and its flavour's positions and counters.
+pub fn inspect(args: InspectArgs) -> Result<()> {
+    use serde_json::json;
+    use shm_transport::ring::inspect::{self, Detail};
+    let location = if args.name.contains('/') {
+        Location::Path(args.name.clone().into())
+    } else {
+        Location::Name(args.name.clone())
+    };
+    let found = inspect::inspect(&location).with_context(|| format!("inspecting {}", args.name))?;
+    let listed = Listed::of(&found.survey);
+    let detail = match &found.detail {
+        Detail::Spsc {
+            tail,
+            head,
+            queued,
+            producer,
+            consumer,
+        } => json!({
+            "tail": tail, "head": head, "queued": queued,
+            "producer": producer, "consumer": consumer,
+        }),
+        Detail::Mpmc {
+            tail,
+            head,
+            queued,
+            producers,
+            consumers,
+            skipped,
+            aborted,
+            reclaimed,
+        } => json!({
+            "tail": tail, "head": head, "queued": queued,
+            "producers": producers, "consumers": consumers,
+            "skipped": skipped, "aborted": aborted, "reclaimed": reclaimed,
+        }),
+        Detail::Broadcast {
+            tail,
+            skipped,
+            subscribers,
+        } => json!({
+            "tail": tail, "skipped": skipped,
+            "subscribers": subscribers.iter().map(|s| json!({
+                "id": s.id, "alive": s.alive, "position": s.position, "lag": s.lag,
+                "received": s.received, "lagged": s.lagged, "missed": s.missed,
+            })).collect::<Vec<_>>(),
+        }),
+        _ => json!({}),
+    };
+    let mut all = serde_json::to_value(&listed)?;
+    all["detail"] = detail;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    println!("{} ({})", listed.name, listed.path.display());
+    println!(
+        "  {} {}, type {}, capacity {}, {} bytes, created by pid {} at {}",
+        listed.state,
+        listed.kind.unwrap_or("-"),
+        listed.type_name.as_deref().unwrap_or("-"),
+        listed
+            .capacity
+            .map_or_else(|| "-".to_string(), |c| c.to_string()),
+        listed.file_bytes,
+        listed
+            .creator_pid
+            .map_or_else(|| "-".to_string(), |p| p.to_string()),
+        listed
+            .created_unix_s
+            .map(|s| humantime(Duration::from_secs_f64(s)))
+            .unwrap_or_default(),
+    );
+    println!("  live roles: {:?}", listed.live_roles);
+    if let Some(fields) = all["detail"].as_object() {
+        for (key, value) in fields {
+            if key == "subscribers" {
+                for sub in value.as_array().into_iter().flatten() {
+                    println!("  subscriber {sub}");
+                }
+            } else {
+                println!("  {key}: {value}");
+            }
+        }
     }
     Ok(())
 }

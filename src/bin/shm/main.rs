@@ -39,6 +39,10 @@ enum Command {
     /// of dead pool participants; never a segment with a live participant, a file that
     /// is not a segment, or another user's file. Says what it did and why for each.
     Clean(admin::CleanArgs),
+    /// Show one segment: its header and live roles, and its ring's positions, queued
+    /// messages, counters and, for a broadcast ring, each subscriber's position, lag and
+    /// liveness; read from outside, without attaching.
+    Inspect(admin::InspectArgs),
     /// A relay of `shm bench --pipes` (started by it; not for direct use).
     #[command(hide = true)]
     BenchRelay {
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Command::Recv(args) => pipe::recv(args),
         Command::Ls(args) => admin::ls(args),
         Command::Clean(args) => admin::clean(args),
+        Command::Inspect(args) => admin::inspect(args),
         Command::BenchPeer { core } => bench::peer::serve(core),
         Command::BenchRelay { accept, connect } => bench::pipes::relay(accept, connect),
     };
