@@ -119,11 +119,16 @@ fn feed(strategies: u32, count: u64) -> Result<(), Box<dyn std::error::Error>> {
                 .spawn()
         })
         .collect::<Result<_, _>>()?;
-    // Publish once every strategy listens.
-    let ready_by = Instant::now() + Duration::from_secs(10);
-    while publisher.stats().subscribers < strategies {
+    // Publish once every strategy listens and the gateway serves (its worker role, 0,
+    // is held): a call that finds no live worker fails with `ServerGone`.
+    let gateway_serves = || {
+        shm_transport::alloc::Segment::survey(&orders.as_str().into())
+            .is_ok_and(|s| s.live_roles.contains(&0))
+    };
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while publisher.stats().subscribers < strategies || !gateway_serves() {
         if Instant::now() > ready_by {
-            return Err("the strategies did not attach".into());
+            return Err("the strategies or the gateway did not attach".into());
         }
         std::thread::sleep(Duration::from_millis(1));
     }

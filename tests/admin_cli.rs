@@ -270,3 +270,56 @@ fn inspect_shows_positions_and_counters_that_match_what_was_done() {
         (&1.into(), &0.into(), &5.into(), &0.into())
     );
 }
+
+/// `shm watch` with its output not a terminal: one line per ring and refresh, stamped,
+/// with each position's rate and total; a ring at rest shows 0/s and its backlog.
+#[test]
+fn watch_prints_a_line_per_ring_and_refresh_off_a_terminal() {
+    let name = ShmName::new("admin-watch");
+    let mut tx = spsc::Builder::<u64>::new(name.as_str()).producer().unwrap();
+    let _rx = spsc::Builder::<u64>::new(name.as_str()).consumer().unwrap();
+    for v in 0..10 {
+        tx.send(v).unwrap();
+    }
+    let out = shm()
+        .args(["watch", "--interval", "0.05", "--count", "3", name.as_str()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    let ring = format!("{}: ready live roles [0, 1]", name.as_str());
+    assert!(lines.iter().all(|l| l.contains(&ring)), "{stdout}");
+    assert!(lines[0].contains("sent - (10)"), "{stdout}");
+    assert!(
+        lines[2].contains("sent 0/s (10), received 0/s (0); queued 10"),
+        "{stdout}"
+    );
+    // A missing ring is said, not fatal to the others.
+    let missing = ShmName::new("admin-watch-missing");
+    let out = shm()
+        .args([
+            "watch",
+            "--count",
+            "1",
+            "--interval",
+            "0.01",
+            missing.as_str(),
+            name.as_str(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains(&ring), "{stdout}");
+    assert!(
+        stdout.contains("no such")
+            || stdout.contains("not found")
+            || stdout.contains("does not exist"),
+        "{stdout}"
+    );
+}

@@ -49,6 +49,20 @@ pub struct InspectArgs {
     json: bool,
 }
 
+/// Arguments of `shm watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The segments' names under /dev/shm (or paths with a `/`).
+    #[arg(required = true)]
+    names: Vec<String>,
+    /// Seconds between two refreshes.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+    /// Stop after this many refreshes (default: run until interrupted).
+    #[arg(long)]
+    count: Option<u64>,
+}
+
 /// One segment as `shm ls --json` prints it.
 #[derive(Debug, Serialize)]
 pub struct Listed {
@@ -375,4 +389,144 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A ring's positions read at one moment.
+type Sample = (std::time::Instant, Vec<(String, u64)>);
+
+/// A ring's positions at one moment, for rates: (name of the position, value).
+fn positions(detail: &shm_transport::ring::inspect::Detail) -> Vec<(String, u64)> {
+    use shm_transport::ring::inspect::Detail;
+    match detail {
+        Detail::Spsc { tail, head, .. } | Detail::Mpmc { tail, head, .. } => {
+            vec![("sent".into(), *tail), ("received".into(), *head)]
+        }
+        Detail::Broadcast {
+            tail, subscribers, ..
+        } => {
+            let mut all = vec![("published".into(), *tail)];
+            all.extend(
+                subscribers
+                    .iter()
+                    .map(|s| (format!("sub{}", s.id), s.received)),
+            );
+            all
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// What is waiting in a ring now: queued messages, or each subscriber's lag.
+fn backlog(detail: &shm_transport::ring::inspect::Detail) -> String {
+    use shm_transport::ring::inspect::Detail;
+    match detail {
+        Detail::Spsc { queued, .. } | Detail::Mpmc { queued, .. } => format!("queued {queued}"),
+        Detail::Broadcast { subscribers, .. } => subscribers
+            .iter()
+            .map(|s| {
+                let dead = if s.alive { "" } else { " (dead)" };
+                format!("sub{} lag {}{dead}", s.id, s.lag)
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => String::new(),
+    }
+}
+
+/// `shm watch`: each ring's rates per second, refreshed in place on a terminal (a
+/// full-screen table, like `top`), one line per ring and interval otherwise.
+pub fn watch(args: WatchArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    use std::time::Instant;
+    anyhow::ensure!(
+        args.interval.is_finite() && args.interval > 0.0,
+        "--interval must be a positive number of seconds, found {}",
+        args.interval
+    );
+    let interval = Duration::from_secs_f64(args.interval);
+    let terminal = std::io::stdout().is_terminal();
+    let locations: Vec<(String, Location)> = args
+        .names
+        .iter()
+        .map(|n| {
+            let loc = if n.contains('/') {
+                Location::Path(n.into())
+            } else {
+                Location::Name(n.clone())
+            };
+            (n.clone(), loc)
+        })
+        .collect();
+    let read = |loc: &Location| shm_transport::ring::inspect::inspect(loc);
+    let mut last: Vec<Option<Sample>> = vec![None; locations.len()];
+    let mut refreshes = 0u64;
+    loop {
+        std::thread::sleep(if refreshes == 0 {
+            Duration::ZERO
+        } else {
+            interval
+        });
+        let now = Instant::now();
+        let mut lines = Vec::new();
+        for (i, (name, loc)) in locations.iter().enumerate() {
+            let line = match read(loc) {
+                Ok(found) => {
+                    let current = positions(&found.detail);
+                    let rates: Vec<String> = match &last[i] {
+                        Some((then, before)) => {
+                            let secs = now.duration_since(*then).as_secs_f64().max(1e-9);
+                            current
+                                .iter()
+                                .zip(before)
+                                .map(|((what, v), (_, b))| {
+                                    format!(
+                                        "{what} {:.0}/s ({v})",
+                                        v.wrapping_sub(*b) as f64 / secs
+                                    )
+                                })
+                                .collect()
+                        }
+                        None => current
+                            .iter()
+                            .map(|(what, v)| format!("{what} - ({v})"))
+                            .collect(),
+                    };
+                    last[i] = Some((now, current));
+                    format!(
+                        "{name}: {} live roles {:?}; {}; {}",
+                        state_words(&found.survey.state).0,
+                        found.survey.live_roles,
+                        rates.join(", "),
+                        backlog(&found.detail)
+                    )
+                }
+                Err(e) => format!("{name}: {e}"),
+            };
+            lines.push(line);
+        }
+        if terminal {
+            // Home, clear the screen: the table refreshed in place.
+            print!("\x1b[H\x1b[2J");
+            println!(
+                "shm watch, every {:.1?} (Ctrl-C to stop); rates per second (totals)",
+                interval
+            );
+            for line in &lines {
+                println!("{line}");
+            }
+        } else {
+            let stamp = humantime(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default(),
+            );
+            for line in &lines {
+                println!("{stamp} {line}");
+            }
+        }
+        refreshes += 1;
+        if args.count.is_some_and(|c| refreshes >= c) {
+            return Ok(());
+        }
+    }
 }

@@ -43,6 +43,10 @@ enum Command {
     /// messages, counters and, for a broadcast ring, each subscriber's position, lag and
     /// liveness; read from outside, without attaching.
     Inspect(admin::InspectArgs),
+    /// Watch rings live: each one's rates per second (sent, received, published, each
+    /// subscriber's) and backlog, refreshed in place on a terminal, one line per ring and
+    /// interval when the output is not a terminal.
+    Watch(admin::WatchArgs),
     /// A relay of `shm bench --pipes` (started by it; not for direct use).
     #[command(hide = true)]
     BenchRelay {
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         Command::Ls(args) => admin::ls(args),
         Command::Clean(args) => admin::clean(args),
         Command::Inspect(args) => admin::inspect(args),
+        Command::Watch(args) => admin::watch(args),
         Command::BenchPeer { core } => bench::peer::serve(core),
         Command::BenchRelay { accept, connect } => bench::pipes::relay(accept, connect),
     };
