@@ -61,6 +61,16 @@ fn child() {
             );
             unreachable!("held in the initialisation until killed");
         }
+        "pool-holder" => {
+            // Two chunks loaned and held, never returned: the process is killed.
+            let pool = shm_transport::alloc::Pool::builder(name.as_str())
+                .open()
+                .unwrap();
+            let _a = pool.loan(100).unwrap();
+            let _b = pool.loan(100).unwrap();
+            say_holding(0);
+            hold_until_killed();
+        }
         "producer" => {
             let _tx = spsc::Builder::<u64>::new(name.as_str())
                 .mode(OpenMode::Open)
@@ -322,4 +332,40 @@ fn watch_prints_a_line_per_ring_and_refresh_off_a_terminal() {
             || stdout.contains("does not exist"),
         "{stdout}"
     );
+}
+
+/// A pool with a live participant (this process) and one SIGKILLed holding two loaned
+/// chunks: `shm ls` shows one live role, `shm clean` leaves the pool (a participant
+/// lives) and reclaims the dead one's chunks, and the live participant then sees every
+/// chunk free and goes on loaning.
+#[test]
+fn clean_reclaims_a_dead_pool_participants_chunks_and_keeps_the_pool() {
+    use shm_transport::alloc::Pool;
+    let name = ShmName::new("admin-pool");
+    let pool = Pool::builder(name.as_str())
+        .class(4096, 8)
+        .open_or_create()
+        .unwrap();
+    let mut holder = spawn("pool-holder", &name);
+    assert_eq!(pool.stats().classes[0].loaned, 2);
+    let seen = listed(&name).expect("the pool is listed");
+    assert_eq!(seen["kind"], "pool");
+    assert_eq!(seen["live_roles"].as_array().unwrap().len(), 2, "{seen}");
+    holder.kill();
+    assert_eq!(
+        listed(&name).unwrap()["live_roles"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let out = clean(&[name.as_str()]);
+    assert!(
+        out.contains("left: 1 live participant; the chunks of dead ones are reclaimed"),
+        "{out}"
+    );
+    assert!(name.path().exists());
+    let class = pool.stats().classes[0];
+    assert_eq!((class.free, class.loaned), (8, 0), "{class:?}");
+    drop(pool.loan(4096).unwrap());
 }

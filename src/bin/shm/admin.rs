@@ -276,9 +276,10 @@ pub fn clean(args: CleanArgs) -> Result<()> {
                             // pass catches one that died meanwhile.
                             let again = pool.reclaim_dead()?;
                             println!(
-                                "{shown}: left: {} live participants; the chunks of dead ones \
+                                "{shown}: left: {} live participant{}; the chunks of dead ones \
                                  are reclaimed ({} more just now)",
                                 live.len(),
+                                if live.len() == 1 { "" } else { "s" },
                                 again.chunks
                             );
                         }
