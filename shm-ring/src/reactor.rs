@@ -71,8 +71,9 @@ use std::time::{Duration, Instant};
 
 use shm_sync::atomic::{AtomicU32, Ordering, spin_loop};
 use shm_sync::futex::{self, WAIT_ANY_MAX, WaitAnyError};
+use shm_sync::wait::SPINS_PER_CLOCK_READ;
 
-use crate::core::blocking::slice_deadline;
+use crate::core::blocking::{earliest, slice_deadline};
 use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
 use crate::message::Message;
 use crate::wait_set::Waitable;
@@ -177,11 +178,7 @@ impl<H: Waitable> Async<H> {
         if !self.spin.is_zero() && self.spin_until(ready) {
             return Poll::Ready(());
         }
-        let wake = self.handle.wake_event();
-        let key = match wake.mark {
-            Some(mark) => wake.event.prepare_wait_marked(mark),
-            None => wake.event.prepare_wait(),
-        };
+        let key = self.handle.wake_event().prepare();
         if ready(&mut self.handle, false) {
             self.cancel();
             return Poll::Ready(());
@@ -213,7 +210,7 @@ impl<H: Waitable> Async<H> {
                 return true;
             }
             spins = spins.wrapping_add(1);
-            if spins % 64 == 0 && Instant::now() >= end {
+            if spins % SPINS_PER_CLOCK_READ == 0 && Instant::now() >= end {
                 return false;
             }
         }
@@ -229,11 +226,7 @@ impl<H: Waitable> Async<H> {
 
     /// Withdraws the announcement on the handle's event count.
     fn cancel(&self) {
-        let wake = self.handle.wake_event();
-        match wake.mark {
-            Some(mark) => wake.event.cancel_wait_marked(mark),
-            None => wake.event.cancel_wait(),
-        }
+        self.handle.wake_event().cancel();
     }
 }
 
@@ -281,27 +274,23 @@ fn next_of<T>(got: Result<T, TryRecvError>) -> Result<Option<T>, RecvError> {
     }
 }
 
-impl<T: Message + 'static> AsyncRecv for spsc::Consumer<T> {
-    type Item = T;
-    type Error = RecvError;
-    fn try_next(&mut self) -> Result<Option<T>, RecvError> {
-        next_of(self.try_recv())
-    }
-    fn ends(error: &RecvError) -> bool {
-        *error == RecvError::Disconnected
-    }
+/// `AsyncRecv` for a consumer whose `try_recv` gives the shared `TryRecvError`.
+macro_rules! async_recv {
+    ($($ty:ident)::+) => {
+        impl<T: Message + 'static> AsyncRecv for $($ty)::+<T> {
+            type Item = T;
+            type Error = RecvError;
+            fn try_next(&mut self) -> Result<Option<T>, RecvError> {
+                next_of(self.try_recv())
+            }
+            fn ends(error: &RecvError) -> bool {
+                *error == RecvError::Disconnected
+            }
+        }
+    };
 }
-
-impl<T: Message + 'static> AsyncRecv for mpmc::Consumer<T> {
-    type Item = T;
-    type Error = RecvError;
-    fn try_next(&mut self) -> Result<Option<T>, RecvError> {
-        next_of(self.try_recv())
-    }
-    fn ends(error: &RecvError) -> bool {
-        *error == RecvError::Disconnected
-    }
-}
+async_recv!(spsc::Consumer);
+async_recv!(mpmc::Consumer);
 
 impl<T: Message + 'static> AsyncRecv for broadcast::Subscriber<T> {
     type Item = T;
@@ -702,13 +691,5 @@ impl Reactor {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
             }
         }
-    }
-}
-
-/// The earlier of two optional deadlines (`None`: never).
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }

@@ -42,6 +42,7 @@ use std::time::Instant;
 use shm_sync::atomic::spin_loop;
 use shm_sync::event_count::WaitKey;
 use shm_sync::futex::{WAIT_ANY_MAX, WaitAnyError, WaitAnyOutcome};
+use shm_sync::wait::SPINS_PER_CLOCK_READ;
 use shm_sync::{EventCount, WaitStrategy, Waiting};
 
 use crate::core::blocking::slice_deadline;
@@ -152,10 +153,6 @@ impl Default for WaitSet {
         Self::new()
     }
 }
-
-/// How many spin iterations pass between two reads of the clock while spinning (as in
-/// `shm_sync::WaitStrategy`).
-const SPINS_PER_CLOCK_READ: u32 = 64;
 
 impl WaitSet {
     /// A wait set with the default wait strategy (spin 30 us, then sleep).

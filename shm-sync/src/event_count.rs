@@ -148,6 +148,36 @@ pub struct Waiting<'a> {
     pub mark: Option<&'a AtomicU32>,
 }
 
+impl Waiting<'_> {
+    /// [`EventCount::prepare_wait_marked`] with the mark, or
+    /// [`EventCount::prepare_wait`] without one.
+    #[inline]
+    pub fn prepare(&self) -> WaitKey {
+        match self.mark {
+            Some(mark) => self.event.prepare_wait_marked(mark),
+            None => self.event.prepare_wait(),
+        }
+    }
+
+    /// [`EventCount::cancel_wait_marked`] with the mark, or
+    /// [`EventCount::cancel_wait`] without one.
+    #[inline]
+    pub fn cancel(&self) {
+        match self.mark {
+            Some(mark) => self.event.cancel_wait_marked(mark),
+            None => self.event.cancel_wait(),
+        }
+    }
+
+    /// [`EventCount::wait_marked`] with the mark, or [`EventCount::wait`] without one.
+    pub fn wait(&self, key: WaitKey, deadline: Option<Instant>) -> WaitOutcome {
+        match self.mark {
+            Some(mark) => self.event.wait_marked(key, deadline, mark),
+            None => self.event.wait(key, deadline),
+        }
+    }
+}
+
 /// What a waiter read of the sequence word in [`EventCount::prepare_wait`], and whether
 /// its fence reached every notifier; pass it to [`EventCount::wait`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,10 +426,7 @@ impl EventCount {
     /// (clearing their marks) when a condition turned out to hold.
     pub fn cancel_wait_any(waits: &[Waiting<'_>]) {
         for w in waits {
-            match w.mark {
-                Some(mark) => w.event.cancel_wait_marked(mark),
-                None => w.event.cancel_wait(),
-            }
+            w.cancel();
         }
     }
 

@@ -10,14 +10,14 @@ use core::fmt;
 use std::time::{Duration, Instant};
 
 use crate::atomic::{AtomicU32, spin_loop};
-use crate::event_count::EventCount;
+use crate::event_count::{EventCount, Waiting};
 use crate::futex::WaitOutcome;
 
 /// How many spin iterations pass between two reads of the clock while spinning: a read
 /// of `Instant::now()` costs about 20-40 ns (vDSO), a `spin_loop` hint 10-140 cycles
 /// depending on the CPU, so checking every 64 keeps the clock under a few percent of the
 /// loop and the deadline overshoot under a few microseconds.
-const SPINS_PER_CLOCK_READ: u32 = 64;
+pub const SPINS_PER_CLOCK_READ: u32 = 64;
 
 /// How a blocking call waits for its condition. All honour a deadline.
 ///
@@ -189,23 +189,14 @@ fn park<R>(
     deadline: Option<Instant>,
     poll: &mut impl FnMut() -> Option<R>,
 ) -> Result<R, TimedOut> {
+    let waiting = Waiting { event, mark };
     loop {
-        let key = match mark {
-            Some(mark) => event.prepare_wait_marked(mark),
-            None => event.prepare_wait(),
-        };
+        let key = waiting.prepare();
         if let Some(value) = poll() {
-            match mark {
-                Some(mark) => event.cancel_wait_marked(mark),
-                None => event.cancel_wait(),
-            }
+            waiting.cancel();
             return Ok(value);
         }
-        let outcome = match mark {
-            Some(mark) => event.wait_marked(key, deadline, mark),
-            None => event.wait(key, deadline),
-        };
-        match outcome {
+        match waiting.wait(key, deadline) {
             WaitOutcome::TimedOut => return poll().ok_or(TimedOut),
             WaitOutcome::Woken | WaitOutcome::ValueChanged => {
                 if let Some(value) = poll() {

@@ -147,10 +147,14 @@ pub(crate) fn slice_deadline(deadline: Option<Instant>, peers_may_die: bool) -> 
     if !peers_may_die {
         return deadline;
     }
-    let slice = Instant::now().checked_add(LIVENESS_PERIOD);
-    match (deadline, slice) {
-        (Some(d), Some(s)) => Some(d.min(s)),
-        (d, s) => d.or(s),
+    earliest(deadline, Instant::now().checked_add(LIVENESS_PERIOD))
+}
+
+/// The earlier of two optional deadlines (`None`: never).
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -308,11 +308,7 @@ pub fn clean(args: CleanArgs) -> Result<()> {
 pub fn inspect(args: InspectArgs) -> Result<()> {
     use serde_json::json;
     use shm_transport::ring::inspect::{self, Detail};
-    let location = if args.name.contains('/') {
-        Location::Path(args.name.clone().into())
-    } else {
-        Location::Name(args.name.clone())
-    };
+    let location = super::pipe::location(&args.name);
     let found = inspect::inspect(&location).with_context(|| format!("inspecting {}", args.name))?;
     let listed = Listed::of(&found.survey);
     let detail = match &found.detail {
@@ -449,14 +445,7 @@ pub fn watch(args: WatchArgs) -> Result<()> {
     let locations: Vec<(String, Location)> = args
         .names
         .iter()
-        .map(|n| {
-            let loc = if n.contains('/') {
-                Location::Path(n.into())
-            } else {
-                Location::Name(n.clone())
-            };
-            (n.clone(), loc)
-        })
+        .map(|n| (n.clone(), super::pipe::location(n)))
         .collect();
     let read = |loc: &Location| shm_transport::ring::inspect::inspect(loc);
     let mut last: Vec<Option<Sample>> = vec![None; locations.len()];

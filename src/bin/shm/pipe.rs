@@ -69,7 +69,9 @@ impl RingArgs {
     }
 }
 
-fn location(name: &str) -> Location {
+/// Where a name given on the command line is: a path if it has a `/`, else a name
+/// under /dev/shm.
+pub(crate) fn location(name: &str) -> Location {
     if name.contains('/') {
         Location::Path(name.into())
     } else {
