@@ -131,6 +131,18 @@ pub enum Settle {
     NotYet,
 }
 
+/// An entry in use, as [`Table::holders`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder {
+    /// The entry's index (and lock's).
+    pub index: u32,
+    /// The holder's state (1 to 3: the structure's meaning).
+    pub state: u32,
+    /// Whether its lock is held: a holder that died leaves its entry in use and its
+    /// lock free until someone settles it.
+    pub alive: bool,
+}
+
 /// An entry claimed by [`Table::claim`].
 #[derive(Debug)]
 pub struct Claimed<G> {
@@ -299,6 +311,24 @@ impl<'a, L: Locks, E: AsRef<Entry>> Table<'a, L, E> {
             }
         }
         Ok(freed)
+    }
+
+    /// Every entry in use now, with its holder's state and whether its lock is held
+    /// (alive) or not (dead, not settled yet): for observers (`shm ls`, `shm inspect`),
+    /// who read without claiming anything. A snapshot: a holder may come or go as it is
+    /// read.
+    #[must_use]
+    pub fn holders(&self) -> Vec<Holder> {
+        (0..self.len())
+            .filter_map(|index| {
+                let session = self.entry(index).session();
+                (session & STATE_MASK != FREE).then(|| Holder {
+                    index,
+                    state: session & STATE_MASK,
+                    alive: self.locks.is_locked(index),
+                })
+            })
+            .collect()
     }
 
     /// Frees entry `index`, held (or retired) with `session`: clears its word and marks

@@ -58,7 +58,7 @@ const HEAD: u64 = 128;
 /// SPSC and stream: the producer's session word (`u32`), and the first slot (a stream
 /// ring's first record).
 const SPSC_PRODUCER_SESSION: u64 = 256;
-const SPSC_SLOTS: u64 = 640;
+const SPSC_SLOTS: u64 = 896;
 
 /// MPMC: the slots, after the control block and the participant table; each slot is its
 /// stamp (`u64`, `lap << 2 | state`) then the message.

@@ -98,14 +98,18 @@ const POOL_CURSORS: usize = 640;
 const POOL_ENTRIES: usize = 2688;
 const ENTRY_LEN: usize = 128;
 const CHUNK_HEADER: usize = 16;
+/// How far before the first SPSC slot its two event counts begin: they are followed by
+/// the producer's and the consumer's activity lines (128 bytes each).
+const SPSC_EVENTS_BEFORE_SLOTS: usize = 512;
 
 /// Where the parts of the rings of this file lie in their data regions, measured by
 /// sending a marked message through a fresh ring and finding it in the file, so that
 /// the attacker and the damage follow the layouts as they change. The control blocks'
 /// words are placed as `spsc/layout.rs` and `mpmc/layout.rs` document them: positions
-/// at 0 and 128, then the SPSC session words (or the MPMC census) at 256, and the two
-/// event counts in the last two 128-byte blocks before the table (MPMC) or the slots
-/// (SPSC, which has no table).
+/// at 0 and 128, then the SPSC session words (or the MPMC census) at 256; the MPMC
+/// event counts in the last two 128-byte blocks before the table; the SPSC event counts
+/// in the two blocks before its two activity lines, which end at the slots (it has no
+/// table).
 #[derive(Debug, Clone, Copy)]
 struct Geometry {
     /// The first SPSC slot (and the end of its control block).
@@ -1839,7 +1843,7 @@ fn positions(map: &Mapped) -> (u64, u64) {
 /// A write into an SPSC-shaped control block (spsc, stream, the loan ring): positions,
 /// session words, event counts.
 fn hit_spsc_control(rng: &mut Rng, map: &Mapped, file: usize, cap: u64) -> Hit {
-    let events = geometry().spsc_slots - 256;
+    let events = geometry().spsc_slots - SPSC_EVENTS_BEFORE_SLOTS;
     let (at, what) = rng.pick(&[
         (0, "tail"),
         (128, "head"),
@@ -1849,10 +1853,18 @@ fn hit_spsc_control(rng: &mut Rng, map: &Mapped, file: usize, cap: u64) -> Hit {
         (events + 4, "not_empty.waiters"),
         (events + 128, "not_full.seq"),
         (events + 132, "not_full.waiters"),
+        (events + 256, "producer activity.messages"),
+        (events + 264, "producer activity.stalls"),
+        (events + 384 + 16, "consumer activity.parks"),
+        (events + 384 + 24, "consumer activity.wakeups"),
     ]);
     let at = DATA + at;
     match what {
         "tail" | "head" => {
+            let current = map.u64(at).load(Ordering::Relaxed);
+            Hit::wide(file, at, near64(rng, current, cap), what)
+        }
+        w if w.contains("activity") => {
             let current = map.u64(at).load(Ordering::Relaxed);
             Hit::wide(file, at, near64(rng, current, cap), what)
         }
@@ -2261,7 +2273,7 @@ fn live_words(kind: Attack, names: &[ShmName]) -> String {
     let w32 = |f: &[u8], at: usize| read_word(f, DATA.saturating_add(at), 4).unwrap_or(0);
     let g = geometry();
     let spsc_control = |f: &[u8]| {
-        let events = g.spsc_slots - 256;
+        let events = g.spsc_slots - SPSC_EVENTS_BEFORE_SLOTS;
         format!(
             "tail={:#x} head={:#x} sessions p={:#x} c={:#x} not_empty=({:#x}, {}) not_full=({:#x}, {})",
             w64(f, 0),

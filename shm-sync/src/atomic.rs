@@ -119,6 +119,40 @@ atomic_int!(
     AtomicU64, u64
 );
 
+/// A statistics counter in shared memory with one writer, in the manner of Aeron's
+/// counters: `core`'s `AtomicU64` in every build, loom's included, since it orders
+/// nothing and a model need not interleave it (its words would only multiply the
+/// interleavings). The writer adds with a relaxed load and store, no read-modify-write
+/// (one writer: nothing to lose); readers in any process load it relaxed and see a
+/// recent value, never a torn one. 8 bytes, `#[repr(transparent)]`, zero initially.
+#[repr(transparent)]
+#[derive(Debug, Default)]
+pub struct Counter(core::sync::atomic::AtomicU64);
+
+impl Counter {
+    /// Adds `n` (wrapping): for the counter's one writer.
+    #[inline(always)]
+    pub fn add(&self, n: u64) {
+        // Relaxed: a statistic; readers want a recent value, not an order.
+        self.set(self.get().wrapping_add(n));
+    }
+
+    /// Stores `value`: for the counter's one writer.
+    #[inline(always)]
+    pub fn set(&self, value: u64) {
+        // Relaxed: as in `add`.
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    /// The value now.
+    #[inline(always)]
+    #[must_use]
+    pub fn get(&self) -> u64 {
+        // Relaxed: as in `add`.
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(not(loom))]
 impl AtomicU32 {
     /// The `core` atomic inside, for the futex syscalls.

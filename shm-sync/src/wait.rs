@@ -74,13 +74,14 @@ impl WaitStrategy {
         deadline: Option<Instant>,
         poll: impl FnMut() -> Option<R>,
     ) -> Result<R, TimedOut> {
-        self.wait_for_marked(event, None, deadline, poll)
+        self.wait_for_marked(event, None, deadline, || {}, poll)
     }
 
     /// [`wait_for`](Self::wait_for) for a waiter that may die while parked: while it is
     /// counted as a waiter of `event`, `mark` (a word of its own in shared memory) is 1,
     /// so that whoever settles it after its death withdraws its count
-    /// ([`EventCount::settle_dead_waiter`]). `None` marks nothing.
+    /// ([`EventCount::settle_dead_waiter`]). `None` marks nothing. `parked` is called
+    /// before each sleep on the futex (to count parks; never on the spinning path).
     ///
     /// # Errors
     ///
@@ -90,6 +91,7 @@ impl WaitStrategy {
         event: &EventCount,
         mark: Option<&AtomicU32>,
         deadline: Option<Instant>,
+        mut parked: impl FnMut(),
         mut poll: impl FnMut() -> Option<R>,
     ) -> Result<R, TimedOut> {
         if let Some(value) = poll() {
@@ -112,10 +114,10 @@ impl WaitStrategy {
                 let spin_end = Instant::now().checked_add(spin);
                 match spin_until(deadline, spin_end, &mut poll) {
                     Some(result) => result,
-                    None => park(event, mark, deadline, &mut poll),
+                    None => park(event, mark, deadline, &mut parked, &mut poll),
                 }
             }
-            Self::Park => park(event, mark, deadline, &mut poll),
+            Self::Park => park(event, mark, deadline, &mut parked, &mut poll),
         }
     }
 }
@@ -181,12 +183,13 @@ fn spin_until<R>(
 }
 
 /// The parking loop of the event-count protocol: announce (marking `mark`, if any),
-/// re-poll, sleep.
+/// re-poll, call `parked`, sleep.
 #[cold]
 fn park<R>(
     event: &EventCount,
     mark: Option<&AtomicU32>,
     deadline: Option<Instant>,
+    parked: &mut impl FnMut(),
     poll: &mut impl FnMut() -> Option<R>,
 ) -> Result<R, TimedOut> {
     let waiting = Waiting { event, mark };
@@ -196,6 +199,7 @@ fn park<R>(
             waiting.cancel();
             return Ok(value);
         }
+        parked();
         match waiting.wait(key, deadline) {
             WaitOutcome::TimedOut => return poll().ok_or(TimedOut),
             WaitOutcome::Woken | WaitOutcome::ValueChanged => {

@@ -50,7 +50,7 @@ use core::ptr::NonNull;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::participants::{Entry, FREE as FREE_ENTRY, Locks, STATE_MASK, Settle, Table};
+use crate::participants::{Entry, FREE as FREE_ENTRY, Holder, Locks, STATE_MASK, Settle, Table};
 use crate::{Error, Expect, Kind, Location, RoleClaim, Segment, SegmentOptions, SegmentSpec};
 
 /// The state of a pool user's participant entry.
@@ -143,6 +143,7 @@ impl ShmOffset {
 
 /// Chunks of one size class by state, from [`Pool::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ClassStats {
     /// Bytes per chunk.
@@ -421,13 +422,15 @@ impl Pool {
         }
     }
 
-    /// Validates the pool region and claims a free participant slot: the first whose
-    /// lock is free. Returns what a previous holder of the slot left (it died, or left
-    /// chunks in flight to it), then reclaims the other dead participants.
-    fn join(segment: Segment) -> Result<Pool, Error> {
+    /// The pool region of `segment`, checked against its header.
+    ///
+    /// # Safety
+    ///
+    /// The returned `RawPool` must not outlive `segment`.
+    unsafe fn raw(segment: &Segment) -> Result<RawPool, Error> {
         // SAFETY: (1) the data region is valid and page-aligned for `data_len` bytes while
-        // `segment` lives, and the `RawPool` lives inside `Pool` next to it (dropped
-        // first: `raw` is declared before `segment`). (2) Others follow this module.
+        // `segment` lives, which the caller's returned pool does not outlive. (2) Others
+        // follow this module.
         let raw = unsafe { RawPool::attach(segment.data(), segment.data_len() as u64) }.map_err(
             |what| Error::Corrupted {
                 path: segment.path().to_path_buf(),
@@ -450,6 +453,16 @@ impl Pool {
                 ),
             });
         }
+        Ok(raw)
+    }
+
+    /// Validates the pool region and claims a free participant slot: the first whose
+    /// lock is free. Returns what a previous holder of the slot left (it died, or left
+    /// chunks in flight to it), then reclaims the other dead participants.
+    fn join(segment: Segment) -> Result<Pool, Error> {
+        // SAFETY: the `RawPool` lives inside `Pool` next to `segment` (dropped first:
+        // `raw` is declared before `segment`).
+        let raw = unsafe { Self::raw(&segment) }?;
         let table = Table::new(raw.entries(), &segment);
         // A holder found in the entry died: the sweep below returns what it left.
         let claimed = table.claim(USER, |_, _| Ok::<_, Error>(Settle::Done))?;
@@ -808,11 +821,15 @@ impl Pool {
     /// Chunks by size class and state.
     #[must_use]
     pub fn stats(&self) -> PoolStats {
+        Self::class_stats(&self.raw)
+    }
+
+    fn class_stats(raw: &RawPool) -> PoolStats {
         PoolStats {
-            classes: (0..self.raw.classes().len())
+            classes: (0..raw.classes().len())
                 .map(|class| {
-                    let record = self.raw.classes()[class];
-                    let counts = self.raw.counts(class);
+                    let record = raw.classes()[class];
+                    let counts = raw.counts(class);
                     ClassStats {
                         chunk_size: record.chunk_size,
                         chunks: record.chunks,
@@ -826,6 +843,21 @@ impl Pool {
                 })
                 .collect(),
         }
+    }
+
+    /// The participants and chunks of the pool in `segment`, read without joining it:
+    /// what `shm inspect` shows. Each participant slot in use, alive (its lock held) or
+    /// dead (not reclaimed yet), and the classes as [`stats`](Self::stats) gives them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] if the pool's configuration does not lay out or disagrees
+    /// with the header.
+    pub fn inspect(segment: &Segment) -> Result<(Vec<Holder>, PoolStats), Error> {
+        // SAFETY: `raw` is dropped at the end of this call, before `segment`.
+        let raw = unsafe { Self::raw(segment) }?;
+        let holders = Table::new(raw.entries(), segment).holders();
+        Ok((holders, Self::class_stats(&raw)))
     }
 
     /// The offset naming chunk `id` with a `len`-byte payload in its `generation`.

@@ -6,6 +6,7 @@ use shm_sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use shm_sync::{CachePadded, EventCount};
 
 use super::{MAX_SUBSCRIBERS, Overflow};
+use crate::core::activity::Activity;
 use crate::core::check_shape;
 use crate::core::members::Members;
 use crate::core::region::offsets;
@@ -80,7 +81,7 @@ impl Overflow {
 ///
 /// The block is aligned to a page (4096 bytes, the rest padding), and so are the
 /// slots: a subscriber maps them read-only. The participant table follows at offset
-/// 4096: `subscribers + 1` lines of 128 bytes ([`Line`]; the count is the segment
+/// 4096: `subscribers + 1` lines of 256 bytes ([`Line`]; the count is the segment
 /// header's `entries`, which its checksum covers). Then the slots, at the next multiple
 /// of 4096: `capacity` times `size_of::<Slot<T>>()` bytes. All-zero is the initial state
 /// but for the policy: nothing published, nobody attached.
@@ -124,6 +125,8 @@ pub(crate) struct Counters {
 /// | 48 | 8 | `skipped`: slots passed over that a dead publisher left half-written |
 /// | 56 | 8 | `untethered`: 1 once the publisher stopped waiting for this subscriber (written by the publisher; cleared at attach) |
 /// | 64 | 64 | `hazards`: 8 hazard words, each the offset of a pool chunk the subscriber reads in place, or 0 (`shm_alloc::owner`; [`chunks`](super::chunks)) |
+/// | 128 | 32 | `activity`: stalls, parks, wake-ups (`core::activity`; the publisher's on line 0; the message count stays 0: `received` and the tail are it) |
+/// | 160 | 96 | padding: a line is 256 bytes |
 #[repr(C, align(128))]
 #[derive(Debug, Default)]
 pub(crate) struct Line {
@@ -135,6 +138,7 @@ pub(crate) struct Line {
     pub(crate) skipped: AtomicU64,
     pub(crate) untethered: AtomicU64,
     pub(crate) hazards: [AtomicU64; HAZARDS],
+    pub(crate) activity: Activity,
 }
 
 /// Hazard words per subscriber: how many pool chunks one subscriber may read in place
@@ -167,7 +171,8 @@ const _: () = {
     assert!(core::mem::offset_of!(Control, counters) == 384);
     assert!(core::mem::offset_of!(Control, not_empty) == 512);
     assert!(core::mem::offset_of!(Control, not_full) == 640);
-    assert!(size_of::<Line>() == 128);
+    assert!(size_of::<Line>() == 256);
+    assert!(core::mem::offset_of!(Line, activity) == 128);
     assert!(core::mem::offset_of!(Line, cursor) == 16);
     assert!(core::mem::offset_of!(Line, skipped) == 48);
     assert!(core::mem::offset_of!(Line, untethered) == 56);

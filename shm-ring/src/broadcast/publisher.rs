@@ -106,7 +106,8 @@ impl<T: Message> Publisher<T> {
         // lags: every message below it is published.
         control.tail.store(self.tail, Ordering::Release);
         let notified = control.not_empty.notify();
-        if self.watch.woke(notified) {
+        let activity = &self.ring.line(PUBLISHER_ENTRY).activity;
+        if self.watch.woke(activity.woke(notified)) {
             // A subscriber killed while parked: settle it (a corrupt table is reported
             // by the next call that can).
             let _ = self.ring.reap(SUBSCRIBER, PUBLISHER_ENTRY);
@@ -223,8 +224,13 @@ impl<T: Message> Publisher<T> {
     /// comes back in the error.
     #[inline]
     pub fn try_send(&mut self, value: T) -> Result<(), TrySendError<T>> {
-        self.step(&value, false, &mut Some(|| {}))
-            .map_err(|r| r.try_send(value))
+        self.step(&value, false, &mut Some(|| {})).map_err(|r| {
+            self.ring
+                .line(PUBLISHER_ENTRY)
+                .activity
+                .refused(r)
+                .try_send(value)
+        })
     }
 
     /// Publishes `value`, waiting under `Block` with this publisher's wait strategy while
@@ -298,7 +304,8 @@ impl<T: Message> Publisher<T> {
             Err(refusal) => refusal,
         };
         let Some(deadline) = deadline else {
-            return Err(match refused.try_send(value) {
+            let activity = &self.ring.line(PUBLISHER_ENTRY).activity;
+            return Err(match activity.refused(refused).try_send(value) {
                 TrySendError::Full(v) => SendTimeoutError::Timeout(v),
                 TrySendError::Disconnected(v) => SendTimeoutError::Disconnected(v),
                 TrySendError::Corrupted(v, c) => SendTimeoutError::Corrupted(v, c),
@@ -324,6 +331,7 @@ impl<T: Message> Publisher<T> {
         block(
             &ring.control().not_full,
             Some(mark),
+            &ring.line(PUBLISHER_ENTRY).activity,
             self.wait,
             peers_may_die,
             deadline,

@@ -410,7 +410,7 @@ impl<T: Message> Subscriber<T> {
     #[inline(always)]
     fn wake_publisher(&mut self) {
         let notified = self.ring.control().not_full.notify();
-        if self.watch.woke(notified) {
+        if self.watch.woke(self.line().activity.woke(notified)) {
             // A publisher killed while parked: settle it.
             let _ = self.ring.reap(PUBLISHER, self.index);
         }
@@ -522,6 +522,7 @@ impl<T: Message> Subscriber<T> {
                 block(
                     &ring.control().not_empty,
                     Some(mark),
+                    &ring.line(self.index).activity,
                     self.wait,
                     ring.region.peers_may_die(),
                     deadline,

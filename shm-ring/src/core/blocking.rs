@@ -12,6 +12,7 @@ use std::time::Instant;
 use shm_sync::atomic::AtomicU32;
 use shm_sync::{EventCount, TimedOut, WaitStrategy};
 
+use super::activity::Activity;
 use super::liveness::LIVENESS_PERIOD;
 use crate::error::{
     Corruption, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
@@ -106,24 +107,34 @@ impl From<RecvTimeoutError> for RecvError {
 /// can die without closing (`peers_may_die`: the ring is in a segment) waits in slices of
 /// [`LIVENESS_PERIOD`] and steps with `probe = true` after each slice, so that a dead
 /// peer is seen within a slice even while parked.
+///
+/// Counts on the waiter's `activity` one stall when the first step is refused, and each
+/// park.
 pub(crate) fn block<R>(
     event: &EventCount,
     mark: Option<&AtomicU32>,
+    activity: &Activity,
     wait: WaitStrategy,
     peers_may_die: bool,
     deadline: Option<Instant>,
     mut step: impl FnMut(bool) -> Result<R, Refusal>,
 ) -> Result<R, Refusal> {
     let mut probe = false;
+    let mut first = true;
     loop {
         match step(probe) {
             Err(Refusal::Busy) => {}
             done => return done,
         }
+        if first {
+            activity.stalled();
+            first = false;
+        }
         let waited = wait.wait_for_marked(
             event,
             mark,
             slice_deadline(deadline, peers_may_die),
+            || activity.parked(),
             || match step(false) {
                 Err(Refusal::Busy) => None,
                 done => Some(done),

@@ -7,6 +7,7 @@
 //! its control block, its participant entries and its slots, each a `#[repr(C)]` type of
 //! its own, laid out by the region in the same way on the heap and in a segment.
 
+pub(crate) mod activity;
 #[cfg(not(loom))]
 pub(crate) mod attach;
 pub(crate) mod blocking;

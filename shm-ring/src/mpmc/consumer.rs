@@ -171,7 +171,7 @@ impl<T: Message> Consumer<T> {
         // bytes are a valid `T`.
         let value = self.ring.slot(position).value.with(|p| unsafe { p.read() });
         let notified = self.ring.finish(Side::Consumer, position, EMPTY);
-        self.me.notified(&self.ring, notified);
+        self.me.finished(&self.ring, notified);
         value
     }
 
@@ -234,6 +234,7 @@ impl<T: Message> Consumer<T> {
         let position = block(
             ring.wait_event(Side::Consumer),
             Some(ring.entry(me.index).parked()),
+            ring.activity(me.index),
             me.wait,
             ring.region.peers_may_die(),
             deadline,
@@ -285,7 +286,7 @@ impl<T: Message> Drop for RecvGuard<'_, T> {
         let consumer = &mut self.consumer;
         consumer.me.pending = None;
         let notified = consumer.ring.finish(Side::Consumer, self.position, EMPTY);
-        consumer.me.notified(&consumer.ring, notified);
+        consumer.me.finished(&consumer.ring, notified);
     }
 }
 

@@ -7,6 +7,7 @@ use shm_sync::cell::UnsafeCell;
 use shm_sync::{CachePadded, EventCount};
 
 use super::MAX_PARTICIPANTS;
+use crate::core::activity::Activity;
 use crate::core::check_shape;
 use crate::core::members::Members;
 use crate::core::region::offsets;
@@ -50,8 +51,8 @@ pub(crate) const SEEN_CONSUMER: u32 = 2;
 /// | 768 | 128 | `not_empty: EventCount` | consumers when they park, producers when they find them parked |
 /// | 896 | 128 | `not_full: EventCount` | producers when they park, consumers when they find them parked |
 ///
-/// The participant table follows at offset 1024: `limit` entries of 128 bytes (the limit
-/// is the segment header's `entries`, which its checksum covers). Then the slots, at
+/// The participant table follows at offset 1024: `limit` lines of 128 bytes ([`Line`];
+/// the limit is the segment header's `entries`, which its checksum covers). Then the slots, at
 /// `1024 + 128 * limit`: `capacity` times `size_of::<Slot<T>>()` bytes. All-zero is the
 /// initial state: empty, nobody attached.
 #[repr(C)]
@@ -87,6 +88,27 @@ pub(crate) struct Counters {
     pub(crate) reclaimed: AtomicU64,
 }
 
+/// A line of the participant table, written by its holder (and by whoever settles it
+/// dead): the table's [`Entry`], then the holder's activity counters.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 16 | `entry`: the participant table's (session, parking mark, word) |
+/// | 16 | 32 | `activity`: messages sent or received in this session, stalls, parks, wake-ups (`core::activity`; zeroed at each claim) |
+/// | 48 | 80 | padding |
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub(crate) struct Line {
+    pub(crate) entry: Entry,
+    pub(crate) activity: Activity,
+}
+
+impl AsRef<Entry> for Line {
+    fn as_ref(&self) -> &Entry {
+        &self.entry
+    }
+}
+
 /// A slot: its stamp, then the message.
 #[repr(C)]
 pub(crate) struct Slot<T> {
@@ -106,6 +128,8 @@ const _: () = {
     assert!(core::mem::offset_of!(Control, counters) == 640);
     assert!(core::mem::offset_of!(Control, not_empty) == 768);
     assert!(core::mem::offset_of!(Control, not_full) == 896);
+    assert!(size_of::<Line>() == 128);
+    assert!(core::mem::offset_of!(Line, activity) == 16);
     assert!(size_of::<Slot<u8>>() == 16);
     assert!(core::mem::offset_of!(Slot<u64>, value) == 8);
 };
@@ -123,7 +147,7 @@ pub fn data_len<T: Message>(capacity: u64, participants: u32) -> Result<u64, Err
     if participants == 0 || participants > MAX_PARTICIPANTS {
         return Err(Error::InvalidParticipants(participants));
     }
-    offsets::<Control, CachePadded<Entry>, Slot<T>>(participants, capacity)
+    offsets::<Control, Line, Slot<T>>(participants, capacity)
         .map(|o| o.len)
         .ok_or(Error::InvalidCapacity(capacity))
 }
@@ -174,9 +198,8 @@ mod segment {
     use core::marker::PhantomData;
 
     use shm_alloc::Kind;
-    use shm_sync::CachePadded;
 
-    use super::{Control, Entry, Slot};
+    use super::{Control, Line, Slot};
     use crate::core::attach::{Identity, Layout};
     use crate::core::check_shape;
     use crate::error::{Corruption, Error};
@@ -196,7 +219,7 @@ mod segment {
 
     impl<T: Message> Layout for MpmcLayout<T> {
         type Control = Control;
-        type Entry = CachePadded<Entry>;
+        type Entry = Line;
         type Slot = Slot<T>;
 
         fn identity(&self) -> Identity {

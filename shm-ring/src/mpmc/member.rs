@@ -27,6 +27,8 @@ pub(crate) struct Member {
     /// When the other side's locks were last probed, the polls since, and the idle
     /// wake-ups this participant made.
     watch: PeerWatch,
+    /// Messages sent or received in this session (stored in the entry's activity line).
+    messages: u64,
 }
 
 impl Member {
@@ -43,6 +45,8 @@ impl Member {
             });
         };
         table.mark(&claimed);
+        // A new session's counts: whatever a previous holder left is not this one's.
+        ring.activity(claimed.index).reset();
         // On the bitmap once the entry says so: killed in between, it is settled as a
         // dead participant, whose bit is cleared whether or not it was set.
         ring.enlist(side, claimed.index);
@@ -54,6 +58,7 @@ impl Member {
             pending: None,
             wait,
             watch: PeerWatch::default(),
+            messages: 0,
         })
     }
 
@@ -81,13 +86,17 @@ impl Member {
         ring.reap(self.side.other(), self.index)
     }
 
-    /// Takes note of what a wake-up this participant made did; after
+    /// Counts one message sent or received, whose slot's finish notified as
+    /// `notified`; takes note of what that wake-up did, and after
     /// `IDLE_WAKES_BEFORE_PROBE` that woke nobody, probes the other side (whose dead
     /// parked waiters it settles). A corrupt table found by the probe is left for the
     /// next call that can report it.
     #[inline]
-    pub(crate) fn notified<T>(&mut self, ring: &Ring<T>, notified: Notified) {
-        if self.watch.woke(notified) {
+    pub(crate) fn finished<T>(&mut self, ring: &Ring<T>, notified: Notified) {
+        self.messages = self.messages.wrapping_add(1);
+        let activity = ring.activity(self.index);
+        activity.set_messages(self.messages);
+        if self.watch.woke(activity.woke(notified)) {
             let _ = self.watch(ring, true);
         }
     }

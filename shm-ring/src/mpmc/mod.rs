@@ -186,7 +186,7 @@ mod settle;
 #[cfg(test)]
 mod tests;
 
-use shm_sync::{CachePadded, WaitStrategy};
+use shm_sync::WaitStrategy;
 
 pub use crate::core::liveness::{LIVENESS_PERIOD, LIVENESS_POLLS, LIVENESS_PROBE_INTERVAL};
 use crate::core::region::Region;
@@ -296,7 +296,7 @@ pub fn channel_with<T: Message>(
     }
     data_len::<T>(capacity, participants)?;
     let control = Control::default();
-    let entries = (0..participants).map(|_| CachePadded::default()).collect();
+    let entries = (0..participants).map(|_| layout::Line::default()).collect();
     let slots = (0..capacity).map(|_| empty_slot::<T>()).collect();
     let ring = Ring::new(Region::heap(control, entries, slots, participants));
     let wait = WaitStrategy::default();

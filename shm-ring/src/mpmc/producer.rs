@@ -28,7 +28,7 @@ impl<T: Message> Producer<T> {
             .value
             .with_mut(|p| unsafe { p.write(value) });
         let notified = self.ring.finish(Side::Producer, position, FULL);
-        self.me.notified(&self.ring, notified);
+        self.me.finished(&self.ring, notified);
     }
 
     /// Sends `value` if a slot is free, without blocking.
@@ -52,7 +52,11 @@ impl<T: Message> Producer<T> {
                 self.write_and_publish(position, value);
                 Ok(())
             }
-            Err(refusal) => Err(refusal.try_send(value)),
+            Err(refusal) => Err(self
+                .ring
+                .activity(self.me.index)
+                .refused(refusal)
+                .try_send(value)),
         }
     }
 
@@ -77,7 +81,8 @@ impl<T: Message> Producer<T> {
     /// # Ok::<(), shm_ring::Error>(())
     /// ```
     pub fn reserve(&mut self) -> Result<SendSlot<'_, T>, TrySendError<()>> {
-        let position = claim(&self.ring, &mut self.me, false).map_err(|r| r.try_send(()))?;
+        let position = claim(&self.ring, &mut self.me, false)
+            .map_err(|r| self.ring.activity(self.me.index).refused(r).try_send(()))?;
         self.me.pending = Some(position);
         Ok(SendSlot {
             producer: self,
@@ -109,6 +114,7 @@ impl<T: Message> Producer<T> {
         block(
             ring.wait_event(Side::Producer),
             Some(ring.entry(me.index).parked()),
+            ring.activity(me.index),
             me.wait,
             ring.region.peers_may_die(),
             deadline,
@@ -160,7 +166,7 @@ impl<T: Message> SendSlot<'_, T> {
         let producer = &mut this.producer;
         producer.me.pending = None;
         let notified = producer.ring.finish(Side::Producer, position, FULL);
-        producer.me.notified(&producer.ring, notified);
+        producer.me.finished(&producer.ring, notified);
     }
 
     /// The position this slot was claimed at.

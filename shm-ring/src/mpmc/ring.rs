@@ -2,11 +2,12 @@
 //! the census of each side, and finishing a slot.
 
 use shm_sync::atomic::{AtomicU64, Ordering};
-use shm_sync::{CachePadded, EventCount, Notified};
+use shm_sync::{EventCount, Notified};
 
-use super::layout::{Control, EMPTY, Entry, Side, Slot};
+use super::layout::{Control, EMPTY, Entry, Line, Side, Slot};
 use shm_alloc::participants::Table;
 
+use crate::core::activity::Activity;
 use crate::core::members::Members;
 use crate::core::region::Region;
 use crate::error::Corruption;
@@ -14,7 +15,7 @@ use crate::error::Corruption;
 /// The region of an MPMC ring, and the shift that turns a position into its lap. Shared
 /// by every handle of a process (cloning shares the memory).
 pub(crate) struct Ring<T> {
-    pub(crate) region: Region<Control, CachePadded<Entry>, Slot<T>>,
+    pub(crate) region: Region<Control, Line, Slot<T>>,
     /// `log2(capacity)`: `position >> shift` is the lap.
     shift: u32,
 }
@@ -29,7 +30,7 @@ impl<T> Clone for Ring<T> {
 }
 
 impl<T> Ring<T> {
-    pub(crate) fn new(region: Region<Control, CachePadded<Entry>, Slot<T>>) -> Self {
+    pub(crate) fn new(region: Region<Control, Line, Slot<T>>) -> Self {
         let shift = region.capacity().trailing_zeros();
         Ring { region, shift }
     }
@@ -40,14 +41,20 @@ impl<T> Ring<T> {
     }
 
     /// The participant table, guarded by the region's role locks.
-    pub(crate) fn table(&self) -> Table<'_, Region<Control, CachePadded<Entry>, Slot<T>>> {
+    pub(crate) fn table(&self) -> Table<'_, Region<Control, Line, Slot<T>>, Line> {
         Table::new(self.region.entries(), &self.region)
     }
 
     /// The entry of participant `index` (`index < limit`).
     #[inline(always)]
     pub(crate) fn entry(&self, index: u32) -> &Entry {
-        self.region.entry(index)
+        &self.region.entry(index).entry
+    }
+
+    /// The activity counters of participant `index` (`index < limit`).
+    #[inline(always)]
+    pub(crate) fn activity(&self, index: u32) -> &Activity {
+        &self.region.entry(index).activity
     }
 
     /// The slot of `position`.

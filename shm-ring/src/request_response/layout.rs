@@ -10,6 +10,7 @@ use shm_sync::cell::UnsafeCell;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::calls::CALLS_PER_CLIENT;
+use crate::core::activity::Activity;
 use crate::core::attach::{Identity, Layout};
 use crate::core::check_shape;
 use crate::error::{Corruption, Error};
@@ -46,7 +47,8 @@ pub(crate) struct Control {
 /// | 24 | 8 | `calls`: calls made (a client) or requests taken (a worker) |
 /// | 32 | 8 | `responses`: responses received (a client) or sent (a worker) |
 /// | 40 | 8 | `late`: responses dropped because their call was given up, counted by the worker that found it so (added to the client's line) |
-/// | 48 | 80 | padding |
+/// | 48 | 32 | `activity`: a client's waits for a response and its parks, a worker's wake-ups of parked clients (`core::activity`; the message count stays 0: `calls` and `responses` are it) |
+/// | 80 | 48 | padding |
 #[repr(C, align(128))]
 #[derive(Debug, Default)]
 pub(crate) struct Line {
@@ -55,6 +57,7 @@ pub(crate) struct Line {
     pub(crate) calls: AtomicU64,
     pub(crate) responses: AtomicU64,
     pub(crate) late: AtomicU64,
+    pub(crate) activity: Activity,
 }
 
 impl AsRef<Entry> for Line {
@@ -68,6 +71,7 @@ const _: () = {
     assert!(size_of::<Line>() == 128);
     assert!(core::mem::offset_of!(Line, responded) == 16);
     assert!(core::mem::offset_of!(Line, late) == 40);
+    assert!(core::mem::offset_of!(Line, activity) == 48);
 };
 
 /// A call slot: its state word ([`calls`](super::calls)), the request the client wrote

@@ -47,7 +47,7 @@
 //! ```
 
 mod calls;
-mod layout;
+pub(crate) mod layout;
 
 use core::cell::{Cell, RefCell};
 use core::marker::PhantomData;
@@ -720,6 +720,7 @@ impl<Req: Message, Resp: Message> Pending<'_, Req, Resp> {
             Err(Refusal::Busy) => block(
                 &line.responded,
                 Some(line.entry.parked()),
+                &line.activity,
                 client.service.wait,
                 client.service.region.peers_may_die(),
                 deadline,
@@ -1043,7 +1044,8 @@ impl<Req: Message, Resp: Message> Request<'_, Req, Resp> {
             line.responses.load(Ordering::Relaxed) + 1,
             Ordering::Relaxed,
         );
-        service.line(self.client).responded.notify();
+        line.activity
+            .woke(service.line(self.client).responded.notify());
         true
     }
 }
@@ -1059,7 +1061,8 @@ impl<Req: Message, Resp: Message> Drop for Request<'_, Req, Resp> {
                 self.server.index as u16,
                 false,
             ) {
-                service.line(self.client).responded.notify();
+                let notified = service.line(self.client).responded.notify();
+                service.line(self.server.index).activity.woke(notified);
             }
         }
     }

@@ -82,7 +82,7 @@ impl Cursor {
         self.head = self.head.wrapping_add(n);
         // SYNC(slot-released): Release; pairs with the producer's Acquire load of head.
         ring.control().head.store(self.head, Ordering::Release);
-        ring.control().not_full.notify();
+        ring.activity().woke(ring.control().not_full.notify());
     }
 
     /// Reads the message `offset` places after `head`.
@@ -324,6 +324,7 @@ impl<T: Message> Consumer<T> {
         block(
             &ring.control().not_empty,
             None,
+            ring.activity(),
             ring.wait,
             ring.region.peers_may_die(),
             deadline,

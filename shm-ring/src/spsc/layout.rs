@@ -4,6 +4,7 @@ use shm_sync::atomic::{AtomicU32, AtomicU64};
 use shm_sync::cell::UnsafeCell;
 use shm_sync::{CachePadded, EventCount};
 
+use crate::core::activity::Activity;
 use crate::core::check_shape;
 use crate::core::region::offsets;
 use crate::error::Error;
@@ -39,8 +40,10 @@ pub(crate) const GENERATION_ONE: u32 = 0b100;
 /// | 256 | 128 | `producer_session: u32`, `consumer_session: u32` | each side at attach and close |
 /// | 384 | 128 | `not_empty: EventCount` | consumer when it parks, producer when it finds it parked |
 /// | 512 | 128 | `not_full: EventCount` | producer when it parks, consumer when it finds it parked |
+/// | 640 | 128 | `producer_activity`: stalls, parks, wake-ups (`core::activity`; its message count stays 0: `tail` is it) | the producer, on its slow paths |
+/// | 768 | 128 | `consumer_activity`: likewise (`head` is its message count) | the consumer, on its slow paths |
 ///
-/// The slots follow at offset 640 (a multiple of 128), `capacity` times `size_of::<T>()`
+/// The slots follow at offset 896 (a multiple of 128), `capacity` times `size_of::<T>()`
 /// bytes; there is no participant table. All-zero is the initial state: empty, nobody
 /// attached.
 #[repr(C)]
@@ -51,6 +54,8 @@ pub(crate) struct Control {
     pub(crate) session: CachePadded<Session>,
     pub(crate) not_empty: CachePadded<EventCount>,
     pub(crate) not_full: CachePadded<EventCount>,
+    pub(crate) producer_activity: CachePadded<Activity>,
+    pub(crate) consumer_activity: CachePadded<Activity>,
 }
 
 /// The two sides' session words.
@@ -63,7 +68,7 @@ pub(crate) struct Session {
 
 /// The size of [`Control`]: where the slots begin, in bytes.
 #[cfg(not(loom))]
-const CONTROL_LEN: usize = 640;
+const CONTROL_LEN: usize = 896;
 
 #[cfg(not(loom))]
 const _: () = {
@@ -72,6 +77,8 @@ const _: () = {
     assert!(core::mem::offset_of!(Control, session) == 256);
     assert!(core::mem::offset_of!(Control, not_empty) == 384);
     assert!(core::mem::offset_of!(Control, not_full) == 512);
+    assert!(core::mem::offset_of!(Control, producer_activity) == 640);
+    assert!(core::mem::offset_of!(Control, consumer_activity) == 768);
 };
 
 /// A slot: the message, written and read in place.

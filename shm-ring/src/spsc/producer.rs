@@ -126,7 +126,7 @@ impl Cursor {
         self.tail = self.tail.wrapping_add(n);
         // SYNC(slot-published): Release; pairs with the consumer's Acquire load of tail.
         ring.control().tail.store(self.tail, Ordering::Release);
-        ring.control().not_empty.notify();
+        ring.activity().woke(ring.control().not_empty.notify());
     }
 
     /// Writes `value` into the slot `offset` places after `tail`.
@@ -198,7 +198,7 @@ impl<T: Message> Producer<T> {
         // go from registers to the slot.
         if !self.cur.room(&self.ring) {
             if let Err(refusal) = self.cur.claim_slow(&self.ring, false) {
-                return Err(refusal.try_send(value));
+                return Err(self.ring.activity().refused(refusal).try_send(value));
             }
         }
         self.cur.write(&self.ring, 0, value);
@@ -223,7 +223,7 @@ impl<T: Message> Producer<T> {
         let free = self
             .cur
             .claim_up_to(&self.ring, values.len() as u64, false)
-            .map_err(|r| r.try_send(()))?;
+            .map_err(|r| self.ring.activity().refused(r).try_send(()))?;
         let n = values.len().min(free as usize);
         let mut chunk = WriteChunk {
             producer: self,
@@ -269,7 +269,7 @@ impl<T: Message> Producer<T> {
         if n > 0 {
             self.cur
                 .claim_n(&self.ring, n as u64, false)
-                .map_err(|r| r.try_send(()))?;
+                .map_err(|r| self.ring.activity().refused(r).try_send(()))?;
         }
         Ok(WriteChunk {
             producer: self,
@@ -324,7 +324,7 @@ impl<T: Message> Producer<T> {
     pub fn reserve(&mut self) -> Result<SendSlot<'_, T>, TrySendError<()>> {
         self.cur
             .claim(&self.ring, false)
-            .map_err(|r| r.try_send(()))?;
+            .map_err(|r| self.ring.activity().refused(r).try_send(()))?;
         Ok(SendSlot { producer: self })
     }
 
@@ -379,6 +379,7 @@ impl<T: Message> Producer<T> {
         block(
             &ring.control().not_full,
             None,
+            ring.activity(),
             ring.wait,
             ring.region.peers_may_die(),
             deadline,

@@ -8,6 +8,7 @@ use super::layout::{
     ABSENT, ATTACHED, CLOSED, CONSUMER_ROLE, Control, GENERATION_ONE, PRODUCER_ROLE, STATE_MASK,
     Slot,
 };
+use crate::core::activity::Activity;
 use crate::core::liveness::PeerWatch;
 use crate::core::region::{Region, RoleLock};
 use crate::error::{Corruption, Error};
@@ -138,6 +139,15 @@ impl<T> Ring<T> {
         self.session(self.side.other())
     }
 
+    /// This side's activity counters.
+    #[inline(always)]
+    pub(crate) fn activity(&self) -> &Activity {
+        match self.side {
+            Side::Producer => &self.control().producer_activity,
+            Side::Consumer => &self.control().consumer_activity,
+        }
+    }
+
     /// The event this side waits on: `not_full` for the producer, `not_empty` for the
     /// consumer.
     pub(crate) fn own_event(&self) -> &EventCount {
@@ -226,6 +236,6 @@ impl<T> Drop for Ring<T> {
             Side::Producer => &self.control().not_empty,
             Side::Consumer => &self.control().not_full,
         };
-        peer_event.notify();
+        self.activity().woke(peer_event.notify());
     }
 }

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 use shm_transport::alloc::{Error, Kind, Location, Pool, Segment, Survey, SurveyState};
+use shm_transport::ring::inspect::{self as ring_inspect, Detail};
 
 /// Arguments of `shm ls`.
 #[derive(Debug, Args)]
@@ -86,11 +87,16 @@ pub struct Listed {
     roles: Option<u32>,
     /// The roles held now.
     live_roles: Vec<u32>,
+    /// Participants alive (their lock held), when the kind's table could be read.
+    alive: Option<u32>,
+    /// Participants dead: holding their entry with their lock free, not settled yet.
+    dead: Option<u32>,
     owner_uid: u32,
 }
 
 impl Listed {
-    fn of(survey: &Survey) -> Listed {
+    fn of(survey: &Survey, detail: Option<&Detail>) -> Listed {
+        let liveness = detail.map(Detail::liveness);
         let (state, reason) = state_words(&survey.state);
         let info = survey.info.as_ref();
         Listed {
@@ -109,6 +115,8 @@ impl Listed {
             created_unix_s: info.map(|i| i.created_unix_ns as f64 / 1e9),
             roles: info.map(|i| i.entries.max(2)),
             live_roles: survey.live_roles.clone(),
+            alive: liveness.map(|(alive, _)| alive),
+            dead: liveness.map(|(_, dead)| dead),
             owner_uid: survey.owner_uid,
         }
     }
@@ -146,13 +154,22 @@ fn surveys(dir: &Path) -> Result<Vec<Survey>> {
 
 /// `shm ls`.
 pub fn ls(args: LsArgs) -> Result<()> {
-    let listed: Vec<Listed> = surveys(&args.dir)?.iter().map(Listed::of).collect();
+    let listed: Vec<Listed> = surveys(&args.dir)?
+        .iter()
+        .map(|survey| {
+            // The participants' liveness needs the kind's table: read a ready segment's.
+            let found = matches!(survey.state, SurveyState::Ready)
+                .then(|| ring_inspect::inspect(&Location::Path(survey.path.clone())).ok())
+                .flatten();
+            Listed::of(survey, found.as_ref().map(|f| &f.detail))
+        })
+        .collect();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&listed)?);
         return Ok(());
     }
     println!(
-        "{:<32} {:<12} {:<9} {:<28} {:>9} {:>10} {:>8} {:>19} live roles",
+        "{:<32} {:<12} {:<9} {:<28} {:>9} {:>10} {:>8} {:>19} participants",
         "NAME", "STATE", "KIND", "TYPE", "CAPACITY", "BYTES", "CREATOR", "CREATED"
     );
     for l in &listed {
@@ -160,11 +177,10 @@ pub fn ls(args: LsArgs) -> Result<()> {
             .created_unix_s
             .map(|s| humantime(Duration::from_secs_f64(s)))
             .unwrap_or_default();
-        let live = format!(
-            "{} of {}",
-            l.live_roles.len(),
-            l.roles.map_or_else(|| "?".to_string(), |r| r.to_string())
-        );
+        let live = match (l.alive, l.dead) {
+            (Some(alive), Some(dead)) => format!("{alive} alive, {dead} dead"),
+            _ => format!("{} roles held", l.live_roles.len()),
+        };
         println!(
             "{:<32} {:<12} {:<9} {:<28} {:>9} {:>10} {:>8} {:>19} {live}",
             l.name,
@@ -270,6 +286,9 @@ pub fn clean(args: CleanArgs) -> Result<()> {
             (SurveyState::Ready, live) => {
                 let pool = survey.info.as_ref().is_some_and(|i| i.kind == Kind::Pool);
                 if pool && !args.dry_run {
+                    // The dead participants as found before attaching, to say so.
+                    let dead = ring_inspect::inspect(&Location::Path(path.clone()))
+                        .map_or(0, |found| found.detail.liveness().1);
                     match Pool::builder(Location::Path(path.clone())).open() {
                         Ok(pool) => {
                             // Attaching reclaims the dead participants' chunks; a second
@@ -277,7 +296,7 @@ pub fn clean(args: CleanArgs) -> Result<()> {
                             let again = pool.reclaim_dead()?;
                             println!(
                                 "{shown}: left: {} live participant{}; the chunks of dead ones \
-                                 are reclaimed ({} more just now)",
+                                 are reclaimed ({dead} dead found; {} more chunks just now)",
                                 live.len(),
                                 if live.len() == 1 { "" } else { "s" },
                                 again.chunks
@@ -306,49 +325,11 @@ pub fn clean(args: CleanArgs) -> Result<()> {
 
 /// `shm inspect`: a segment's header, roles, and its flavour's positions and counters.
 pub fn inspect(args: InspectArgs) -> Result<()> {
-    use serde_json::json;
-    use shm_transport::ring::inspect::{self, Detail};
     let location = super::pipe::location(&args.name);
-    let found = inspect::inspect(&location).with_context(|| format!("inspecting {}", args.name))?;
-    let listed = Listed::of(&found.survey);
-    let detail = match &found.detail {
-        Detail::Spsc {
-            tail,
-            head,
-            queued,
-            producer,
-            consumer,
-        } => json!({
-            "tail": tail, "head": head, "queued": queued,
-            "producer": producer, "consumer": consumer,
-        }),
-        Detail::Mpmc {
-            tail,
-            head,
-            queued,
-            producers,
-            consumers,
-            skipped,
-            aborted,
-            reclaimed,
-        } => json!({
-            "tail": tail, "head": head, "queued": queued,
-            "producers": producers, "consumers": consumers,
-            "skipped": skipped, "aborted": aborted, "reclaimed": reclaimed,
-        }),
-        Detail::Broadcast {
-            tail,
-            skipped,
-            subscribers,
-        } => json!({
-            "tail": tail, "skipped": skipped,
-            "subscribers": subscribers.iter().map(|s| json!({
-                "id": s.id, "alive": s.alive, "position": s.position, "lag": s.lag,
-                "received": s.received, "lagged": s.lagged, "missed": s.missed,
-            })).collect::<Vec<_>>(),
-        }),
-        _ => json!({}),
-    };
+    let found =
+        ring_inspect::inspect(&location).with_context(|| format!("inspecting {}", args.name))?;
+    let listed = Listed::of(&found.survey, Some(&found.detail));
+    let detail = serde_json::to_value(&found.detail)?;
     let mut all = serde_json::to_value(&listed)?;
     all["detail"] = detail;
     if args.json {
@@ -373,15 +354,24 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
             .map(|s| humantime(Duration::from_secs_f64(s)))
             .unwrap_or_default(),
     );
-    println!("  live roles: {:?}", listed.live_roles);
+    println!(
+        "  live roles: {:?}; participants alive {}, dead {}",
+        listed.live_roles,
+        listed.alive.unwrap_or(0),
+        listed.dead.unwrap_or(0)
+    );
     if let Some(fields) = all["detail"].as_object() {
         for (key, value) in fields {
-            if key == "subscribers" {
-                for sub in value.as_array().into_iter().flatten() {
-                    println!("  subscriber {sub}");
+            match value.as_array() {
+                // One line per participant, subscriber or size class.
+                Some(rows) => {
+                    let row_name = key.strip_suffix("es").filter(|_| key == "classes");
+                    let row_name = row_name.or_else(|| key.strip_suffix('s')).unwrap_or(key);
+                    for row in rows {
+                        println!("  {row_name} {row}");
+                    }
                 }
-            } else {
-                println!("  {key}: {value}");
+                None => println!("  {key}: {value}"),
             }
         }
     }
@@ -392,14 +382,43 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
 type Sample = (std::time::Instant, Vec<(String, u64)>);
 
 /// A ring's positions at one moment, for rates: (name of the position, value).
-fn positions(detail: &shm_transport::ring::inspect::Detail) -> Vec<(String, u64)> {
-    use shm_transport::ring::inspect::Detail;
+fn positions(detail: &Detail) -> Vec<(String, u64)> {
+    use shm_transport::ring::inspect::Counts;
+    // Stalls, parks and wake-ups summed over the participants given.
+    let slow = |all: &mut Vec<(String, u64)>, counts: &[Counts]| {
+        let sum = |f: fn(&Counts) -> u64| counts.iter().map(f).sum::<u64>();
+        all.push(("stalls".into(), sum(|c| c.stalls)));
+        all.push(("parks".into(), sum(|c| c.parks)));
+        all.push(("wakeups".into(), sum(|c| c.wakeups)));
+    };
     match detail {
-        Detail::Spsc { tail, head, .. } | Detail::Mpmc { tail, head, .. } => {
-            vec![("sent".into(), *tail), ("received".into(), *head)]
+        Detail::Spsc {
+            tail,
+            head,
+            producer_activity,
+            consumer_activity,
+            ..
+        } => {
+            let mut all = vec![("sent".into(), *tail), ("received".into(), *head)];
+            slow(&mut all, &[*producer_activity, *consumer_activity]);
+            all
+        }
+        Detail::Mpmc {
+            tail,
+            head,
+            participants,
+            ..
+        } => {
+            let mut all = vec![("sent".into(), *tail), ("received".into(), *head)];
+            let counts: Vec<Counts> = participants.iter().map(|p| p.activity).collect();
+            slow(&mut all, &counts);
+            all
         }
         Detail::Broadcast {
-            tail, subscribers, ..
+            tail,
+            subscribers,
+            publisher_activity,
+            ..
         } => {
             let mut all = vec![("published".into(), *tail)];
             all.extend(
@@ -407,15 +426,28 @@ fn positions(detail: &shm_transport::ring::inspect::Detail) -> Vec<(String, u64)
                     .iter()
                     .map(|s| (format!("sub{}", s.id), s.received)),
             );
+            let mut counts = vec![*publisher_activity];
+            counts.extend(subscribers.iter().map(|s| s.activity));
+            slow(&mut all, &counts);
             all
+        }
+        Detail::Service { participants } => {
+            let clients = participants.iter().filter(|p| p.role == "client");
+            vec![
+                ("calls".into(), clients.clone().map(|p| p.calls).sum()),
+                (
+                    "responses".into(),
+                    clients.clone().map(|p| p.responses).sum(),
+                ),
+                ("late".into(), clients.map(|p| p.late).sum()),
+            ]
         }
         _ => Vec::new(),
     }
 }
 
 /// What is waiting in a ring now: queued messages, or each subscriber's lag.
-fn backlog(detail: &shm_transport::ring::inspect::Detail) -> String {
-    use shm_transport::ring::inspect::Detail;
+fn backlog(detail: &Detail) -> String {
     match detail {
         Detail::Spsc { queued, .. } | Detail::Mpmc { queued, .. } => format!("queued {queued}"),
         Detail::Broadcast { subscribers, .. } => subscribers
@@ -447,7 +479,7 @@ pub fn watch(args: WatchArgs) -> Result<()> {
         .iter()
         .map(|n| (n.clone(), super::pipe::location(n)))
         .collect();
-    let read = |loc: &Location| shm_transport::ring::inspect::inspect(loc);
+    let read = |loc: &Location| ring_inspect::inspect(loc);
     let mut last: Vec<Option<Sample>> = vec![None; locations.len()];
     let mut refreshes = 0u64;
     loop {
@@ -471,7 +503,7 @@ pub fn watch(args: WatchArgs) -> Result<()> {
                                 .map(|((what, v), (_, b))| {
                                     format!(
                                         "{what} {:.0}/s ({v})",
-                                        v.wrapping_sub(*b) as f64 / secs
+                                        v.saturating_sub(*b) as f64 / secs
                                     )
                                 })
                                 .collect()
