@@ -208,3 +208,42 @@ fn broadcast_a_parked_subscriber_is_counted_on_its_line() {
         (ROUNDS, ROUNDS)
     );
 }
+
+/// A service's lines, read from outside: the worker's requests taken and responses
+/// sent, the client's calls and responses, and a response that came after its call was
+/// given up counted late on the client's line (and not received).
+#[test]
+fn service_lines_count_calls_responses_and_late_ones() {
+    use shm_ring::request_response::Builder;
+    let name = ShmName::new("counters-rr");
+    let service = Builder::<u64, u64>::new(name.as_str())
+        .workers(1)
+        .clients(2);
+    let mut server = service.server().unwrap();
+    let client = service.client().unwrap();
+    let answered = client.send(&20).unwrap();
+    let request = server.try_recv().unwrap();
+    let doubled = *request * 2;
+    request.respond(&doubled);
+    assert_eq!(answered.wait(None), Ok(40));
+    // Taken by the worker, then given up before it answers: the response is dropped,
+    // counted late.
+    let given_up = client.send(&1).unwrap();
+    let request = server.try_recv().unwrap();
+    assert!(given_up.wait(Some(std::time::Instant::now())).is_err());
+    request.respond(&2);
+    let Detail::Service { participants } = inspect(&name.as_str().into()).unwrap().detail else {
+        panic!("not a service");
+    };
+    let line = |role: &str| *participants.iter().find(|p| p.role == role).unwrap();
+    let (worker, caller) = (line("worker"), line("client"));
+    assert!(worker.alive && caller.alive);
+    assert_eq!((worker.calls, worker.responses), (2, 1), "{worker:?}");
+    assert_eq!(
+        (caller.calls, caller.responses, caller.late),
+        (2, 1, 1),
+        "{caller:?}"
+    );
+    drop((server, client));
+    shm_alloc::Segment::remove(&format!("{}.requests", name.as_str()).as_str().into()).unwrap();
+}
