@@ -101,8 +101,9 @@ pub fn light_then_load(load: impl Fn() -> u32) -> u32 {
 /// (one syscall, a few microseconds: it interrupts the cores that run registered
 /// processes). For the side that is about to sleep anyway.
 ///
-/// Returns [`Heavy::Unreached`] when the membarrier failed though the kernel offers it
-/// (see the [module docs](self)).
+/// Returns [`Heavy::Unreached`] when the membarrier failed though the kernel offers it,
+/// or failed and the kernel cannot be asked (a seccomp filter refuses the query too; see
+/// the [module docs](self)).
 #[inline]
 pub fn heavy() -> Heavy {
     #[cfg(loom)]
@@ -179,7 +180,7 @@ pub fn is_light() -> bool {
 
 #[cfg(not(any(loom, miri)))]
 mod imp {
-    use rustix::thread::{MembarrierCommand, MembarrierQuery, membarrier, membarrier_query};
+    use rustix::thread::{MembarrierCommand, MembarrierQuery, membarrier};
 
     use super::{ENV, Heavy};
     use crate::atomic::{AtomicU32, Ordering, fence};
@@ -251,13 +252,24 @@ mod imp {
 
     #[inline]
     pub(super) fn heavy() -> Heavy {
-        if membarrier(MembarrierCommand::GlobalExpedited).is_ok()
-            || !membarrier_query().contains(MembarrierQuery::GLOBAL_EXPEDITED)
-        {
+        if membarrier(MembarrierCommand::GlobalExpedited).is_ok() || !offered() {
             Heavy::Reached
         } else {
             Heavy::Unreached
         }
+    }
+
+    /// Whether the kernel may have registered a process for global expedited
+    /// membarriers: true unless it answers the query without that command. A query that
+    /// fails says nothing (a seccomp filter refuses every command of the call, the query
+    /// included, while other processes may be registered), so it counts as offered.
+    /// `rustix::thread::membarrier_query` reads such a failure as "nothing offered",
+    /// hence the raw call.
+    #[cold]
+    fn offered() -> bool {
+        // SAFETY: `membarrier(MEMBARRIER_CMD_QUERY, 0, 0)` takes no pointer.
+        let mask = unsafe { libc::syscall(libc::SYS_membarrier, 0, 0, 0) };
+        mask < 0 || mask as u32 & MembarrierQuery::GLOBAL_EXPEDITED.bits() != 0
     }
 
     pub(super) fn is_light() -> bool {

@@ -21,6 +21,10 @@ use shm_sync::{CachePadded, EventCount, asymmetric};
 use shm_testkit::{Reap, SharedPage, TempPath, wait_child};
 
 const CHILD_ENV: &str = "SHM_STRESS_CHILD";
+/// Set for a child that refuses itself `membarrier(2)` with a seccomp filter before its
+/// first fence: `offered` when the kernel offers global expedited membarriers (then the
+/// child's heavy fence must answer `Unreached`), `absent` otherwise.
+const SECCOMP_ENV: &str = "SHM_STRESS_NO_MEMBARRIER";
 const ROUNDS_ENV: &str = "SHM_STRESS_ROUNDS";
 /// Far longer than any scheduling delay: a waiter still asleep this long after the move
 /// was made lost its wake-up.
@@ -121,6 +125,14 @@ fn make_move(word: &AtomicU64, event: &EventCount, round: u64, rng: &mut Rng) {
 #[ignore = "child process entry point, started by the tests below"]
 fn child() {
     let path = std::env::var(CHILD_ENV).expect("run by the parent test");
+    if let Some(kernel) = std::env::var_os(SECCOMP_ENV) {
+        refuse_membarrier();
+        if kernel == "offered" {
+            // Other processes may be registered: a heavy fence that cannot reach them
+            // must say so, or its caller sleeps unbounded past a light notifier.
+            assert_eq!(asymmetric::heavy(), asymmetric::Heavy::Unreached);
+        }
+    }
     let mapped = open_page(Path::new(&path));
     let page = mapped.get();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id()));
@@ -204,6 +216,81 @@ fn no_lost_wakeup_between_a_light_and_a_symmetric_process() {
     if membarrier_offered() {
         assert!(asymmetric::is_light(), "the parent did not register");
     }
+}
+
+/// A process whose seccomp filter refuses `membarrier(2)` (`EPERM`), as a sandbox may:
+/// it cannot register, so its light fences stay real, and its heavy fence reaches no one
+/// and says so (`Heavy::Unreached`: it sleeps in short slices, checked in the child
+/// before the rounds), though its query of the kernel is refused too. No wake-up may be
+/// lost over the rounds.
+#[test]
+fn no_lost_wakeup_when_a_process_is_refused_membarrier() {
+    let kernel = if membarrier_offered() {
+        "offered"
+    } else {
+        "absent"
+    };
+    let (ours, theirs, child_light) = play("asym-seccomp", &[(SECCOMP_ENV, kernel)]);
+    assert!(
+        !child_light,
+        "the child registered though membarrier is refused to it"
+    );
+    assert!(ours.slept > 0 && theirs.slept > 0, "a side never slept");
+    if membarrier_offered() {
+        assert!(asymmetric::is_light(), "the parent did not register");
+    }
+}
+
+/// Installs a seccomp filter on this process that makes `membarrier(2)` fail with
+/// `EPERM` and allows every other call (x86-64 and aarch64 system call numbers; the
+/// architecture word is not checked: a test filter, for this process only).
+fn refuse_membarrier() {
+    use libc::{
+        BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, EPERM, SECCOMP_RET_ALLOW,
+        SECCOMP_RET_ERRNO, sock_filter, sock_fprog,
+    };
+    let stmt = |code: u32, k: u32| sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let filter = [
+        // The system call number: offset 0 of `struct seccomp_data`.
+        stmt(BPF_LD | BPF_W | BPF_ABS, 0),
+        sock_filter {
+            code: (BPF_JMP | BPF_JEQ | BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_membarrier as u32,
+        },
+        stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM as u32),
+        stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    ];
+    let program = sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: plain `prctl` calls; the program points to `filter`, alive for the call
+    // (the kernel copies it).
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &program as *const sock_fprog
+            ),
+            0,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+    }
+    assert!(
+        !rustix::thread::membarrier_query()
+            .contains(rustix::thread::MembarrierQuery::GLOBAL_EXPEDITED),
+        "membarrier still answers"
+    );
 }
 
 /// The test's page in the file at `path`.
