@@ -674,6 +674,13 @@ mod tests {
             resealed(&raw).validate(&expect, FILE_LEN, path),
             Err(Error::Corrupted { what, .. }) if what.contains("more than any mapping")
         ));
+        // The header page and data fit a u64, but not a mapping (`isize::MAX`): still
+        // corrupt, never a truncated file waiting to grow.
+        raw.data_len = 1 << 63;
+        assert!(matches!(
+            resealed(&raw).validate(&expect, u64::MAX, path),
+            Err(Error::Corrupted { what, .. }) if what.contains("more than any mapping")
+        ));
     }
 
     #[test]

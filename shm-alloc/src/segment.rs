@@ -507,6 +507,8 @@ impl Segment {
                 Err(Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
+            #[cfg(test)]
+            tests::vanish_before_open(&path);
             match Self::open_at(path.clone(), expect, opts) {
                 Ok(segment) => return Ok((segment, false)),
                 Err(e @ Error::NotFound { .. }) => last = e,
@@ -1460,6 +1462,117 @@ fn lock_covers(line: &str, byte: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    std::thread_local! {
+        /// How many times `open_or_create_with` finds its file removed between its
+        /// failed create and its open (fault injection, this thread only).
+        static VANISH: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+    }
+
+    /// The fault of `VANISH`: removes the file if asked to.
+    pub(super) fn vanish_before_open(path: &Path) {
+        if VANISH.with(|v| v.replace(v.get().saturating_sub(1))) > 0 {
+            fs::remove_file(path).unwrap();
+        }
+    }
+
+    /// A segment removed between `open_or_create`'s failed create and its open (its
+    /// last user removed it) is created afresh: the call goes round again instead of
+    /// failing with `NotFound`.
+    #[test]
+    #[cfg_attr(miri, ignore = "creates files")]
+    fn open_or_create_goes_round_again_when_the_file_vanishes_before_its_open() {
+        let path = std::env::temp_dir().join(format!("shm-vanish-{}", std::process::id()));
+        let loc = Location::Path(path.clone());
+        let spec = SegmentSpec {
+            kind: Kind::Spsc,
+            capacity: 4,
+            slot_size: 8,
+            slot_align: 8,
+            type_fingerprint: 7,
+            type_name: "vanish",
+            data_len: 4096,
+            entries: 0,
+        };
+        let expect = Expect::from(&spec);
+        let opts = SegmentOptions::default();
+        let first = Segment::create(&loc, &spec, &opts).unwrap();
+        // SAFETY: the data region is 4096 bytes; only this thread touches it.
+        unsafe { first.data().as_ptr().write(7) };
+        VANISH.with(|v| v.set(1));
+        let (second, created) =
+            Segment::open_or_create_with(&loc, &spec, &expect, &opts, |_| {}).unwrap();
+        assert_eq!(VANISH.with(core::cell::Cell::get), 0, "the fault fired");
+        assert!(created, "made afresh after the file vanished");
+        // SAFETY: as above, for the second segment's region.
+        let fresh = unsafe { second.data().as_ptr().read() };
+        assert_eq!(
+            fresh, 0,
+            "a new file, not the removed one still mapped by `first`"
+        );
+        assert!(path.exists());
+        drop((first, second));
+        Segment::remove(&loc).unwrap();
+    }
+
+    /// A hugetlbfs mount's block size is its huge page size: any multiple of the header
+    /// page; 0, or a size that is not one, is refused as no huge pages.
+    #[test]
+    fn a_huge_page_size_is_a_nonzero_multiple_of_the_page() {
+        let path = Path::new("/mnt/huge/x");
+        let size = |block_size: u64| {
+            FsInfo {
+                hugetlbfs: true,
+                block_size,
+            }
+            .huge_page_size(path)
+        };
+        assert_eq!(size(2 << 20).ok(), Some(2 << 20));
+        assert_eq!(size(1 << 30).ok(), Some(1 << 30));
+        assert_eq!(size(4096).ok(), Some(4096));
+        for refused in [0, 1, 4095, 3 * 4096 + 1] {
+            assert!(
+                matches!(
+                    size(refused),
+                    Err(Error::HugePagesUnavailable { reason, .. })
+                        if reason.contains(&format!("block size of {refused} bytes"))
+                ),
+                "{refused}"
+            );
+        }
+    }
+
+    /// A failed open says why by what is at the path: nothing (`NotFound`), a directory
+    /// (`NotARegularFile`), or a regular file that could not be opened (the I/O error,
+    /// never "not a regular file").
+    #[test]
+    #[cfg_attr(miri, ignore = "reads the file system")]
+    fn a_failed_open_is_told_by_what_is_at_the_path() {
+        let dir = std::env::temp_dir().join(format!("shm-open-error-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("regular");
+        fs::write(&file, b"x").unwrap();
+        let denied = || io::Error::from_raw_os_error(libc::EACCES);
+        assert!(matches!(
+            open_error(file.clone(), denied()),
+            Error::Io { op: "open", .. }
+        ));
+        assert!(matches!(
+            open_error(dir.clone(), denied()),
+            Error::NotARegularFile {
+                file_type: "directory",
+                ..
+            }
+        ));
+        assert!(matches!(
+            open_error(
+                dir.join("missing"),
+                io::Error::from(io::ErrorKind::NotFound)
+            ),
+            Error::NotFound { .. }
+        ));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn fdinfo_lock_lines_are_read_by_their_range_and_kind() {

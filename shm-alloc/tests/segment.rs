@@ -1107,3 +1107,153 @@ fn protect_read_only_takes_whole_pages_inside_the_data_region() {
     let first = unsafe { segment.data().as_ptr().add(4096).read_volatile() };
     assert_eq!(first, 0);
 }
+
+/// Role `r` locks byte `2048 + r` of the file and no other, as the header layout says
+/// and as every process that probes it relies on: seen from outside by
+/// `fcntl(F_OFD_GETLK)` through a file description of its own, which shares nothing
+/// with the holder's formula.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_role_locks_its_own_byte_of_the_header_seen_from_outside() {
+    use std::os::fd::AsRawFd;
+    let tmp = TempPath::new("role-byte");
+    let seg = created(&tmp);
+    let held = seg.claim_role(5).unwrap();
+    assert_eq!(held.role(), 5);
+    let outside = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(tmp.path())
+        .unwrap();
+    let locked = |byte: i64| {
+        // SAFETY: `flock` is plain data; all-zero is a valid value, filled in below.
+        let mut probe: libc::flock = unsafe { std::mem::zeroed() };
+        probe.l_type = libc::F_WRLCK as libc::c_short;
+        probe.l_whence = libc::SEEK_SET as libc::c_short;
+        probe.l_start = byte;
+        probe.l_len = 1;
+        // SAFETY: a valid open file descriptor and a valid `flock` for the call to fill.
+        let rc = unsafe { libc::fcntl(outside.as_raw_fd(), libc::F_OFD_GETLK, &mut probe) };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        probe.l_type != libc::F_UNLCK as libc::c_short
+    };
+    assert!(locked(2048 + 5), "the role's byte");
+    assert!(!locked(2048 + 4) && !locked(2048 + 6), "its neighbours");
+    assert!(
+        !locked(5) && !locked(2048 - 5),
+        "bytes the formula's mistakes would lock"
+    );
+    drop(held);
+    assert!(!locked(2048 + 5), "released with the claim");
+}
+
+/// `remove` reports a missing file as `NotFound`, and any other failure (a directory at
+/// the path) as the I/O error it is.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn remove_tells_a_missing_file_from_one_it_cannot_unlink() {
+    let dir = std::env::temp_dir().join(format!("shm-remove-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let err = Segment::remove(&Location::from(dir.clone())).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { op: "unlink", path, .. } if *path == dir),
+        "{err:?}"
+    );
+    std::fs::remove_dir(&dir).unwrap();
+    assert!(matches!(
+        Segment::remove(&Location::from(dir)),
+        Err(Error::NotFound { .. })
+    ));
+}
+
+/// A create that fails for a reason other than an existing file (its directory is
+/// missing) says so, not `AlreadyExists`.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_create_in_a_missing_directory_is_not_already_exists() {
+    let path = std::env::temp_dir()
+        .join(format!("shm-no-such-dir-{}", std::process::id()))
+        .join("seg");
+    let err = Segment::create(&Location::from(path.clone()), &spec(), &opts()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { op: "create", path: p, source } if *p == path
+            && source.kind() == std::io::ErrorKind::NotFound),
+        "{err:?}"
+    );
+}
+
+/// Where the child of `a_failed_mlock_is_mlock_failed_with_the_length_and_the_limit`
+/// creates its segment.
+const MLOCK_CHILD_ENV: &str = "SHM_ALLOC_TEST_MLOCK_CHILD_SEGMENT";
+
+/// A segment that cannot be locked in memory is `MlockFailed`, naming the length and
+/// the process's limit, and leaves no file. A child process lowers its
+/// `RLIMIT_MEMLOCK` to one page and, when it runs as root (whom no limit binds), first
+/// gives up root for the `nobody` user, then creates a 1 MiB segment with `mlock`.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_failed_mlock_is_mlock_failed_with_the_length_and_the_limit() {
+    let path = std::path::PathBuf::from(format!(
+        "/dev/shm/shm-test-mlock-fails-{}",
+        std::process::id()
+    ));
+    let out = shm_testkit::child("mlock_fails_in_a_child")
+        .env(MLOCK_CHILD_ENV, &path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("mlock failed as expected"), "{stdout}");
+    assert!(!path.exists(), "a failed create leaves no file");
+}
+
+/// The child of `a_failed_mlock_is_mlock_failed_with_the_length_and_the_limit`.
+#[test]
+#[ignore = "run as a child process by a_failed_mlock_is_mlock_failed_with_the_length_and_the_limit"]
+fn mlock_fails_in_a_child() {
+    let Some(path) = std::env::var_os(MLOCK_CHILD_ENV) else {
+        return;
+    };
+    let page = libc::rlimit {
+        rlim_cur: 4096,
+        rlim_max: 4096,
+    };
+    // SAFETY: a valid `rlimit` for the call to read.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &page) }, 0);
+    // SAFETY: plain system calls without pointers; the group first, while still root.
+    unsafe {
+        if libc::geteuid() == 0 {
+            assert_eq!(
+                libc::setgid(65534),
+                0,
+                "{}",
+                std::io::Error::last_os_error()
+            );
+            assert_eq!(
+                libc::setuid(65534),
+                0,
+                "{}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    let spec = SegmentSpec {
+        data_len: 1 << 20,
+        entries: 0,
+        ..spec()
+    };
+    let err = Segment::create(&Location::Path(path.into()), &spec, &opts().mlock(true))
+        .expect_err("one page of locked memory cannot hold 1 MiB");
+    match &err {
+        Error::MlockFailed { len, limit, .. } => {
+            assert!(*len >= 1 << 20, "{err}");
+            assert_eq!(limit, "4096 bytes", "{err}");
+        }
+        other => panic!("expected MlockFailed, got {other:?}"),
+    }
+    println!("mlock failed as expected: {err}");
+}
