@@ -392,3 +392,30 @@ fn cores_are_given_as_a_pair() {
         assert!(stderr.contains("takes two cores"), "{stderr}");
     }
 }
+
+/// A corrupted message ends the run with an error naming its sequence number, in the
+/// latency bench (the timing side checks every echo) and in the throughput bench (the
+/// receiver checks every message): with a fault injected into the debug build's reader
+/// of sequence numbers (`SHM_BENCH_FAULT_SEQ`), never a figure.
+#[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "the fault exists in debug builds of the tool only"
+)]
+fn a_corrupted_message_ends_the_run_with_an_error_naming_it() {
+    for extra in [&[][..], &["--throughput"][..]] {
+        let output = shm()
+            .args(["bench", "--transports", "shm-spsc", "--sizes", "64"])
+            .args(["--round-trips", "2000", "--rounds", "1"])
+            .args(extra)
+            .env("SHM_BENCH_FAULT_SEQ", "777")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains("message lost or corrupted") && stderr.contains("777"),
+            "{extra:?}: {stderr}"
+        );
+    }
+}

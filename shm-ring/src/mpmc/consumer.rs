@@ -40,14 +40,7 @@ impl<T: Message> Consumer<T> {
                 let entry = ring.entry(me.index);
                 // SYNC(claim): Relaxed; published by the Release CAS below.
                 entry.set_word(head.wrapping_add(1));
-                // SYNC(claim): Release on success. Failure Acquire: the position read is
-                // used as a loaded head (SYNC(positions)).
-                match control.head.compare_exchange_weak(
-                    head,
-                    head.wrapping_add(1),
-                    Ordering::Release,
-                    Ordering::Acquire,
-                ) {
+                match Ring::<T>::advance(&control.head, head) {
                     Ok(_) if stamp == full => return Ok(head),
                     Ok(_) => {
                         // Skipped: nothing to read. Release it and go on.

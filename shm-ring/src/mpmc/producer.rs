@@ -225,14 +225,7 @@ fn claim<T>(ring: &Ring<T>, me: &mut Member, probe: bool) -> Result<u64, Refusal
             let entry = ring.entry(me.index);
             // SYNC(claim): Relaxed; published by the Release CAS below.
             entry.set_word(tail.wrapping_add(1));
-            // SYNC(claim): Release on success. Failure Acquire: the position read is
-            // used as a loaded tail (SYNC(positions)).
-            match control.tail.compare_exchange_weak(
-                tail,
-                tail.wrapping_add(1),
-                Ordering::Release,
-                Ordering::Acquire,
-            ) {
+            match Ring::<T>::advance(&control.tail, tail) {
                 Ok(_) => return Ok(tail),
                 Err(actual) => {
                     // Relaxed: a loser must not name a position it did not take.

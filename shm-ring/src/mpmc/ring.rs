@@ -144,6 +144,27 @@ impl<T> Ring<T> {
     /// the stamp at a fresh read of `position` (the ring's head or tail), as `Corrupted`.
     /// No run of the protocol makes a claim go round that often.
     #[cold]
+    /// A claim's compare-and-swap of `position` (`tail` or `head`) from `current` to the
+    /// next: `Ok` when this participant took `current`, `Err` with the position found
+    /// otherwise (another moved first; the weak form may also fail spuriously).
+    #[inline(always)]
+    pub(crate) fn advance(position: &AtomicU64, current: u64) -> Result<u64, u64> {
+        #[cfg(all(test, not(loom)))]
+        if faults::cas_lost() {
+            // SYNC(positions): Acquire, as the failure ordering below.
+            return Err(position.load(Ordering::Acquire));
+        }
+        // SYNC(claim): Release on success: the claimer's entry word, stored before,
+        // is seen by whoever sees the position taken. Failure Acquire: the position read
+        // is used as a loaded position (SYNC(positions)).
+        position.compare_exchange_weak(
+            current,
+            current.wrapping_add(1),
+            Ordering::Release,
+            Ordering::Acquire,
+        )
+    }
+
     pub(crate) fn spent(&self, position: &AtomicU64) -> Corruption {
         // Relaxed: a report; nothing is read through it.
         let position = position.load(Ordering::Relaxed);
@@ -242,5 +263,33 @@ impl<T> Ring<T> {
                 control.not_full.notify()
             }
         }
+    }
+}
+
+/// Fault injection for the unit tests: every claim's compare-and-swap of this thread
+/// loses (as if another participant always moved first), so that a test sees the
+/// claim's bound on its rounds (`shm_sync::Retries`) end it.
+#[cfg(all(test, not(loom)))]
+pub(crate) mod faults {
+    use std::cell::Cell;
+
+    std::thread_local! {
+        static CAS_LOST: Cell<bool> = const { Cell::new(false) };
+        static LOST: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Makes every claim of this thread lose its compare-and-swap (`true`), or not;
+    /// returns how many were lost since the last call.
+    pub(crate) fn lose_every_cas(lost: bool) -> u32 {
+        CAS_LOST.with(|l| l.set(lost));
+        LOST.with(|n| n.replace(0))
+    }
+
+    pub(super) fn cas_lost() -> bool {
+        let lost = CAS_LOST.with(Cell::get);
+        if lost {
+            LOST.with(|n| n.set(n.get() + 1));
+        }
+        lost
     }
 }

@@ -13,6 +13,34 @@ mod unit {
 
     const COUNT: u64 = if cfg!(miri) { 200 } else { 100_000 };
 
+    /// A claim whose compare-and-swap always loses (as against a peer that rewrites the
+    /// position without pause) goes round exactly `RETRY_LIMIT` times, then returns
+    /// `Corrupted` with the value back: it never spins forever. The fault is injected
+    /// into the real claim (`ring::faults`); the ring is intact afterwards.
+    #[test]
+    #[cfg_attr(miri, ignore = "65536 rounds of a claim")]
+    fn a_claim_that_always_loses_its_cas_ends_corrupted_after_the_retry_limit() {
+        use crate::mpmc::ring::faults::lose_every_cas;
+        let (mut tx, mut rx) = channel::<u64>(4).unwrap();
+        tx.try_send(1).unwrap();
+        lose_every_cas(true);
+        assert!(matches!(tx.try_send(2), Err(TrySendError::Corrupted(2, _))));
+        assert_eq!(
+            lose_every_cas(true),
+            shm_sync::RETRY_LIMIT,
+            "a producer's rounds"
+        );
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Corrupted(_))));
+        assert_eq!(
+            lose_every_cas(false),
+            shm_sync::RETRY_LIMIT,
+            "a consumer's rounds"
+        );
+        assert_eq!(rx.try_recv(), Ok(1));
+        tx.try_send(2).unwrap();
+        assert_eq!(rx.try_recv(), Ok(2));
+    }
+
     #[test]
     fn invalid_parameters_are_refused() {
         for cap in [0, 3, 6, MAX_CAPACITY * 2] {

@@ -310,7 +310,34 @@ pub trait Echoer {
 pub(super) fn seq_of(bytes: &[u8]) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(&bytes[..8]);
-    u64::from_le_bytes(word)
+    let seq = u64::from_le_bytes(word);
+    #[cfg(debug_assertions)]
+    let seq = faults::altered(seq);
+    seq
+}
+
+/// Fault injection for the tests, in debug builds only (a release build, which is what
+/// measures, has none): with `SHM_BENCH_FAULT_SEQ=N` in the environment, every read of
+/// sequence number `N` reads another number, as a message corrupted on its way would
+/// (in the latency bench's `seq_of`, and in the throughput receiver's check). The run
+/// must then end with an error that names it.
+#[cfg(debug_assertions)]
+pub(super) mod faults {
+    use std::sync::OnceLock;
+
+    pub(in super::super) fn altered(seq: u64) -> u64 {
+        static FAULT: OnceLock<Option<u64>> = OnceLock::new();
+        let fault = FAULT.get_or_init(|| {
+            std::env::var("SHM_BENCH_FAULT_SEQ")
+                .ok()
+                .and_then(|n| n.parse().ok())
+        });
+        if *fault == Some(seq) {
+            seq.wrapping_add(1 << 40)
+        } else {
+            seq
+        }
+    }
 }
 
 pub(super) fn set_seq(bytes: &mut [u8], seq: u64) {
