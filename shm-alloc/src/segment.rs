@@ -1585,6 +1585,7 @@ mod tests {
         assert!(lock_covers(&line("2040 EOF", "WRITE"), 9999));
         assert!(!lock_covers(&line("2048 2048", "READ"), 2048));
         assert!(!lock_covers("pos:\t0", 2048));
+        assert!(!lock_covers("lock:\tWRITE", 0), "too few fields: no range");
         assert!(!lock_covers(
             "lock:\t1: OFDLCK ADVISORY WRITE -1 00:1b:1 x y",
             2048

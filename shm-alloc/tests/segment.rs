@@ -1257,3 +1257,155 @@ fn mlock_fails_in_a_child() {
     }
     println!("mlock failed as expected: {err}");
 }
+
+/// `Segment::survey` of the file at `tmp`.
+fn surveyed(tmp: &TempPath) -> Result<shm_alloc::Survey, Error> {
+    Segment::survey(&tmp.loc())
+}
+
+/// `survey` reads a ready segment's header and the roles held now (the header's entries,
+/// at least 2), by lock probes: a role held by this process is live, the others not.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn survey_reads_a_ready_header_and_the_roles_held() {
+    use shm_alloc::SurveyState;
+    let tmp = TempPath::new("survey-ready");
+    let seg = created(&tmp);
+    let none = surveyed(&tmp).unwrap();
+    assert_eq!(none.state, SurveyState::Ready);
+    assert_eq!(none.info.as_ref().unwrap().type_name, "tests::Msg");
+    assert_eq!(
+        none.len,
+        4096 + 4096,
+        "the header page and one page of data"
+    );
+    assert_eq!(none.live_roles, Vec::<u32>::new());
+    let held = seg.claim_role(1).unwrap();
+    assert_eq!(
+        surveyed(&tmp).unwrap().live_roles,
+        [1],
+        "entries 0 probe roles 0 and 1"
+    );
+    drop(held);
+    // A table of 5 entries: all 5 probed, the last one included.
+    let table = TempPath::new("survey-table");
+    let spec5 = SegmentSpec {
+        entries: 5,
+        ..spec()
+    };
+    let seg5 = Segment::create(&table.loc(), &spec5, &opts()).unwrap();
+    let (_a, _b) = (seg5.claim_role(0).unwrap(), seg5.claim_role(4).unwrap());
+    assert_eq!(surveyed(&table).unwrap().live_roles, [0, 4]);
+}
+
+/// `survey` of what is not a ready segment: a missing file is `NotFound`; a directory
+/// or a symbolic link (never followed) an I/O error; a file without the magic,
+/// short or long, `BadMagic` with its first bytes; a file with the magic shorter than a
+/// header, a ready header that does not validate, or a garbage state word, `Corrupt`
+/// with the reason.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn survey_tells_what_is_not_a_ready_segment() {
+    use shm_alloc::SurveyState;
+    let missing = TempPath::new("survey-missing");
+    assert!(matches!(surveyed(&missing), Err(Error::NotFound { .. })));
+
+    let dir = TempPath::new("survey-dir");
+    fs::create_dir(dir.path()).unwrap();
+    let err = surveyed(&dir).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    fs::remove_dir(dir.path()).unwrap();
+
+    let target = TempPath::new("survey-target");
+    let _seg = created(&target);
+    let link = TempPath::new("survey-link");
+    std::os::unix::fs::symlink(target.path(), link.path()).unwrap();
+    let err = surveyed(&link).unwrap_err();
+    assert!(matches!(err, Error::Io { op: "open", .. }), "{err:?}");
+
+    let short = TempPath::new("survey-short");
+    fs::write(short.path(), b"abc").unwrap();
+    assert!(matches!(
+        surveyed(&short),
+        Err(Error::BadMagic { found, .. }) if found == *b"abc\0\0\0\0\0"
+    ));
+    let foreign = TempPath::new("survey-foreign");
+    fs::write(foreign.path(), vec![b'z'; 8192]).unwrap();
+    assert!(matches!(
+        surveyed(&foreign),
+        Err(Error::BadMagic { found, .. }) if found == [b'z'; 8]
+    ));
+
+    let cut = TempPath::new("survey-cut");
+    let _seg = created(&cut);
+    OpenOptions::new()
+        .write(true)
+        .open(cut.path())
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let state = surveyed(&cut).unwrap().state;
+    assert!(
+        matches!(&state, SurveyState::Corrupt(why) if why.contains("truncated: 100 bytes")),
+        "{state:?}"
+    );
+
+    let unsealed = TempPath::new("survey-unsealed");
+    let _seg = created(&unsealed);
+    poke(unsealed.path(), OFF_KIND, &99u32.to_ne_bytes());
+    let found = surveyed(&unsealed).unwrap();
+    assert!(
+        matches!(found.state, SurveyState::Corrupt(_)),
+        "{:?}",
+        found.state
+    );
+    assert!(found.info.is_none());
+
+    let garbage = TempPath::new("survey-garbage");
+    let _seg = created(&garbage);
+    poke(garbage.path(), OFF_STATE, &0xdead_beef_u32.to_ne_bytes());
+    let state = surveyed(&garbage).unwrap().state;
+    assert!(
+        matches!(&state, SurveyState::Corrupt(why) if why.contains("0xdeadbeef")),
+        "{state:?}"
+    );
+}
+
+/// A header not ready is `Initialising` while its creator holds the creation lock
+/// (asked from inside the creator's own initialisation: the lock is the creator's open
+/// file description's, so even this process's probe sees it), and `Stale` once nobody
+/// does.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn survey_tells_a_creation_in_progress_from_a_stale_one() {
+    use shm_alloc::SurveyState;
+    let tmp = TempPath::new("survey-creating");
+    let seen = std::cell::RefCell::new(None);
+    let seg = Segment::create_with(&tmp.loc(), &spec(), &opts(), |creating| {
+        *seen.borrow_mut() = Some(surveyed(&tmp).unwrap().state);
+        // The creation lock has a byte of its own: the roles' bytes are free meanwhile.
+        let roles = (creating.claim_role(0), creating.claim_role(1));
+        assert!(roles.0.is_ok() && roles.1.is_ok(), "{roles:?}");
+    })
+    .unwrap();
+    assert_eq!(seen.take(), Some(SurveyState::Initialising));
+    assert_eq!(surveyed(&tmp).unwrap().state, SurveyState::Ready);
+    // The same header back to "initialising", with no creator holding the lock.
+    poke(tmp.path(), OFF_STATE, &0u32.to_ne_bytes());
+    assert_eq!(surveyed(&tmp).unwrap().state, SurveyState::Stale);
+    drop(seg);
+}
+
+/// `role_holders` names the processes whose locks hold a role (this one, by its pid),
+/// and no one for a free role.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn role_holders_names_the_holding_process() {
+    let tmp = TempPath::new("role-holders");
+    let seg = created(&tmp);
+    let _held = seg.claim_role(3).unwrap();
+    let holders = |role| Segment::role_holders(&tmp.loc(), role).unwrap();
+    assert_eq!(holders(3), [std::process::id()]);
+    assert_eq!(holders(2), Vec::<u32>::new());
+    assert_eq!(holders(4), Vec::<u32>::new());
+}
