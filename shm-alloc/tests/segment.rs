@@ -1329,6 +1329,21 @@ fn survey_tells_what_is_not_a_ready_segment() {
         surveyed(&short),
         Err(Error::BadMagic { found, .. }) if found == *b"abc\0\0\0\0\0"
     ));
+    // Seven bytes of the magic are not a segment; all eight, and nothing more, are the
+    // start of one cut short.
+    let seven = TempPath::new("survey-seven");
+    fs::write(seven.path(), b"SHMTRNS").unwrap();
+    assert!(matches!(
+        surveyed(&seven),
+        Err(Error::BadMagic { found, .. }) if found == *b"SHMTRNS\0"
+    ));
+    let eight = TempPath::new("survey-eight");
+    fs::write(eight.path(), b"SHMTRNS\0").unwrap();
+    let state = surveyed(&eight).unwrap().state;
+    assert!(
+        matches!(&state, SurveyState::Corrupt(why) if why.contains("truncated: 8 bytes")),
+        "{state:?}"
+    );
     let foreign = TempPath::new("survey-foreign");
     fs::write(foreign.path(), vec![b'z'; 8192]).unwrap();
     assert!(matches!(
