@@ -753,6 +753,78 @@ impl Builder {
 mod tests {
     use super::*;
 
+    /// A capacity that is not a power of two, or past the largest, is `InvalidCapacity`
+    /// with the value; one below 64 bytes is `CapacityTooSmall` with the minimum.
+    #[test]
+    fn capacities_off_the_rules_are_refused_with_the_value() {
+        assert!(matches!(channel(96), Err(Error::InvalidCapacity(96))));
+        let too_large = spsc::MAX_CAPACITY * 2;
+        assert!(matches!(channel(too_large), Err(Error::InvalidCapacity(c)) if c == too_large));
+        assert!(matches!(
+            channel(32),
+            Err(Error::CapacityTooSmall { found: 32, min: 64 })
+        ));
+        assert_eq!(channel(64).unwrap().0.capacity(), 64);
+    }
+
+    /// A ring created without a capacity has the documented default, 1 MiB.
+    #[test]
+    #[cfg_attr(miri, ignore = "maps a segment")]
+    fn a_ring_created_without_a_capacity_has_one_mib() {
+        let name = shm_testkit::ShmName::new("stream-default");
+        let tx = Builder::new(name.as_str()).producer().unwrap();
+        assert_eq!(tx.capacity(), 1 << 20);
+    }
+
+    /// Whether a frame would be taken now: yes while the ring has room for its record,
+    /// no once it has not, and yes (refused at once, not waited for) for a frame larger
+    /// than the ring carries; yes again once the consumer frees room.
+    #[test]
+    fn ready_for_says_whether_a_frame_would_be_taken_now() {
+        let (mut tx, mut rx) = channel(64).unwrap();
+        assert!(tx.ready_for(24, false));
+        tx.try_send(&[1; 24]).unwrap();
+        tx.try_send(&[2; 24]).unwrap();
+        assert!(!tx.ready_for(24, false), "full");
+        assert!(!tx.ready_for(1, false), "full for the smallest frame too");
+        assert!(tx.ready_for(25, false), "too large: refused at once");
+        drop(rx.try_recv().unwrap());
+        assert!(tx.ready_for(24, false));
+    }
+
+    /// The wait strategy set is the one a blocked send uses: a busy-spinning producer
+    /// blocked on a full ring never parks, where the default strategy parks after 30 us.
+    #[test]
+    #[cfg_attr(miri, ignore = "maps a segment and sleeps")]
+    fn a_busy_spinning_producer_never_parks() {
+        let name = shm_testkit::ShmName::new("stream-spin");
+        let ring = Builder::new(name.as_str()).capacity(64);
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.consumer().unwrap();
+        tx.set_wait_strategy(shm_sync::WaitStrategy::BusySpin);
+        tx.try_send(&[1; 24]).unwrap();
+        tx.try_send(&[2; 24]).unwrap();
+        let sender = std::thread::spawn(move || {
+            tx.send(&[3; 24]).unwrap();
+            tx
+        });
+        // An observation window, far past the default strategy's spin phase; the send
+        // cannot complete before the frame below is released.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        drop(rx.try_recv().unwrap());
+        let _tx = sender.join().unwrap();
+        let crate::inspect::Detail::Spsc {
+            producer_activity, ..
+        } = crate::inspect::inspect(&name.as_str().into())
+            .unwrap()
+            .detail
+        else {
+            panic!("a stream ring reads as SPSC");
+        };
+        assert_eq!(producer_activity.stalls, 1, "the send waited");
+        assert_eq!(producer_activity.parks, 0, "and never parked");
+    }
+
     #[test]
     fn too_large_says_the_limit_and_loses_nothing() {
         let (mut tx, mut rx) = channel(256).unwrap();
