@@ -105,15 +105,14 @@ const IDENTITY: Identity = Identity {
     type_name: "bytes",
 };
 
+/// Checks the stream ring's own minimum; the SPSC ring below checks the rest (a power of
+/// two up to [`spsc::MAX_CAPACITY`]) with the same error.
 fn checked_capacity(capacity: u64) -> Result<u64, Error> {
     if capacity < MIN_CAPACITY {
         return Err(Error::CapacityTooSmall {
             found: capacity,
             min: MIN_CAPACITY,
         });
-    }
-    if !capacity.is_power_of_two() || capacity > spsc::MAX_CAPACITY {
-        return Err(Error::InvalidCapacity(capacity));
     }
     Ok(capacity)
 }
@@ -767,6 +766,48 @@ mod tests {
         assert_eq!(channel(64).unwrap().0.capacity(), 64);
     }
 
+    /// A claimed frame reads back what was written into it, at its own length.
+    #[test]
+    fn a_claim_reads_back_what_was_written() {
+        let (mut tx, mut rx) = channel(256).unwrap();
+        let mut claim = tx.claim(5).unwrap();
+        claim.copy_from_slice(b"hello");
+        assert_eq!(&*claim, b"hello");
+        claim.commit();
+        assert_eq!(&*rx.try_recv().unwrap(), b"hello");
+    }
+
+    /// A record header is read only at an aligned position with all its bytes there: a
+    /// position a peer left unaligned, or a header cut short, is a corrupt frame.
+    #[test]
+    fn a_header_is_read_only_where_aligned_and_whole() {
+        let mut bytes = [0u8; 16];
+        bytes[..4].copy_from_slice(&7u32.to_ne_bytes());
+        bytes[4..8].copy_from_slice(&9u32.to_ne_bytes());
+        assert_eq!(header_at(&bytes, 8), Ok((7, 9)));
+        assert!(matches!(
+            header_at(&bytes, 3),
+            Err(Corruption::Frame { position: 3, .. })
+        ));
+        assert!(matches!(
+            header_at(&bytes[..4], 0),
+            Err(Corruption::Frame { room: 4, .. })
+        ));
+    }
+
+    /// A consumer tells a producer that never came from one that came: `producer_seen`
+    /// is false until a producer attaches, and stays true after it leaves.
+    #[test]
+    #[cfg_attr(miri, ignore = "maps a segment")]
+    fn a_consumer_sees_whether_a_producer_ever_came() {
+        let name = shm_testkit::ShmName::new("stream-seen");
+        let ring = Builder::new(name.as_str()).capacity(64);
+        let rx = ring.consumer().unwrap();
+        assert!(!rx.producer_seen());
+        drop(ring.producer().unwrap());
+        assert!(rx.producer_seen() && rx.producer_closed());
+    }
+
     /// A ring created without a capacity has the documented default, 1 MiB.
     #[test]
     #[cfg_attr(miri, ignore = "maps a segment")]
@@ -792,37 +833,68 @@ mod tests {
         assert!(tx.ready_for(24, false));
     }
 
-    /// The wait strategy set is the one a blocked send uses: a busy-spinning producer
-    /// blocked on a full ring never parks, where the default strategy parks after 30 us.
-    #[test]
-    #[cfg_attr(miri, ignore = "maps a segment and sleeps")]
-    fn a_busy_spinning_producer_never_parks() {
-        let name = shm_testkit::ShmName::new("stream-spin");
-        let ring = Builder::new(name.as_str()).capacity(64);
-        let mut tx = ring.producer().unwrap();
-        let mut rx = ring.consumer().unwrap();
-        tx.set_wait_strategy(shm_sync::WaitStrategy::BusySpin);
-        tx.try_send(&[1; 24]).unwrap();
-        tx.try_send(&[2; 24]).unwrap();
-        let sender = std::thread::spawn(move || {
-            tx.send(&[3; 24]).unwrap();
-            tx
-        });
-        // An observation window, far past the default strategy's spin phase; the send
-        // cannot complete before the frame below is released.
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        drop(rx.try_recv().unwrap());
-        let _tx = sender.join().unwrap();
+    /// The stall and park counts of both sides of the stream ring `name`.
+    fn activity(name: &shm_testkit::ShmName) -> [crate::inspect::Counts; 2] {
         let crate::inspect::Detail::Spsc {
-            producer_activity, ..
+            producer_activity,
+            consumer_activity,
+            ..
         } = crate::inspect::inspect(&name.as_str().into())
             .unwrap()
             .detail
         else {
             panic!("a stream ring reads as SPSC");
         };
-        assert_eq!(producer_activity.stalls, 1, "the send waited");
-        assert_eq!(producer_activity.parks, 0, "and never parked");
+        [producer_activity, consumer_activity]
+    }
+
+    /// The wait strategy set is the one a blocked call uses: a busy-spinning producer
+    /// blocked on a full ring, and a busy-spinning consumer blocked on an empty one,
+    /// never park, where the default strategy parks after 30 us.
+    #[test]
+    #[cfg_attr(miri, ignore = "maps a segment and sleeps")]
+    fn busy_spinning_sides_never_park() {
+        use shm_sync::WaitStrategy::BusySpin;
+        // An observation window, far past the default strategy's spin phase; the blocked
+        // call cannot complete before the other side acts after it.
+        let window = std::time::Duration::from_millis(20);
+        let name = shm_testkit::ShmName::new("stream-spin");
+        let ring = Builder::new(name.as_str()).capacity(64);
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.consumer().unwrap();
+        tx.set_wait_strategy(BusySpin);
+        rx.set_wait_strategy(BusySpin);
+        tx.try_send(&[1; 24]).unwrap();
+        tx.try_send(&[2; 24]).unwrap();
+        let sender = std::thread::spawn(move || {
+            tx.send(&[3; 24]).unwrap();
+            tx
+        });
+        std::thread::sleep(window);
+        drop(rx.try_recv().unwrap());
+        let mut tx = sender.join().unwrap();
+        let [producer, _] = activity(&name);
+        assert_eq!(
+            (producer.stalls, producer.parks),
+            (1, 0),
+            "the send waited, unparked"
+        );
+        for _ in 0..2 {
+            drop(rx.try_recv().unwrap());
+        }
+        let receiver = std::thread::spawn(move || {
+            assert_eq!(&*rx.recv().unwrap(), &[4; 24]);
+            rx
+        });
+        std::thread::sleep(window);
+        tx.try_send(&[4; 24]).unwrap();
+        let _rx = receiver.join().unwrap();
+        let [_, consumer] = activity(&name);
+        assert_eq!(
+            (consumer.stalls, consumer.parks),
+            (1, 0),
+            "the receive waited, unparked"
+        );
     }
 
     #[test]
