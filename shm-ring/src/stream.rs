@@ -1024,6 +1024,28 @@ mod tests {
         assert_eq!(frame.unwrap(), b"late");
     }
 
+    /// A padding record must fill the rest of the buffer, published whole: one that
+    /// claims less, or one published in part, is a corrupt frame, never skipped over.
+    #[test]
+    fn a_padding_record_short_or_published_in_part_is_corrupt() {
+        for (claimed, published) in [(8, 32), (24, 16)] {
+            let (mut tx, mut rx) = channel(128).unwrap();
+            for _ in 0..2 {
+                tx.try_send(&[1; 40]).unwrap(); // records of 48 bytes: 32 left before the end
+                drop(rx.try_recv().unwrap());
+            }
+            let mut chunk = tx.inner.write_chunk(published).unwrap();
+            chunk.as_mut_slices().0[..HEADER_LEN].copy_from_slice(&header(claimed, PADDING_TYPE));
+            chunk.commit_all();
+            let expected = corrupt_frame(96, claimed, published as u64);
+            assert_eq!(
+                rx.try_recv().map(|f| f.to_vec()),
+                Err(TryRecvError::Corrupted(expected)),
+                "padding of {claimed} bytes, {published} published"
+            );
+        }
+    }
+
     #[test]
     fn two_threads_stream_every_size() {
         let (mut tx, mut rx) = channel(1024).unwrap();

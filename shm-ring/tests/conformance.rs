@@ -24,6 +24,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use shm_alloc::Segment;
+use shm_ring::inspect::{Detail, inspect};
 use shm_ring::{
     Corruption, Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError, mpmc, spsc, stream,
@@ -1070,6 +1071,81 @@ fn consumer_dies<F: Flavour>() {
     consumer_gone::<F>(End::Die);
 }
 
+/// The parks counted on the consumers' lines of the segment ring `name`, as `inspect`
+/// reads them from outside.
+fn consumer_parks(name: &ShmName) -> u64 {
+    match inspect(&name.as_str().into()).unwrap().detail {
+        Detail::Spsc {
+            consumer_activity, ..
+        } => consumer_activity.parks,
+        Detail::Mpmc { participants, .. } => participants
+            .iter()
+            .filter(|p| p.role == "consumer")
+            .map(|p| p.activity.parks)
+            .sum(),
+        other => panic!("not a ring of one of these flavours: {other:?}"),
+    }
+}
+
+/// A consumer blocked on an empty ring, asleep on its futex, sees its producer's death
+/// at its first liveness probe after it: a blocked side sleeps in slices of
+/// `LIVENESS_PERIOD` and probes after each. Counted, not timed: after the kill the
+/// consumer parks at most once more (a slice begun after a probe that found the
+/// producer alive, just before the kill), so it sees the death within one period of
+/// waiting, however slowly this machine runs the slices.
+fn a_blocked_consumer_sees_a_death_at_its_next_probe<F: Flavour>() {
+    let name = ShmName::new(&format!("{}-blocked-death", F::NAME));
+    let mut rx = F::consumer(name.as_str(), CHILD_CAP).unwrap();
+    let mut child = spawn::<F>("produce", &name, 0, End::Die);
+    assert_eq!(holding(child.0.stdout.as_mut().unwrap()), 0);
+    let (tid_tx, tid) = std::sync::mpsc::channel();
+    let blocked = std::thread::spawn(move || {
+        tid_tx.send(thread_id()).unwrap();
+        let received = F::recv_timeout(&mut rx, LONG);
+        (rx, received)
+    });
+    let tid = tid.recv().unwrap();
+    wait_for(LONG, "the consumer asleep on its futex", || {
+        sleeps_on_futex(std::process::id(), tid).then_some(())
+    });
+    assert!(!child.kill().success());
+    let parks_at_death = consumer_parks(&name);
+    assert!(parks_at_death >= 1, "the consumer was seen asleep");
+    // The consumer stays attached: an MPMC consumer's counters go with its entry.
+    let (_rx, received) = blocked.join().unwrap();
+    assert_eq!(received, Err(RecvTimeoutError::Disconnected));
+    let parks = consumer_parks(&name) - parks_at_death;
+    assert!(
+        parks <= 1,
+        "the death was seen {parks} liveness slices late, not at the next probe"
+    );
+}
+
+/// A consumer that polls an empty ring sees its producer's death at its first liveness
+/// probe: after exactly `LIVENESS_POLLS` empty polls, as it has never probed before (a
+/// probe later comes after that many polls and `LIVENESS_PROBE_INTERVAL`). Until then
+/// the dead producer's ring reads as empty.
+fn a_polling_consumer_sees_a_death_after_its_probe_polls<F: Flavour>() {
+    let name = ShmName::new(&format!("{}-polled-death", F::NAME));
+    let mut rx = F::consumer(name.as_str(), CHILD_CAP).unwrap();
+    let mut child = spawn::<F>("produce", &name, 0, End::Die);
+    assert_eq!(holding(child.0.stdout.as_mut().unwrap()), 0);
+    assert!(!child.kill().success());
+    let mut polls = 0;
+    let seen = loop {
+        polls += 1;
+        match F::try_recv(&mut rx) {
+            Err(TryRecvError::Empty) if polls < 2 * spsc::LIVENESS_POLLS => {}
+            other => break other,
+        }
+    };
+    assert_eq!(
+        (seen, polls),
+        (Err(TryRecvError::Disconnected), spsc::LIVENESS_POLLS)
+    );
+    assert_eq!(F::try_recv(&mut rx), Err(TryRecvError::Disconnected));
+}
+
 /// A consumer in another process receives 2 messages, then is killed while it holds the
 /// third in place. A consumer attached afterwards receives the held message again (SPSC,
 /// stream) or the one after it, the held one counted as reclaimed once the producer
@@ -1154,6 +1230,8 @@ macro_rules! conformance {
                 producer_dies,
                 consumer_closes,
                 consumer_dies,
+                a_blocked_consumer_sees_a_death_at_its_next_probe,
+                a_polling_consumer_sees_a_death_after_its_probe_polls,
                 reader_crash_with_a_guard,
             );
             $($extra)*

@@ -234,3 +234,41 @@ macro_rules! recv_calls {
     };
 }
 pub(crate) use recv_calls;
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{LIVENESS_PERIOD, earliest, slice_deadline};
+
+    /// A side whose peers can die waits at most one `LIVENESS_PERIOD` at a time (so it
+    /// probes them that often), and never past its caller's deadline; one whose peers
+    /// cannot die waits for the caller's deadline alone.
+    #[test]
+    fn a_slice_ends_one_liveness_period_after_it_begins_or_at_the_deadline() {
+        let before = Instant::now();
+        let slice = slice_deadline(None, true).expect("a slice has an end");
+        let after = Instant::now();
+        assert!(before + LIVENESS_PERIOD <= slice && slice <= after + LIVENESS_PERIOD);
+
+        let soon = Instant::now() + LIVENESS_PERIOD / 2;
+        assert_eq!(slice_deadline(Some(soon), true), Some(soon));
+        let late = Instant::now() + 100 * LIVENESS_PERIOD;
+        let slice = slice_deadline(Some(late), true).unwrap();
+        assert!(slice < late && slice <= Instant::now() + LIVENESS_PERIOD);
+
+        assert_eq!(slice_deadline(None, false), None);
+        assert_eq!(slice_deadline(Some(late), false), Some(late));
+    }
+
+    #[test]
+    fn the_earliest_of_two_deadlines_none_being_never() {
+        let a = Instant::now();
+        let b = a + Duration::from_millis(1);
+        assert_eq!(earliest(Some(a), Some(b)), Some(a));
+        assert_eq!(earliest(Some(b), Some(a)), Some(a));
+        assert_eq!(earliest(Some(b), None), Some(b));
+        assert_eq!(earliest(None, Some(b)), Some(b));
+        assert_eq!(earliest(None, None), None);
+    }
+}
