@@ -1424,3 +1424,194 @@ fn role_holders_names_the_holding_process() {
     assert_eq!(holders(2), Vec::<u32>::new());
     assert_eq!(holders(4), Vec::<u32>::new());
 }
+
+/// Set in the child of `on_hugetlbfs_a_segment_is_whole_huge_pages`: the directory where
+/// it mounts hugetlbfs, in a mount namespace of its own.
+const HUGETLBFS_CHILD_ENV: &str = "SHM_ALLOC_TEST_HUGETLBFS_DIR";
+
+/// How many huge pages the hugetlbfs test needs free at once.
+const HUGE_PAGES: u64 = 2;
+
+/// `/proc/sys/vm/nr_hugepages` raised by [`HUGE_PAGES`] for as long as it lives, then
+/// set back: the kernel's pool of huge pages, which hugetlbfs files are made of.
+struct ReservedHugePages {
+    before: u64,
+}
+
+const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
+
+impl ReservedHugePages {
+    fn reserve() -> Self {
+        let before: u64 = fs::read_to_string(NR_HUGEPAGES)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        fs::write(NR_HUGEPAGES, (before + HUGE_PAGES).to_string()).unwrap();
+        let reserved = Self { before };
+        let free = meminfo("HugePages_Free:");
+        assert!(
+            free >= HUGE_PAGES,
+            "the kernel gave {free} free huge pages, {HUGE_PAGES} are needed (memory too \
+             fragmented?); set {WITHOUT_ROOT}=1 to skip the tests that change the system"
+        );
+        reserved
+    }
+}
+
+impl Drop for ReservedHugePages {
+    fn drop(&mut self) {
+        let _ = fs::write(NR_HUGEPAGES, self.before.to_string());
+    }
+}
+
+/// A count of `/proc/meminfo`, by its label.
+fn meminfo(label: &str) -> u64 {
+    let info = fs::read_to_string("/proc/meminfo").unwrap();
+    let line = info.lines().find(|l| l.starts_with(label)).unwrap();
+    line[label.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// On hugetlbfs a segment is sized in whole huge pages, header page included: a child
+/// in a mount namespace of its own mounts hugetlbfs (the mount goes with the child),
+/// with two huge pages reserved for the time of the test, and creates and opens
+/// segments there; one that needs a third page is `HugePagesUnavailable`. Needs root; without it the test fails rather than pass unseen, unless
+/// skipping is asked for by name.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn on_hugetlbfs_a_segment_is_whole_huge_pages() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        assert!(
+            std::env::var_os(WITHOUT_ROOT).is_some(),
+            "this test mounts hugetlbfs and reserves huge pages, which needs root; set \
+             {WITHOUT_ROOT}=1 to skip it"
+        );
+        eprintln!("skipped ({WITHOUT_ROOT} is set): mounting hugetlbfs needs root");
+        return;
+    }
+    let _pages = ReservedHugePages::reserve();
+    let dir = TempPath::new("hugetlbfs");
+    fs::create_dir(dir.path()).unwrap();
+    let mut child = shm_testkit::child("hugetlbfs_child");
+    child.env(HUGETLBFS_CHILD_ENV, dir.path());
+    // SAFETY: `unshare` is async-signal-safe and touches no memory of the parent; it
+    // runs in the forked child before it executes.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut child, || {
+            if libc::unshare(libc::CLONE_NEWNS) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let out = child.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("sized in huge pages"), "{stdout}");
+    fs::remove_dir(dir.path()).unwrap();
+}
+
+/// The child of `on_hugetlbfs_a_segment_is_whole_huge_pages`, in its own mount
+/// namespace.
+#[test]
+#[ignore = "run as a child process by on_hugetlbfs_a_segment_is_whole_huge_pages"]
+fn hugetlbfs_child() {
+    use std::ffi::CString;
+    let Some(dir) = std::env::var_os(HUGETLBFS_CHILD_ENV) else {
+        return;
+    };
+    let root = CString::new("/").unwrap();
+    let target = CString::new(dir.as_encoded_bytes()).unwrap();
+    let fstype = CString::new("hugetlbfs").unwrap();
+    // SAFETY: NUL-terminated strings that outlive the calls; null pointers where the
+    // calls take none. The mounts change this process's namespace only.
+    unsafe {
+        assert_eq!(
+            libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ),
+            0,
+            "making / private: {}",
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(
+            libc::mount(
+                fstype.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            ),
+            0,
+            "mounting hugetlbfs: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let huge = meminfo("Hugepagesize:") * 1024;
+    let header = Segment::HEADER_LEN as u64;
+    let dir = Path::new(&dir);
+    // The header and 1 KiB fill one huge page; the header and one huge page of data,
+    // two. Each is created (huge pages required), opened, written and read back.
+    for (data_len, pages) in [(1024, 1), (huge, 2)] {
+        let loc = Location::from(dir.join(format!("seg-{pages}")).as_path());
+        let spec = SegmentSpec {
+            data_len,
+            entries: 0,
+            ..spec()
+        };
+        let opts = opts().huge_pages(true);
+        let seg = Segment::create(&loc, &spec, &opts).unwrap();
+        let len = fs::metadata(loc.path()).unwrap().len();
+        assert_eq!(len, pages * huge, "the file of {data_len} data bytes");
+        assert_eq!(seg.data_len() as u64, pages * huge - header);
+        let opened = Segment::open(&loc, &Expect::from(&spec), &opts).unwrap();
+        assert_eq!(opened.data_len(), seg.data_len());
+        let last = seg.data_len() - 1;
+        // SAFETY: both offsets are inside the data region of both mappings, which
+        // this process alone uses; plain byte writes and reads.
+        unsafe {
+            seg.data().as_ptr().write(0xa5);
+            seg.data().as_ptr().add(last).write(0x5a);
+            assert_eq!(
+                (
+                    opened.data().as_ptr().read(),
+                    opened.data().as_ptr().add(last).read()
+                ),
+                (0xa5, 0x5a),
+                "the same pages through the second mapping"
+            );
+        }
+        drop((seg, opened));
+        Segment::remove(&loc).unwrap();
+    }
+    // Three huge pages where two are reserved: unavailable, with the sysctl to raise
+    // named, and no file left.
+    let loc = Location::from(dir.join("seg-3").as_path());
+    let spec = SegmentSpec {
+        data_len: 2 * huge,
+        entries: 0,
+        ..spec()
+    };
+    match Segment::create(&loc, &spec, &opts().huge_pages(true)) {
+        Err(Error::HugePagesUnavailable { reason, .. }) => {
+            assert!(reason.contains("vm.nr_hugepages"), "{reason}");
+        }
+        other => panic!("expected HugePagesUnavailable, got {other:?}"),
+    }
+    assert!(!loc.path().exists(), "a failed create leaves no file");
+    println!("sized in huge pages of {huge} bytes");
+}
