@@ -427,3 +427,64 @@ fn a_new_consumer_clears_the_count_of_one_killed_while_parked() {
     tx.try_send(numbered(0)).unwrap();
     verify(rx.try_recv().unwrap(), 0);
 }
+
+/// Writes the segment header's checksum (offset 144) over its first 144 bytes as they
+/// are, the state word (offset 16) taken as 0: as if its creator had written them.
+fn reseal(file: &std::fs::File) {
+    use std::os::unix::fs::FileExt;
+
+    let mut header = [0u8; 144];
+    file.read_exact_at(&mut header, 0).unwrap();
+    header[16..20].fill(0);
+    let sum = shm_alloc::hash::fnv1a(shm_alloc::hash::FNV_OFFSET, &header);
+    file.write_all_at(&sum.to_ne_bytes(), 144).unwrap();
+}
+
+/// A header that its checksum covers but whose ring does not fit it is refused at
+/// attach, never laid out: participant entries recorded for a ring that has no table
+/// (header offset 20), and a capacity (offset 24) whose slots overrun the data region.
+/// The opener gives no capacity, so the header's is the one taken.
+#[test]
+fn a_sealed_header_that_does_not_fit_the_ring_is_refused() {
+    use std::os::unix::fs::FileExt;
+    let name = ShmName::new("unfit");
+    drop(ring(&name, 8, WaitStrategy::BusySpin).producer().unwrap());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.path())
+        .unwrap();
+    let open = || {
+        Builder::<Numbered>::new(name.as_str())
+            .mode(shm_ring::OpenMode::Open)
+            .consumer()
+    };
+
+    for entries in [1u32, 3] {
+        file.write_all_at(&entries.to_ne_bytes(), 20).unwrap();
+        reseal(&file);
+        match open() {
+            Err(shm_ring::Error::Corrupted(shm_ring::Corruption::State {
+                word, found, ..
+            })) => {
+                assert_eq!((word, found), ("the header's participant entries", entries));
+            }
+            other => panic!("expected a corrupt entry count, got {other:?}"),
+        }
+    }
+    file.write_all_at(&0u32.to_ne_bytes(), 20).unwrap();
+
+    // The data region is one page: the control block (896 bytes) and 8 slots of 16
+    // bytes, rounded up. 128 slots still fit it; 256 do not.
+    file.write_all_at(&128u64.to_ne_bytes(), 24).unwrap();
+    reseal(&file);
+    assert_eq!(open().map(|rx| rx.capacity()).ok(), Some(128));
+    file.write_all_at(&256u64.to_ne_bytes(), 24).unwrap();
+    reseal(&file);
+    match open() {
+        Err(shm_ring::Error::Corrupted(shm_ring::Corruption::Layout { capacity, data_len })) => {
+            assert_eq!((capacity, data_len), (256, 4096))
+        }
+        other => panic!("expected a layout that does not fit, got {other:?}"),
+    }
+}

@@ -212,7 +212,8 @@ pub(crate) fn attach<L: Layout>(settings: &Settings, layout: &L) -> Result<Layou
         capacity,
         data_len: region,
     });
-    if region < size_of::<L::Control>() as u64 || layout.check_capacity(capacity).is_err() {
+    // The layout's length (checked below) covers the control block: no check of its own.
+    if layout.check_capacity(capacity).is_err() {
         return Err(layout_error);
     }
     let entries = layout.opened_entries(segment.header().entries)?;

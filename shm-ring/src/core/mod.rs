@@ -46,3 +46,31 @@ pub(crate) fn check_shape<T: Message>(capacity: u64) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::{MAX_CAPACITY, check_shape};
+    use crate::error::Error;
+
+    /// Every power of two up to `MAX_CAPACITY` is a capacity, that one included; nothing
+    /// above it, and no other number.
+    #[test]
+    fn capacities_are_powers_of_two_up_to_the_largest() {
+        for capacity in [1, 2, 1024, MAX_CAPACITY / 2, MAX_CAPACITY] {
+            assert!(check_shape::<u8>(capacity).is_ok(), "{capacity}");
+        }
+        for capacity in [
+            0,
+            3,
+            1000,
+            MAX_CAPACITY - 1,
+            MAX_CAPACITY + 1,
+            MAX_CAPACITY * 2,
+        ] {
+            assert!(
+                matches!(check_shape::<u8>(capacity), Err(Error::InvalidCapacity(c)) if c == capacity),
+                "{capacity}"
+            );
+        }
+    }
+}
