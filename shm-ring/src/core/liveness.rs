@@ -29,7 +29,7 @@ pub const LIVENESS_PERIOD: Duration = Duration::from_millis(10);
 /// Idle wake-ups (a `FUTEX_WAKE` that woke nobody) after which a handle probes its peers:
 /// a waiter killed while parked stays counted, and makes every notify a syscall until
 /// someone settles it. A live waiter between its announcement and its sleep also makes a
-/// wake-up idle, now and then; 64 in a row cost one probe.
+/// wake-up idle, now and then; 64 of them since the last probe cost one.
 pub(crate) const IDLE_WAKES_BEFORE_PROBE: u32 = 64;
 
 /// The polls between two probes. Under loom, which has no clock, the count alone
@@ -66,7 +66,12 @@ impl PeerWatch {
         if cfg!(loom) {
             return true;
         }
-        let now = Instant::now();
+        self.due_at(probe, Instant::now())
+    }
+
+    /// Whether a probe is due at `now`, once the polls are counted: when `probe` asks
+    /// for it, or [`LIVENESS_PROBE_INTERVAL`] after the last. Records the probe.
+    fn due_at(&mut self, probe: bool, now: Instant) -> bool {
         if !probe
             && self
                 .last_probe
@@ -92,5 +97,69 @@ impl PeerWatch {
         }
         self.idle_wakes = 0;
         true
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use shm_sync::Notified;
+
+    use super::{IDLE_WAKES_BEFORE_PROBE, LIVENESS_POLLS, LIVENESS_PROBE_INTERVAL, PeerWatch};
+
+    /// A handle that never probed probes at its `LIVENESS_POLLS`-th poll, and at once
+    /// when asked; the count starts again after each probe.
+    #[test]
+    fn a_probe_comes_after_liveness_polls_or_when_asked() {
+        let mut watch = PeerWatch::default();
+        for round in 0..2 {
+            for poll in 1..LIVENESS_POLLS {
+                assert!(!watch.tick(false), "round {round}, poll {poll}");
+            }
+            // As if never probed (the interval is the next test's).
+            watch.last_probe = None;
+            assert!(watch.tick(false), "round {round}, poll {LIVENESS_POLLS}");
+        }
+        assert!(watch.tick(true), "asked for");
+        assert!(watch.tick(true), "asked for, again at once");
+        assert!(!watch.tick(false), "the count starts again after a probe");
+    }
+
+    /// Between two probes while polling pass at least `LIVENESS_PROBE_INTERVAL`: a due
+    /// probe sooner is passed over (and the polls counted again), one at the interval
+    /// or later is made; one asked for is made at any time.
+    #[test]
+    fn probes_while_polling_are_at_least_the_interval_apart() {
+        let start = Instant::now();
+        let mut watch = PeerWatch::default();
+        assert!(watch.due_at(false, start), "never probed before");
+        let soon = start + LIVENESS_PROBE_INTERVAL - Duration::from_nanos(1);
+        assert!(!watch.due_at(false, soon));
+        assert!(!watch.due_at(false, start), "the clock read the same");
+        assert_eq!(
+            watch.last_probe,
+            Some(start),
+            "a probe passed over is not one"
+        );
+        assert!(watch.due_at(false, start + LIVENESS_PROBE_INTERVAL));
+        assert!(watch.due_at(true, start + LIVENESS_PROBE_INTERVAL));
+        assert!(!watch.due_at(false, soon + LIVENESS_PROBE_INTERVAL));
+        assert!(watch.due_at(false, start + 3 * LIVENESS_PROBE_INTERVAL));
+    }
+
+    /// Every `IDLE_WAKES_BEFORE_PROBE`-th wake-up that woke nobody calls for a probe;
+    /// a wake-up that woke someone, or that found nobody announced, is not counted.
+    #[test]
+    fn idle_wake_ups_call_for_a_probe_every_so_many() {
+        let mut watch = PeerWatch::default();
+        for round in 0..2 {
+            for idle in 1..IDLE_WAKES_BEFORE_PROBE {
+                assert!(!watch.woke(Notified::Idle), "round {round}, idle {idle}");
+                assert!(!watch.woke(Notified::Woke));
+                assert!(!watch.woke(Notified::Quiet));
+            }
+            assert!(watch.woke(Notified::Idle), "round {round}");
+        }
     }
 }
