@@ -383,3 +383,42 @@ impl<C, E, S> shm_alloc::participants::Locks for Region<C, E, S> {
         Region::is_locked(self, index)
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::{OpenMode, spsc};
+
+    /// A ring's id (what a pool's receiver binds to) is the same for every handle of
+    /// the ring, in every process, and differs between rings: two heap rings, two
+    /// segments, and a segment removed and made again at the same path.
+    #[test]
+    #[cfg_attr(miri, ignore = "maps segments in /dev/shm")]
+    fn a_ring_id_names_one_ring() {
+        let (tx1, rx1) = spsc::channel::<u64>(4).unwrap();
+        let (tx2, _rx2) = spsc::channel::<u64>(4).unwrap();
+        assert_eq!(tx1.ring_id(), rx1.ring_id());
+        assert_ne!(tx1.ring_id(), tx2.ring_id());
+
+        let a = shm_testkit::ShmName::new("ring-id-a");
+        let b = shm_testkit::ShmName::new("ring-id-b");
+        let ring = |name: &shm_testkit::ShmName| {
+            spsc::Builder::<u64>::new(name.as_str())
+                .capacity(4)
+                .mode(OpenMode::OpenOrCreate)
+        };
+        let tx_a = ring(&a).producer().unwrap();
+        let rx_a = ring(&a).consumer().unwrap();
+        let tx_b = ring(&b).producer().unwrap();
+        assert_eq!(tx_a.ring_id(), rx_a.ring_id());
+        let ids = [tx1.ring_id(), tx2.ring_id(), tx_a.ring_id(), tx_b.ring_id()];
+        for (i, id) in ids.iter().enumerate() {
+            assert_ne!(*id, 0, "never 0");
+            assert!(!ids[i + 1..].contains(id), "{ids:?}");
+        }
+        let before = tx_a.ring_id();
+        drop((tx_a, rx_a));
+        shm_alloc::Segment::remove(&a.as_str().into()).unwrap();
+        let again = ring(&a).producer().unwrap();
+        assert_ne!(again.ring_id(), before, "made again at the same path");
+    }
+}
