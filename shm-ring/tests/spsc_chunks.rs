@@ -77,3 +77,64 @@ fn a_write_chunk_dropped_without_commit_publishes_nothing() {
     assert_eq!(rx.recv_into(&mut got), Ok(4));
     assert_eq!(got, [1, 2, 3, 4]);
 }
+
+/// A chunk is never empty, and says how many messages it holds.
+#[test]
+fn a_chunk_has_its_length_and_is_never_empty() {
+    let (mut tx, mut rx) = spsc::channel::<u64>(4).unwrap();
+    let chunk = tx.write_chunk(3).unwrap();
+    assert_eq!((chunk.len(), chunk.is_empty()), (3, false));
+    chunk.commit_all();
+    let chunk = rx.read_chunk(8).unwrap();
+    assert_eq!((chunk.len(), chunk.is_empty()), (3, false));
+    chunk.commit_all();
+}
+
+/// Every handle of the SPSC ring shows, in its `Debug` form, where it is: its
+/// position, its length for a chunk, and the capacity and wait strategy for a side.
+#[test]
+fn handles_show_their_position_in_debug() {
+    let (mut tx, mut rx) = spsc::channel::<u64>(4).unwrap();
+    tx.set_wait_strategy(shm_sync::WaitStrategy::Park);
+    assert_eq!(tx.send_slice(&[1, 2, 3]), Ok(3));
+    assert_eq!(rx.try_recv(), Ok(1));
+    assert_eq!(
+        format!("{tx:?}"),
+        "Producer { capacity: 4, tail: 3, wait: Park, .. }"
+    );
+    assert_eq!(
+        format!("{rx:?}"),
+        "Consumer { capacity: 4, head: 1, wait: SpinThenPark { spin: 30µs }, .. }"
+    );
+    let slot = tx.reserve().unwrap();
+    assert_eq!(format!("{slot:?}"), "SendSlot { position: 3, .. }");
+    drop(slot);
+    let chunk = tx.write_chunk(2).unwrap();
+    assert_eq!(
+        format!("{chunk:?}"),
+        "WriteChunk { position: 3, len: 2, .. }"
+    );
+    drop(chunk);
+    let guard = rx.try_recv_ref().unwrap();
+    assert_eq!(format!("{guard:?}"), "RecvGuard { position: 1, .. }");
+    drop(guard); // releases message 2
+    let chunk = rx.read_chunk(4).unwrap();
+    assert_eq!(
+        format!("{chunk:?}"),
+        "ReadChunk { position: 2, len: 1, .. }"
+    );
+}
+
+/// `data_len` is the bytes a ring needs after the segment header: the 896-byte control
+/// block, then the slots; a capacity off the rules is refused with its value.
+#[test]
+fn data_len_is_the_control_block_and_the_slots() {
+    assert_eq!(spsc::data_len::<u64>(4).unwrap(), 896 + 4 * 8);
+    assert_eq!(spsc::data_len::<[u8; 100]>(1024).unwrap(), 896 + 1024 * 100);
+    for capacity in [0, 3, spsc::MAX_CAPACITY * 2] {
+        assert!(
+            matches!(spsc::data_len::<u64>(capacity), Err(shm_ring::Error::InvalidCapacity(c)) if c == capacity),
+            "{capacity}"
+        );
+    }
+}

@@ -488,3 +488,34 @@ fn a_sealed_header_that_does_not_fit_the_ring_is_refused() {
         other => panic!("expected a layout that does not fit, got {other:?}"),
     }
 }
+
+/// A stream ring (the SPSC ring of bytes) whose sealed header records a capacity below
+/// the stream's minimum is refused at attach, as a layout that does not fit.
+#[test]
+fn a_sealed_stream_header_below_the_minimum_is_refused() {
+    use std::os::unix::fs::FileExt;
+    let name = ShmName::new("unfit-stream");
+    let min = shm_ring::stream::MIN_CAPACITY;
+    drop(
+        shm_ring::stream::Builder::new(name.as_str())
+            .capacity(min)
+            .producer()
+            .unwrap(),
+    );
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.path())
+        .unwrap();
+    file.write_all_at(&(min / 2).to_ne_bytes(), 24).unwrap();
+    reseal(&file);
+    match shm_ring::stream::Builder::new(name.as_str())
+        .mode(shm_ring::OpenMode::Open)
+        .consumer()
+    {
+        Err(shm_ring::Error::Corrupted(shm_ring::Corruption::Layout { capacity, data_len })) => {
+            assert_eq!((capacity, data_len), (min / 2, 4096))
+        }
+        other => panic!("expected a layout that does not fit, got {other:?}"),
+    }
+}
