@@ -1093,16 +1093,21 @@ fn consumer_dies<F: Flavour>() {
     consumer_gone::<F>(End::Die);
 }
 
-/// The parks counted on the consumers' lines of the segment ring `name`, as `inspect`
-/// reads them from outside.
-fn consumer_parks(name: &ShmName) -> u64 {
+/// The parks counted on the lines of the segment ring `name`'s producers (`role`
+/// `"producer"`) or consumers (`"consumer"`), as `inspect` reads them from outside.
+fn parks(name: &ShmName, role: &str) -> u64 {
     match inspect(&name.as_str().into()).unwrap().detail {
         Detail::Spsc {
-            consumer_activity, ..
-        } => consumer_activity.parks,
+            producer_activity,
+            consumer_activity,
+            ..
+        } => match role {
+            "producer" => producer_activity.parks,
+            _ => consumer_activity.parks,
+        },
         Detail::Mpmc { participants, .. } => participants
             .iter()
-            .filter(|p| p.role == "consumer")
+            .filter(|p| p.role == role)
             .map(|p| p.activity.parks)
             .sum(),
         other => panic!("not a ring of one of these flavours: {other:?}"),
@@ -1131,12 +1136,12 @@ fn a_blocked_consumer_sees_a_death_at_its_next_probe<F: Flavour>() {
         sleeps_on_futex(std::process::id(), tid).then_some(())
     });
     assert!(!child.kill().success());
-    let parks_at_death = consumer_parks(&name);
+    let parks_at_death = parks(&name, "consumer");
     assert!(parks_at_death >= 1, "the consumer was seen asleep");
     // The consumer stays attached: an MPMC consumer's counters go with its entry.
     let (_rx, received) = blocked.join().unwrap();
     assert_eq!(received, Err(RecvTimeoutError::Disconnected));
-    let parks = consumer_parks(&name) - parks_at_death;
+    let parks = parks(&name, "consumer") - parks_at_death;
     assert!(
         parks <= 1,
         "the death was seen {parks} liveness slices late, not at the next probe"
@@ -1166,6 +1171,66 @@ fn a_polling_consumer_sees_a_death_after_its_probe_polls<F: Flavour>() {
         (Err(TryRecvError::Disconnected), spsc::LIVENESS_POLLS)
     );
     assert_eq!(F::try_recv(&mut rx), Err(TryRecvError::Disconnected));
+}
+
+/// A producer blocked on a full ring, asleep on its futex, sees its consumer's death at
+/// its first liveness probe after it, as the consumer does its producer's
+/// ([`a_blocked_consumer_sees_a_death_at_its_next_probe`]): at most one more park.
+fn a_blocked_producer_sees_a_death_at_its_next_probe<F: Flavour>() {
+    let name = ShmName::new(&format!("{}-blocked-consumer-death", F::NAME));
+    let mut tx = F::producer(name.as_str(), CHILD_CAP).unwrap();
+    for v in 0..CHILD_CAP {
+        F::try_send(&mut tx, v).unwrap();
+    }
+    let mut child = spawn::<F>("consume", &name, 0, End::Die);
+    assert_eq!(holding(child.0.stdout.as_mut().unwrap()), 0);
+    let (tid_tx, tid) = std::sync::mpsc::channel();
+    let blocked = std::thread::spawn(move || {
+        tid_tx.send(thread_id()).unwrap();
+        let sent = F::send_timeout(&mut tx, 99, LONG);
+        (tx, sent)
+    });
+    let tid = tid.recv().unwrap();
+    wait_for(LONG, "the producer asleep on its futex", || {
+        sleeps_on_futex(std::process::id(), tid).then_some(())
+    });
+    assert!(!child.kill().success());
+    let parks_at_death = parks(&name, "producer");
+    assert!(parks_at_death >= 1, "the producer was seen asleep");
+    let (_tx, sent) = blocked.join().unwrap();
+    assert_eq!(sent, Err(SendTimeoutError::Disconnected(99)));
+    let parks = parks(&name, "producer") - parks_at_death;
+    assert!(
+        parks <= 1,
+        "the death was seen {parks} liveness slices late, not at the next probe"
+    );
+}
+
+/// A producer that polls a full ring sees its consumer's death after exactly
+/// `LIVENESS_POLLS` full polls, as it has never probed before; each full poll counts
+/// once.
+fn a_polling_producer_sees_a_death_after_its_probe_polls<F: Flavour>() {
+    let name = ShmName::new(&format!("{}-polled-consumer-death", F::NAME));
+    let mut tx = F::producer(name.as_str(), CHILD_CAP).unwrap();
+    for v in 0..CHILD_CAP {
+        F::try_send(&mut tx, v).unwrap();
+    }
+    let mut child = spawn::<F>("consume", &name, 0, End::Die);
+    assert_eq!(holding(child.0.stdout.as_mut().unwrap()), 0);
+    assert!(!child.kill().success());
+    let mut polls = 0;
+    let seen = loop {
+        polls += 1;
+        match F::try_send(&mut tx, polls) {
+            Err(TrySendError::Full(_)) if polls < 2 * u64::from(spsc::LIVENESS_POLLS) => {}
+            other => break other,
+        }
+    };
+    let limit = u64::from(spsc::LIVENESS_POLLS);
+    assert_eq!(
+        (seen, polls),
+        (Err(TrySendError::Disconnected(limit)), limit)
+    );
 }
 
 /// A consumer in another process receives 2 messages, then is killed while it holds the
@@ -1254,6 +1319,8 @@ macro_rules! conformance {
                 consumer_dies,
                 a_blocked_consumer_sees_a_death_at_its_next_probe,
                 a_polling_consumer_sees_a_death_after_its_probe_polls,
+                a_blocked_producer_sees_a_death_at_its_next_probe,
+                a_polling_producer_sees_a_death_after_its_probe_polls,
                 reader_crash_with_a_guard,
             );
             $($extra)*

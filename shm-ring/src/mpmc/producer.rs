@@ -320,11 +320,12 @@ fn not_free<T>(
     if ahead != -1 || state == STAMP_STATE || (state == EMPTY && claimed) {
         return Err(corrupt(stamp));
     }
-    if ring.side_gone(Side::Consumer) {
-        return Err(Refusal::Disconnected);
-    }
+    // The probe first: a dead last consumer it settles is gone in this very poll.
     if due {
         me.probe(ring).map_err(Refusal::Corrupted)?;
+    }
+    if ring.side_gone(Side::Consumer) {
+        return Err(Refusal::Disconnected);
     }
     Err(Refusal::Busy)
 }
