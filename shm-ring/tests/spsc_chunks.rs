@@ -138,3 +138,43 @@ fn data_len_is_the_control_block_and_the_slots() {
         );
     }
 }
+
+/// A chunk of nothing is taken at once even from a full ring: empty, with empty slices,
+/// publishing nothing.
+#[test]
+fn a_write_chunk_of_nothing_is_empty_even_on_a_full_ring() {
+    let (mut tx, mut rx) = spsc::channel::<u64>(4).unwrap();
+    assert_eq!(tx.send_slice(&[1, 2, 3, 4]), Ok(4));
+    let mut chunk = tx.write_chunk(0).unwrap();
+    assert!(chunk.is_empty());
+    assert_eq!(chunk.as_mut_slices(), (&mut [][..], &mut [][..]));
+    chunk.commit_all();
+    let chunk = tx
+        .write_chunk_deadline(0, Some(Instant::now() + FAR))
+        .unwrap();
+    assert!(chunk.is_empty());
+    drop(chunk);
+    let mut all = [0; 5];
+    assert_eq!(rx.recv_into(&mut all), Ok(4));
+    assert_eq!(all[..4], [1, 2, 3, 4]);
+}
+
+/// A write chunk reads back what was written into it before its commit, across the
+/// end of the buffer too.
+#[test]
+fn a_write_chunk_reads_back_what_was_written() {
+    let (mut tx, mut rx) = spsc::channel::<u64>(4).unwrap();
+    assert_eq!(tx.send_slice(&[1, 2, 3]), Ok(3));
+    let mut three = [0; 3];
+    assert_eq!(rx.recv_into(&mut three), Ok(3));
+    // Position 3: one slot before the end of the buffer, three after its start.
+    let mut chunk = tx.write_chunk(4).unwrap();
+    let (first, second) = chunk.as_mut_slices();
+    first.copy_from_slice(&[10]);
+    second.copy_from_slice(&[11, 12, 13]);
+    assert_eq!(chunk.as_slices(), (&[10][..], &[11, 12, 13][..]));
+    chunk.commit_all();
+    let mut four = [0; 4];
+    assert_eq!(rx.recv_into(&mut four), Ok(4));
+    assert_eq!(four, [10, 11, 12, 13]);
+}
