@@ -519,3 +519,48 @@ fn a_sealed_stream_header_below_the_minimum_is_refused() {
         other => panic!("expected a layout that does not fit, got {other:?}"),
     }
 }
+
+/// An attach refused after the role was taken (here: the positions are corrupt) writes
+/// nothing into the ring: the dead producer it would have replaced still reads as dead,
+/// not as closed, to the consumer.
+#[test]
+fn a_refused_attach_leaves_a_dead_peer_dead() {
+    use std::os::unix::fs::FileExt;
+    let name = ShmName::new("refused-attach");
+    let rx = ring(&name, 8, WaitStrategy::BusySpin).consumer().unwrap();
+    let mut child = spawn("endless-producer", &name, 0, 8, "spin");
+    let session = Segment::HEADER_LEN as u64 + 256;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.path())
+        .unwrap();
+    let word = || {
+        let mut word = [0u8; 4];
+        file.read_exact_at(&mut word, session).unwrap();
+        u32::from_ne_bytes(word) & 3
+    };
+    wait_for(
+        Duration::from_secs(10),
+        "the child producer attached",
+        || (word() == 1).then_some(()),
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    file.write_all_at(&(1u64 << 40).to_ne_bytes(), Segment::HEADER_LEN as u64)
+        .unwrap();
+    let refused = wait_for(
+        Duration::from_secs(5),
+        "the producer role, free",
+        || match ring(&name, 8, WaitStrategy::BusySpin).producer() {
+            Err(shm_ring::Error::Segment(shm_alloc::Error::RoleTaken { .. })) => None,
+            other => Some(other),
+        },
+    );
+    assert!(
+        matches!(refused, Err(shm_ring::Error::Corrupted(_))),
+        "{refused:?}"
+    );
+    assert_eq!(word(), 1, "the dead producer's session is still attached");
+    assert!(!rx.producer_closed(), "a death, not a close");
+}
