@@ -49,8 +49,38 @@ pub(crate) fn check_shape<T: Message>(capacity: u64) -> Result<(), Error> {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
     use super::{MAX_CAPACITY, check_shape};
     use crate::error::Error;
+    use crate::message::Message;
+
+    #[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C, align(128))]
+    struct Line([u8; 128]);
+
+    impl Message for Line {
+        const TYPE_NAME: &'static str = "core-tests::Line/v1";
+    }
+
+    #[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C, align(256))]
+    struct Wide([u8; 256]);
+
+    impl Message for Wide {
+        const TYPE_NAME: &'static str = "core-tests::Wide/v1";
+    }
+
+    /// A message aligned to a whole 128-byte block is laid out; one aligned past it is
+    /// refused with its alignment.
+    #[test]
+    fn alignment_up_to_a_128_byte_block() {
+        assert!(check_shape::<Line>(4).is_ok());
+        assert!(matches!(
+            check_shape::<Wide>(4),
+            Err(Error::UnsupportedAlignment(256))
+        ));
+    }
 
     /// Every power of two up to `MAX_CAPACITY` is a capacity, that one included; nothing
     /// above it, and no other number.
