@@ -22,8 +22,11 @@ fn a_write_chunk_larger_than_the_ring_is_full_at_once() {
         asked.elapsed() < FAR / 2,
         "waited for a chunk that can never fit"
     );
-    // The whole ring is a chunk that fits.
+    // The whole ring is a chunk that fits, with or without a deadline.
     let chunk = tx.write_chunk(4).unwrap();
+    assert_eq!(chunk.len(), 4);
+    drop(chunk);
+    let chunk = tx.write_chunk_deadline(4, Some(asked + FAR)).unwrap();
     assert_eq!(chunk.len(), 4);
     drop(chunk);
     assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
