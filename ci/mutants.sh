@@ -22,6 +22,8 @@
 # they catch is a panic or a hang, which the others see first), and so are the ten
 # million message runs of the SPSC process tests (the million message runs take the same
 # paths). Mutants are built without debug information: half the link time.
+# Run it on an otherwise idle machine: a test slowed by other load passes the timeout and
+# counts as hung, that is as caught.
 # Results go to target/mutants/GROUP/mutants.out (caught.txt, missed.txt, timeout.txt,
 # unviable.txt). A mutant whose tests hang past the timeout is caught too (a hang fails
 # the suite); the score is (caught + timed out) / (caught + timed out + missed).
