@@ -511,3 +511,53 @@ fn reseal(file: &std::fs::File) {
     let sum = shm_alloc::hash::fnv1a(shm_alloc::hash::FNV_OFFSET, &header);
     file.write_all_at(&sum.to_ne_bytes(), 144).unwrap();
 }
+
+/// The participant table holds 1 to `MAX_PARTICIPANTS` entries, both limits included:
+/// at creation, at open, and in `data_len`; 0 and one more are refused with the count.
+#[test]
+fn participant_tables_of_one_to_the_largest() {
+    use shm_ring::mpmc::{self, MAX_PARTICIPANTS};
+    for n in [1, MAX_PARTICIPANTS] {
+        assert!(mpmc::data_len::<u64>(4, n).is_ok(), "{n}");
+        let name = ShmName::new("table-edges");
+        let ring = Builder::<u64>::new(name.as_str())
+            .capacity(4)
+            .participants(n);
+        let tx = ring.clone().mode(OpenMode::Create).producer().unwrap();
+        let opened = Builder::<u64>::new(name.as_str())
+            .mode(OpenMode::Open)
+            .producer();
+        match (n, opened) {
+            (1, Err(Error::ParticipantsFull { limit: 1 })) => {}
+            (1, other) => panic!("a table of one, already held: {other:?}"),
+            (_, other) => assert!(other.is_ok(), "{other:?}"),
+        }
+        drop(tx);
+    }
+    for n in [0, MAX_PARTICIPANTS + 1] {
+        assert!(matches!(
+            mpmc::data_len::<u64>(4, n),
+            Err(Error::InvalidParticipants(found)) if found == n
+        ));
+        let name = ShmName::new("table-off");
+        let refused = Builder::<u64>::new(name.as_str())
+            .capacity(4)
+            .participants(n)
+            .producer();
+        assert!(
+            matches!(refused, Err(Error::InvalidParticipants(found)) if found == n),
+            "{refused:?}"
+        );
+    }
+}
+
+/// A message held in place shows its position in its `Debug` form.
+#[test]
+fn a_recv_guard_shows_its_position() {
+    let (mut tx, mut rx) = shm_ring::mpmc::channel::<u64>(4).unwrap();
+    tx.try_send(7).unwrap();
+    tx.try_send(8).unwrap();
+    assert_eq!(rx.try_recv(), Ok(7));
+    let guard = rx.try_recv_ref().unwrap();
+    assert_eq!(format!("{guard:?}"), "RecvGuard { position: 1, .. }");
+}

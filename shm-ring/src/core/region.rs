@@ -420,5 +420,10 @@ mod tests {
         shm_alloc::Segment::remove(&a.as_str().into()).unwrap();
         let again = ring(&a).producer().unwrap();
         assert_ne!(again.ring_id(), before, "made again at the same path");
+
+        // An MPMC ring's handles, likewise.
+        let (tx3, rx3) = crate::mpmc::channel::<u64>(4).unwrap();
+        assert_eq!(tx3.ring_id(), rx3.ring_id());
+        assert!(tx3.ring_id() > 1 && !ids.contains(&tx3.ring_id()));
     }
 }
