@@ -9,6 +9,9 @@
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+mod common;
+
+use common::reseal;
 use shm_alloc::Segment;
 use shm_ring::mpmc::Builder;
 use shm_ring::{Error, Message, OpenMode, RecvTimeoutError, TryRecvError};
@@ -498,18 +501,6 @@ fn corrupted_limit_and_stamps_in_the_file_are_reported() {
     };
     tx.try_send(sent).unwrap();
     assert_eq!(rx.try_recv().map(|m| m.seq), Ok(7));
-}
-
-/// Writes the segment header's checksum (offset 144) over its first 144 bytes as they
-/// are, the state word (offset 16) taken as 0: as if its creator had written them.
-fn reseal(file: &std::fs::File) {
-    use std::os::unix::fs::FileExt;
-
-    let mut header = [0u8; 144];
-    file.read_exact_at(&mut header, 0).unwrap();
-    header[16..20].fill(0);
-    let sum = shm_alloc::hash::fnv1a(shm_alloc::hash::FNV_OFFSET, &header);
-    file.write_all_at(&sum.to_ne_bytes(), 144).unwrap();
 }
 
 /// The participant table holds 1 to `MAX_PARTICIPANTS` entries, both limits included:

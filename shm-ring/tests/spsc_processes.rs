@@ -8,6 +8,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::reseal;
 use shm_alloc::Segment;
 use shm_ring::spsc::{Builder, Consumer, Producer};
 use shm_ring::{Message, RecvError, SendError, TryRecvError};
@@ -426,18 +429,6 @@ fn a_new_consumer_clears_the_count_of_one_killed_while_parked() {
     );
     tx.try_send(numbered(0)).unwrap();
     verify(rx.try_recv().unwrap(), 0);
-}
-
-/// Writes the segment header's checksum (offset 144) over its first 144 bytes as they
-/// are, the state word (offset 16) taken as 0: as if its creator had written them.
-fn reseal(file: &std::fs::File) {
-    use std::os::unix::fs::FileExt;
-
-    let mut header = [0u8; 144];
-    file.read_exact_at(&mut header, 0).unwrap();
-    header[16..20].fill(0);
-    let sum = shm_alloc::hash::fnv1a(shm_alloc::hash::FNV_OFFSET, &header);
-    file.write_all_at(&sum.to_ne_bytes(), 144).unwrap();
 }
 
 /// A header that its checksum covers but whose ring does not fit it is refused at
