@@ -7,7 +7,7 @@ mod unit {
     use shm_sync::WaitStrategy;
     use shm_sync::atomic::Ordering;
 
-    use crate::mpmc::layout::{FULL, STAMP_STATE};
+    use crate::mpmc::layout::{EMPTY, FULL, SKIPPED, STAMP_STATE};
     use crate::mpmc::*;
     use crate::{Corruption, Error, RecvError, SendError, TryRecvError, TrySendError};
 
@@ -313,6 +313,154 @@ mod unit {
                     Err(crate::SendTimeoutError::Corrupted(1, positions))
                 );
             });
+        }
+    }
+
+    /// Polls with `poll` until it answers something other than `idle` (`Empty`, `Full`),
+    /// at most `LIVENESS_POLLS + 1` times: how many polls answered `idle`, and the
+    /// answer that ended them (`None`: every poll was idle, across one liveness probe).
+    fn idle_polls<E: PartialEq>(
+        mut poll: impl FnMut() -> Result<(), E>,
+        idle: &E,
+    ) -> (u32, Option<Result<(), E>>) {
+        for polls in 0..=LIVENESS_POLLS {
+            match poll() {
+                Err(e) if e == *idle => {}
+                other => return (polls, Some(other)),
+            }
+        }
+        (LIVENESS_POLLS + 1, None)
+    }
+
+    /// A stamp of `lap` in `state`, for a ring of capacity 4 (`lap << 2 | state`).
+    const fn stamp(lap: u64, state: u64) -> u64 {
+        (lap << 2) | state
+    }
+
+    /// Every stamp a consumer can find at `head` (8: lap 2 of a ring of 4) that is not
+    /// its message, with `tail` as written beside it: the states the protocol has
+    /// (nothing yet; the slot's previous message still held by the consumer that
+    /// claimed it; a producer writing) stay `Empty`, across a liveness probe; the
+    /// others are `Corrupted` at once, except positions that contradict each other
+    /// under an empty slot, which the common empty poll does not read and the next
+    /// liveness probe reports (after `LIVENESS_POLLS - 1` empty polls). Hostile words
+    /// of no state of the protocol, written by hand: no run of the ring makes them.
+    #[test]
+    fn every_stamp_at_head_is_either_a_state_of_the_protocol_or_corrupted() {
+        const HEAD: u64 = 8;
+        let slot = |s| {
+            Some(Err(TryRecvError::Corrupted(Corruption::Slot {
+                position: HEAD,
+                stamp: s,
+            })))
+        };
+        let positions = |tail| {
+            Some(Err(TryRecvError::Corrupted(Corruption::Positions {
+                head: HEAD,
+                tail,
+                capacity: 4,
+            })))
+        };
+        let probed = LIVENESS_POLLS - 1;
+        let cases = [
+            // (stamp, tail, empty polls, then)
+            (stamp(2, EMPTY), HEAD, LIVENESS_POLLS + 1, None), // nothing sent
+            (stamp(2, EMPTY), HEAD + 1, LIVENESS_POLLS + 1, None), // being written
+            (stamp(1, FULL), HEAD, LIVENESS_POLLS + 1, None),  // previous lap held
+            (stamp(1, SKIPPED), HEAD, LIVENESS_POLLS + 1, None), // previous lap held
+            (stamp(3, EMPTY), HEAD, 0, slot(stamp(3, EMPTY))), // a lap ahead
+            (stamp(3, FULL), HEAD, 0, slot(stamp(3, FULL))),
+            (stamp(2, STAMP_STATE), HEAD, 0, slot(stamp(2, STAMP_STATE))),
+            (stamp(1, EMPTY), HEAD, 0, slot(stamp(1, EMPTY))), // released, not reused
+            (stamp(1, STAMP_STATE), HEAD, 0, slot(stamp(1, STAMP_STATE))),
+            (stamp(1, FULL), HEAD + 1, 0, slot(stamp(1, FULL))), // held, yet claimed
+            (stamp(0, FULL), HEAD, 0, slot(stamp(0, FULL))),     // two laps behind
+            (stamp(1, FULL), HEAD - 1, 0, positions(HEAD - 1)),  // head past tail
+            (stamp(2, EMPTY), HEAD - 1, probed, positions(HEAD - 1)),
+        ];
+        for (at_head, tail, empty, then) in cases {
+            let (_tx, mut rx) = channel::<u64>(4).unwrap();
+            let control = rx.ring.control();
+            control.head.store(HEAD, Ordering::Relaxed);
+            control.tail.store(tail, Ordering::Relaxed);
+            rx.ring.slot(HEAD).stamp.store(at_head, Ordering::Relaxed);
+            let outcome = idle_polls(|| rx.try_recv().map(drop), &TryRecvError::Empty);
+            assert_eq!(
+                outcome,
+                (empty, then),
+                "stamp {at_head:#x} at head {HEAD}, tail {tail}"
+            );
+        }
+    }
+
+    /// Every stamp a producer can find at `tail` (8: lap 2 of a ring of 4) that is not
+    /// free, with `head` as written beside it: the states the protocol has (the
+    /// previous lap's message not yet consumed, or claimed and held by a consumer, or
+    /// its position claimed by a producer still writing it) stay `Full`, across a
+    /// liveness probe; the others are `Corrupted` at once, except positions that
+    /// contradict each other under a slot of the previous lap, which the common full
+    /// poll does not read and the next liveness probe reports.
+    #[test]
+    fn every_stamp_at_tail_is_either_a_state_of_the_protocol_or_corrupted() {
+        const TAIL: u64 = 8;
+        let slot = |s| {
+            Some(Err(TrySendError::Corrupted(
+                7,
+                Corruption::Slot {
+                    position: TAIL,
+                    stamp: s,
+                },
+            )))
+        };
+        let positions = |head| {
+            Some(Err(TrySendError::Corrupted(
+                7,
+                Corruption::Positions {
+                    head,
+                    tail: TAIL,
+                    capacity: 4,
+                },
+            )))
+        };
+        let probed = LIVENESS_POLLS - 1;
+        let cases = [
+            // (stamp, head, full polls, then)
+            (stamp(1, FULL), TAIL - 4, LIVENESS_POLLS + 1, None), // not consumed
+            (stamp(1, SKIPPED), TAIL - 4, LIVENESS_POLLS + 1, None),
+            (stamp(1, FULL), TAIL, LIVENESS_POLLS + 1, None), // claimed, held
+            (stamp(1, SKIPPED), TAIL - 1, LIVENESS_POLLS + 1, None),
+            (stamp(1, EMPTY), TAIL - 4, LIVENESS_POLLS + 1, None), // being written
+            (stamp(3, EMPTY), TAIL, 0, slot(stamp(3, EMPTY))),     // a lap ahead
+            (stamp(2, FULL), TAIL, 0, slot(stamp(2, FULL))),       // claimed, tail stuck
+            (stamp(2, SKIPPED), TAIL, 0, slot(stamp(2, SKIPPED))),
+            (stamp(2, STAMP_STATE), TAIL, 0, slot(stamp(2, STAMP_STATE))),
+            (stamp(1, EMPTY), TAIL, 0, slot(stamp(1, EMPTY))), // unwritten, yet consumed
+            (stamp(1, EMPTY), TAIL - 3, 0, slot(stamp(1, EMPTY))),
+            (
+                stamp(1, STAMP_STATE),
+                TAIL - 4,
+                0,
+                slot(stamp(1, STAMP_STATE)),
+            ),
+            (stamp(0, FULL), TAIL - 4, 0, slot(stamp(0, FULL))), // two laps behind
+            (stamp(1, EMPTY), TAIL - 5, 0, positions(TAIL - 5)), // more than a ring
+            (stamp(1, EMPTY), TAIL + 1, 0, positions(TAIL + 1)), // head past tail
+            (stamp(1, FULL), TAIL - 5, probed, positions(TAIL - 5)),
+            (stamp(1, SKIPPED), TAIL - 5, probed, positions(TAIL - 5)),
+            (stamp(1, FULL), TAIL + 1, probed, positions(TAIL + 1)),
+        ];
+        for (at_tail, head, full, then) in cases {
+            let (mut tx, _rx) = channel::<u64>(4).unwrap();
+            let control = tx.ring.control();
+            control.head.store(head, Ordering::Relaxed);
+            control.tail.store(TAIL, Ordering::Relaxed);
+            tx.ring.slot(TAIL).stamp.store(at_tail, Ordering::Relaxed);
+            let outcome = idle_polls(|| tx.try_send(7).map(drop), &TrySendError::Full(7));
+            assert_eq!(
+                outcome,
+                (full, then),
+                "stamp {at_tail:#x} at tail {TAIL}, head {head}"
+            );
         }
     }
 
