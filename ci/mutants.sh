@@ -85,7 +85,7 @@ for group in "${@:-sync}"; do
             run pool -p shm-alloc -p shm-ring -f 'shm-alloc/src/pool/*.rs' -f shm-ring/src/loan.rs \
                 --test-package shm-alloc,shm-ring \
                 -- --lib --test pool_api --test pool_model --test loan_api --test loan_processes \
-                --test spsc_chunks --test broadcast_chunks -- --skip ten_thousand
+                --test broadcast_chunks -- --skip ten_thousand
             ;;
         spsc)
             run spsc -p shm-ring -f 'shm-ring/src/spsc/*.rs' -f 'shm-ring/src/core/*.rs' \
