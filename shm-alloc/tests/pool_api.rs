@@ -4,11 +4,12 @@
 //! classes, classes that cannot be laid out) and of `receive` (a header of another class,
 //! a stale generation), and the typed views of short payloads and over-aligned types.
 
+use shm_sync::atomic::AtomicU64;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
 use shm_alloc::pool::{CHUNK_ALIGN, ClassStats, Pool, SizeClass};
-use shm_alloc::{Error, Segment, ShmOffset};
+use shm_alloc::{Error, Readers, Segment, ShmOffset};
 use shm_testkit::ShmName;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -350,10 +351,7 @@ fn receive_refuses_an_offset_of_another_generation() {
         (second.offset(), second.generation()),
         (first.offset(), first.generation() + 1)
     );
-    // `ShmOffset` is offset (u64), len (u32), generation (u32): forge the generation.
-    let mut bytes = second.as_bytes().to_vec();
-    bytes[12..].copy_from_slice(&(second.generation() + 1).to_ne_bytes());
-    let ahead = ShmOffset::read_from_bytes(&bytes).unwrap();
+    let ahead = ahead(second, 1);
     assert_eq!(ahead.generation(), second.generation() + 1);
 
     for stale in [first, ahead] {
@@ -431,4 +429,206 @@ fn loan_for_refuses_a_type_aligned_past_a_chunk() {
     chunk.value_mut::<Aligned128>().unwrap().0[127] = 9;
     let sample = pool.receive(chunk.into_offset()).unwrap();
     assert_eq!(sample.value::<Aligned128>().unwrap().0[127], 9);
+}
+
+/// `ShmOffset` with its generation moved `by` ahead (its fields are offset u64, len u32,
+/// generation u32): an offset no chunk has, whose refusal reports what it found.
+fn ahead(offset: ShmOffset, by: u32) -> ShmOffset {
+    let mut bytes = offset.as_bytes().to_vec();
+    bytes[12..].copy_from_slice(&(offset.generation() + by).to_ne_bytes());
+    ShmOffset::read_from_bytes(&bytes).unwrap()
+}
+
+/// What `receive` found, from its `StaleOffset`.
+fn found(pool: &Pool, offset: ShmOffset) -> String {
+    match pool.receive(offset) {
+        Err(Error::StaleOffset { found, .. }) => found,
+        other => panic!("expected StaleOffset, got {other:?}"),
+    }
+}
+
+/// A loan and its offset give the payload length asked for, empty at 0 bytes, and the
+/// chunk's generation; a chunk loaned and not yet sent is not free. Catches accessors
+/// that answer a constant.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn loans_and_offsets_carry_their_length_and_generation() {
+    let name = ShmName::new("pool-lengths");
+    let pool = Pool::builder(name.as_str())
+        .class(128, 2)
+        .participants(1)
+        .create()
+        .unwrap();
+    let empty = pool.loan(0).unwrap();
+    let five = pool.loan(5).unwrap();
+    assert_eq!((empty.len(), empty.is_empty()), (0, true));
+    assert_eq!((five.len(), five.is_empty()), (5, false));
+    assert!(!pool.stats().all_free(), "{:?}", pool.stats());
+    let (empty, five) = (empty.into_offset(), five.into_offset());
+    assert_eq!(
+        (empty.len(), empty.is_empty(), empty.generation()),
+        (0, true, 1)
+    );
+    assert_eq!(
+        (five.len(), five.is_empty(), five.generation()),
+        (5, false, 1)
+    );
+    assert_eq!(pool.receive(five).unwrap().len(), 5);
+    assert!(pool.receive(empty).unwrap().is_empty());
+}
+
+/// The `Debug` forms name what an operator needs: the pool's file, participant slot and
+/// class count; a loan's offset and capacity; a sample's offset.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn handles_show_their_pool_and_chunk_in_debug() {
+    let name = ShmName::new("pool-debug");
+    let pool = Pool::builder(name.as_str())
+        .class(128, 2)
+        .class(256, 1)
+        .participants(1)
+        .create()
+        .unwrap();
+    assert_eq!(
+        format!("{pool:?}"),
+        format!(
+            "Pool {{ path: {:?}, participant: 0, classes: 2, .. }}",
+            name.path()
+        )
+    );
+    let chunk = pool.loan(5).unwrap();
+    let offset = chunk.offset();
+    assert_eq!(
+        format!("{chunk:?}"),
+        format!("LoanedChunk {{ offset: {offset:?}, capacity: 128 }}")
+    );
+    let sample = pool.receive(chunk.into_offset()).unwrap();
+    assert_eq!(
+        format!("{sample:?}"),
+        format!("Sample {{ offset: {offset:?} }}")
+    );
+}
+
+/// `channel_receiver` finds the participant bound to a channel, whichever slot it holds
+/// (here slot 0), and nobody for channel 0, for a channel nobody bound, for a channel
+/// whose participant left, or for a free slot whose entry names the channel (forged in
+/// the segment file: a slot's word counts only while the slot is in use).
+#[test]
+#[cfg_attr(miri, ignore)]
+fn channel_receiver_finds_only_a_participant_in_use_bound_to_the_channel() {
+    let name = ShmName::new("pool-channel");
+    let a = Pool::builder(name.as_str())
+        .class(128, 1)
+        .participants(3)
+        .create()
+        .unwrap();
+    let b = Pool::builder(name.as_str()).open().unwrap();
+    assert_eq!((a.participant(), b.participant()), (0, 1));
+    assert_eq!(a.channel_receiver(0x55), None);
+    a.bind_channel(0x55);
+    b.bind_channel(0x77);
+    assert_eq!(b.channel_receiver(0x55), Some(0));
+    assert_eq!(a.channel_receiver(0x77), Some(1));
+    assert_eq!(a.channel_receiver(0), None);
+    drop(b);
+    assert_eq!(a.channel_receiver(0x77), None);
+
+    // The participant table at 2688 in the data region, 128 bytes an entry; an entry's
+    // word at byte 8. Slot 2 was never taken.
+    let word_at = Segment::HEADER_LEN as u64 + 2688 + 2 * 128 + 8;
+    let file = OpenOptions::new().write(true).open(name.path()).unwrap();
+    file.write_all_at(&0x99u64.to_ne_bytes(), word_at).unwrap();
+    assert!(!a.is_bound(2, 0x99));
+    assert_eq!(a.channel_receiver(0x99), None);
+}
+
+/// `reclaim_dead` returns a chunk in flight to a participant slot nobody holds, and
+/// leaves this participant's own loan, taken after it (so the sweep asks about its
+/// holder second), alone: one chunk, no participant. Catches a sweep that answers for one
+/// holder what it found for another.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn reclaim_returns_a_chunk_in_flight_to_a_free_slot_and_nothing_else() {
+    let name = ShmName::new("pool-orphan");
+    let pool = Pool::builder(name.as_str())
+        .class(128, 4)
+        .participants(3)
+        .create()
+        .unwrap();
+    let orphan = pool.loan(8).unwrap().into_offset_for(2);
+    let kept = pool.loan(8).unwrap();
+    assert_eq!(counts(pool.stats().classes[0]), (2, 1, 1, 0));
+    let reclaimed = pool.reclaim_dead().unwrap();
+    assert_eq!((reclaimed.participants, reclaimed.chunks), (vec![], 1));
+    assert_eq!(counts(pool.stats().classes[0]), (3, 1, 0, 0));
+    assert_eq!(found(&pool, orphan), "free, generation 1");
+    drop(kept);
+    assert!(pool.stats().all_free(), "{:?}", pool.stats());
+}
+
+/// A chunk sent to a participant number past the pool's slots is in flight to no one,
+/// like `into_offset`'s; one sent to a slot of the pool is in flight to that slot. Seen
+/// in what a refused offset reports.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_chunk_sent_past_the_participant_slots_is_in_flight_to_no_one() {
+    let name = ShmName::new("pool-nobody");
+    let pool = Pool::builder(name.as_str())
+        .class(128, 2)
+        .participants(2)
+        .create()
+        .unwrap();
+    let to_none = pool.loan(8).unwrap().into_offset_for(2);
+    let to_one = pool.loan(8).unwrap().into_offset_for(1);
+    assert_eq!(found(&pool, ahead(to_none, 1)), "in flight, generation 1");
+    assert_eq!(
+        found(&pool, ahead(to_one, 1)),
+        "in flight by participant 1, generation 1"
+    );
+}
+
+/// One reader's hazard word, for `read_shared` without a ring.
+struct OneReader<'a>(&'a AtomicU64);
+
+impl Readers for OneReader<'_> {
+    fn hazard(&self) -> &AtomicU64 {
+        self.0
+    }
+
+    fn holds(&self, offset: u64) -> bool {
+        shm_alloc::owner::named_by([self.0], offset)
+    }
+}
+
+/// A shared chunk read under a hazard word: the sample gives the offset it was read at,
+/// the payload as a `u32`, and its `Debug` form; once it drops and its publisher retires
+/// the chunk, the chunk is free. Catches a shared sample's accessors answering a
+/// constant.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_shared_sample_reads_its_chunk_in_place() {
+    let name = ShmName::new("pool-shared");
+    let pool = Pool::builder(name.as_str())
+        .class(128, 1)
+        .participants(1)
+        .create()
+        .unwrap();
+    let mut chunk = pool.loan(4).unwrap();
+    chunk.as_mut_slice().copy_from_slice(&7u32.to_ne_bytes());
+    let offset = chunk.into_shared();
+    let hazard = AtomicU64::new(0);
+    let sample = pool.read_shared(offset, OneReader(&hazard)).unwrap();
+    assert_eq!(sample.offset(), offset);
+    assert_eq!(sample.value::<u32>(), Some(&7));
+    assert_eq!(sample.value::<u64>(), None);
+    assert_eq!(
+        format!("{sample:?}"),
+        format!("SharedSample {{ offset: {offset:?}, .. }}")
+    );
+    drop(sample);
+    assert!(
+        pool.retire_shared(offset, |o| OneReader(&hazard).holds(o))
+            .unwrap()
+    );
+    assert!(pool.stats().all_free(), "{:?}", pool.stats());
 }

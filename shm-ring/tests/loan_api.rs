@@ -200,3 +200,35 @@ fn loans_cross_an_mpmc_ring_to_any_consumer_each_once() {
     drop((first, second));
     assert!(writer.stats().all_free(), "{:?}", writer.stats());
 }
+
+/// A sender finds its ring's receiver in the pool once the receiver binds (here the
+/// third participant slot), and loses it when the receiver leaves, though it had it
+/// cached; its `Debug` form shows the receiver it knows. Catches a sender that trusts a
+/// cached receiver without checking it still holds the binding (chunks would go in
+/// flight to a slot that left, or to whoever takes the slot next).
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_sender_sees_its_receiver_bind_and_leave() {
+    let name = ShmName::new("loan-bound");
+    let writer = Pool::builder(name.as_str())
+        .class(128, 2)
+        .participants(3)
+        .create()
+        .unwrap();
+    let _other = Pool::builder(name.as_str()).open().unwrap();
+    let (tx, rx) = spsc::channel::<ShmOffset>(2).unwrap();
+    let mut tx = loan::Sender::new(tx);
+    assert!(!tx.receiver_bound(&writer));
+    assert_eq!(format!("{tx:?}"), "Sender { receiver: None, .. }");
+
+    let reader = Pool::builder(name.as_str()).open().unwrap();
+    assert_eq!(reader.participant(), 2);
+    let rx = loan::Receiver::new(rx, &reader);
+    assert!(tx.receiver_bound(&writer));
+    assert_eq!(format!("{tx:?}"), "Sender { receiver: Some(2), .. }");
+    assert_eq!(format!("{rx:?}"), "Receiver { .. }");
+
+    drop(reader);
+    assert!(!tx.receiver_bound(&writer));
+    assert_eq!(format!("{tx:?}"), "Sender { receiver: None, .. }");
+}

@@ -251,6 +251,56 @@ fn bound_child() {
     hold_until_killed();
 }
 
+/// A killed participant's chunks, and only its, come back to the reclaim that finds it
+/// dead: the two chunks in flight to it are freed and counted, and the survivor's own
+/// loan, taken first (so the sweep meets it first), stays loaned. Catches a reclaim that
+/// sweeps the wrong holder's chunks, or miscounts what it freed.
+#[test]
+fn reclaim_returns_a_killed_participants_chunks_and_counts_them() {
+    let names = Names::new("count");
+    let pool = Pool::builder(names.pool.as_str())
+        .class(4096, 8)
+        .participants(4)
+        .create()
+        .unwrap();
+    let mut child = Reap(
+        shm_testkit::child("bound_child")
+            .env("SHM_LOAN_POOL", names.pool.as_str())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(holding(child.0.stdout.as_mut().unwrap()), 0);
+    let receiver = pool
+        .channel_receiver(BOUND_CHANNEL)
+        .expect("the child bound its participant");
+    let kept = pool.loan(100).unwrap();
+    let sent: Vec<ShmOffset> = (0..2)
+        .map(|_| pool.loan(100).unwrap().into_offset_for(receiver))
+        .collect();
+    child.kill();
+
+    let reclaimed = pool.reclaim_dead().unwrap();
+    assert_eq!(
+        (reclaimed.participants, reclaimed.chunks),
+        (vec![receiver], 2)
+    );
+    let stats = pool.stats().classes[0];
+    assert_eq!(
+        (stats.free, stats.loaned, stats.in_flight),
+        (7, 1, 0),
+        "{stats:?}"
+    );
+    for offset in sent {
+        assert!(matches!(
+            pool.receive(offset),
+            Err(AllocError::StaleOffset { .. })
+        ));
+    }
+    drop(kept);
+    assert!(pool.stats().all_free(), "{:?}", pool.stats());
+}
+
 /// A sender that looked its receiver up before the receiver died, and marks a chunk in
 /// flight to it after a reclaim had already cleared the receiver's entry: the next
 /// reclaim returns that chunk (the normal course of a crash, as a sender notices the

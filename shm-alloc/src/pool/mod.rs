@@ -162,11 +162,14 @@ pub struct ClassStats {
     pub shared: u64,
     /// Retired from a fan-out, still read by someone ([`Pool::retire_shared`]).
     pub retired: u64,
+    /// In no state of the protocol: headers a corrupt or hostile peer wrote. 0 unless
+    /// so; such a chunk is never loaned, and `receive` refuses its offsets.
+    pub unknown: u64,
 }
 
 /// Chunks by size class and state, from [`Pool::stats`]: a snapshot taken chunk by
 /// chunk, so under concurrent use the counts may mix moments (but always add up to the
-/// class's chunks, unless a header holds a state no participant writes).
+/// class's chunks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolStats {
@@ -839,6 +842,7 @@ impl Pool {
                         held: counts.held,
                         shared: counts.shared,
                         retired: counts.retired,
+                        unknown: counts.unknown,
                     }
                 })
                 .collect(),

@@ -692,6 +692,93 @@ mod tests {
         assert!(layout(&[(1 << 62, 4)], 1).unwrap_err().contains("2^63"));
     }
 
+    /// The limits are inclusive: `MAX_CLASSES` classes, `MAX_ROLES` participants and
+    /// `u32::MAX` chunks a class lay out (only the layout: nothing of that size is
+    /// mapped); one more of each is refused.
+    #[test]
+    fn layout_takes_each_limit_and_refuses_one_more() {
+        let classes: Vec<(u64, u64)> = (1..=MAX_CLASSES as u64).map(|i| (i * 128, 1)).collect();
+        assert!(layout(&classes, 1).is_ok());
+        let one_more: Vec<(u64, u64)> =
+            (1..=MAX_CLASSES as u64 + 1).map(|i| (i * 128, 1)).collect();
+        assert!(
+            layout(&one_more, 1)
+                .unwrap_err()
+                .contains(&format!("expected 1 to {MAX_CLASSES} size classes"))
+        );
+        assert!(layout(&[(128, 1)], crate::MAX_ROLES).is_ok());
+        assert!(
+            layout(&[(128, 1)], crate::MAX_ROLES + 1)
+                .unwrap_err()
+                .contains("participants")
+        );
+        let most = u64::from(u32::MAX);
+        let (config, len) = layout(&[(128, most)], 1).unwrap();
+        assert_eq!(len, config.classes[0].chunks_at + 128 * most);
+        for chunks in [most + 1, most + 2, u64::MAX] {
+            assert!(
+                layout(&[(128, chunks)], 1)
+                    .unwrap_err()
+                    .contains("expected 1 to 4294967295 chunks"),
+                "{chunks} chunks"
+            );
+        }
+    }
+
+    /// Each chunk has a 16-byte header, the headers of a class follow each other, and a
+    /// class's headers start at the 128-byte boundary after the last class's: nine
+    /// chunks' headers (144 bytes) take two 128-byte blocks.
+    #[test]
+    fn each_class_has_sixteen_header_bytes_per_chunk() {
+        let (config, _) = layout(&[(128, 9), (256, 1), (384, 8)], 1).unwrap();
+        let first = PARTICIPANTS_AT as u64 + ENTRY_LEN as u64;
+        let at: Vec<u64> = config.classes[..3].iter().map(|c| c.headers_at).collect();
+        assert_eq!(at, [first, first + 256, first + 384]);
+        assert_eq!(config.classes[0].chunks_at, PAGE);
+    }
+
+    /// Every state an owner word can hold, in words, with its holder and generation (as
+    /// `StaleOffset` reports what it found).
+    #[test]
+    fn an_owner_word_is_described_by_state_holder_and_generation() {
+        let described = [
+            (owner(FREE, NOBODY, 7), "free, generation 7"),
+            (owner(LOANED, 3, 1), "loaned by participant 3, generation 1"),
+            (owner(IN_FLIGHT, NOBODY, 2), "in flight, generation 2"),
+            (
+                owner(IN_FLIGHT, 0, 2),
+                "in flight by participant 0, generation 2",
+            ),
+            (owner(HELD, 1, 9), "held by participant 1, generation 9"),
+            (owner(SHARED, NOBODY, 4), "shared, generation 4"),
+            (owner(RETIRED, NOBODY, 5), "retired, generation 5"),
+            (owner(7, NOBODY, 6), "in no known state, generation 6"),
+        ];
+        for (word, words) in described {
+            assert_eq!(describe(word), words, "{word:#x}");
+        }
+    }
+
+    /// A header in no state of the protocol (a corrupt or hostile write) is counted as
+    /// unknown, once; the other chunks by their state.
+    #[test]
+    fn counts_sort_chunks_by_state_and_count_unknown_states() {
+        let (_region, pool) = pool(&[(128, 4)]);
+        pool.loan(1, 0).unwrap();
+        let (sent, generation) = pool.loan(1, 0).unwrap();
+        assert!(pool.send(sent, 0, generation, NOBODY));
+        let (forged, _) = pool.loan(1, 0).unwrap();
+        pool.header(forged)
+            .owner
+            .store(owner(6, 0, 1), Ordering::Relaxed);
+        let counts = pool.counts(0);
+        assert_eq!(
+            (counts.free, counts.loaned, counts.in_flight, counts.unknown),
+            (1, 1, 1, 1),
+            "{counts:?}"
+        );
+    }
+
     #[test]
     fn loans_pick_the_smallest_fitting_class_until_it_is_exhausted() {
         let (_region, pool) = pool(&[(128, 2), (256, 1)]);
