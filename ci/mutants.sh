@@ -18,7 +18,7 @@
 #
 # The ring groups run the tests that exercise their modules, not the whole crate: the
 # library's unit tests and loom-free models, the conformance suite, the process tests
-# and the counters. The hostile-peer tests are left out (minutes per mutant, and what
+# and the counters (and for MPMC, the wait set, which asks the ring whether it is ready). The hostile-peer tests are left out (minutes per mutant, and what
 # they catch is a panic or a hang, which the others see first), and so are the ten
 # million message runs of the SPSC process tests (the million message runs take the same
 # paths). Mutants are built without debug information: half the link time.
@@ -94,7 +94,7 @@ for group in "${@:-sync}"; do
             ;;
         mpmc)
             run mpmc -p shm-ring -f 'shm-ring/src/mpmc/*.rs' \
-                -- --lib --test conformance --test mpmc_processes --test counters
+                -- --lib --test conformance --test mpmc_processes --test counters --test wait_set
             ;;
         stream)
             run stream -p shm-ring -f shm-ring/src/stream.rs \

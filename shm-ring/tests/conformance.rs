@@ -1114,38 +1114,57 @@ fn parks(name: &ShmName, role: &str) -> u64 {
     }
 }
 
-/// A consumer blocked on an empty ring, asleep on its futex, sees its producer's death
-/// at its first liveness probe after it: a blocked side sleeps in slices of
-/// `LIVENESS_PERIOD` and probes after each. Counted, not timed: after the kill the
-/// consumer parks at most once more (a slice begun after a probe that found the
-/// producer alive, just before the kill), so it sees the death within one period of
-/// waiting, however slowly this machine runs the slices.
-fn a_blocked_consumer_sees_a_death_at_its_next_probe<F: Flavour>() {
-    let name = ShmName::new(&format!("{}-blocked-death", F::NAME));
-    let mut rx = F::consumer(name.as_str(), CHILD_CAP).unwrap();
-    let mut child = spawn::<F>("produce", &name, 0, End::Die);
-    assert_eq!(holding(child.0.stdout.as_mut().unwrap()), 0);
+/// Runs `block`, a blocking call on `handle` (the `role` side of the segment ring
+/// `name`), on a thread until that thread sleeps on its futex; then kills `child`, the
+/// peer, and returns what `block` returned, once it has. Asserts that the blocked side
+/// saw the death at its first liveness probe after it: a blocked side sleeps in slices
+/// of `LIVENESS_PERIOD` and probes after each, so after the kill it parks at most once
+/// more (a slice begun after a probe that found the peer alive, just before the kill).
+/// Counted, not timed: the death is seen within one period of waiting, however slowly
+/// this machine runs the slices.
+fn blocked_through_a_death<H: Send + 'static, R: Send + 'static>(
+    name: &ShmName,
+    role: &str,
+    mut child: Reap,
+    handle: H,
+    block: impl FnOnce(&mut H) -> R + Send + 'static,
+) -> R {
     let (tid_tx, tid) = std::sync::mpsc::channel();
     let blocked = std::thread::spawn(move || {
+        let mut handle = handle;
         tid_tx.send(thread_id()).unwrap();
-        let received = F::recv_timeout(&mut rx, LONG);
-        (rx, received)
+        let returned = block(&mut handle);
+        (handle, returned)
     });
     let tid = tid.recv().unwrap();
-    wait_for(LONG, "the consumer asleep on its futex", || {
+    wait_for(LONG, &format!("the {role} asleep on its futex"), || {
         sleeps_on_futex(std::process::id(), tid).then_some(())
     });
     assert!(!child.kill().success());
-    let parks_at_death = parks(&name, "consumer");
-    assert!(parks_at_death >= 1, "the consumer was seen asleep");
-    // The consumer stays attached: an MPMC consumer's counters go with its entry.
-    let (_rx, received) = blocked.join().unwrap();
-    assert_eq!(received, Err(RecvTimeoutError::Disconnected));
-    let parks = parks(&name, "consumer") - parks_at_death;
+    let parks_at_death = parks(name, role);
+    assert!(parks_at_death >= 1, "the {role} was seen asleep");
+    // The handle stays attached until its parks are read: an MPMC participant's
+    // counters go with its entry.
+    let (_handle, returned) = blocked.join().unwrap();
+    let parks = parks(name, role) - parks_at_death;
     assert!(
         parks <= 1,
         "the death was seen {parks} liveness slices late, not at the next probe"
     );
+    returned
+}
+
+/// A consumer blocked on an empty ring, asleep on its futex, sees its producer's death
+/// at its first liveness probe after it ([`blocked_through_a_death`]), and its receive
+/// returns `Disconnected`.
+fn a_blocked_consumer_sees_a_death_at_its_next_probe<F: Flavour>() {
+    let name = ShmName::new(&format!("{}-blocked-death", F::NAME));
+    let rx = F::consumer(name.as_str(), CHILD_CAP).unwrap();
+    let mut child = spawn::<F>("produce", &name, 0, End::Die);
+    assert_eq!(holding(child.0.stdout.as_mut().unwrap()), 0);
+    let received =
+        blocked_through_a_death(&name, "consumer", child, rx, |rx| F::recv_timeout(rx, LONG));
+    assert_eq!(received, Err(RecvTimeoutError::Disconnected));
 }
 
 /// A consumer that polls an empty ring sees its producer's death at its first liveness
@@ -1174,8 +1193,8 @@ fn a_polling_consumer_sees_a_death_after_its_probe_polls<F: Flavour>() {
 }
 
 /// A producer blocked on a full ring, asleep on its futex, sees its consumer's death at
-/// its first liveness probe after it, as the consumer does its producer's
-/// ([`a_blocked_consumer_sees_a_death_at_its_next_probe`]): at most one more park.
+/// its first liveness probe after it ([`blocked_through_a_death`]), and its send returns
+/// `Disconnected` with the value.
 fn a_blocked_producer_sees_a_death_at_its_next_probe<F: Flavour>() {
     let name = ShmName::new(&format!("{}-blocked-consumer-death", F::NAME));
     let mut tx = F::producer(name.as_str(), CHILD_CAP).unwrap();
@@ -1184,26 +1203,10 @@ fn a_blocked_producer_sees_a_death_at_its_next_probe<F: Flavour>() {
     }
     let mut child = spawn::<F>("consume", &name, 0, End::Die);
     assert_eq!(holding(child.0.stdout.as_mut().unwrap()), 0);
-    let (tid_tx, tid) = std::sync::mpsc::channel();
-    let blocked = std::thread::spawn(move || {
-        tid_tx.send(thread_id()).unwrap();
-        let sent = F::send_timeout(&mut tx, 99, LONG);
-        (tx, sent)
+    let sent = blocked_through_a_death(&name, "producer", child, tx, |tx| {
+        F::send_timeout(tx, 99, LONG)
     });
-    let tid = tid.recv().unwrap();
-    wait_for(LONG, "the producer asleep on its futex", || {
-        sleeps_on_futex(std::process::id(), tid).then_some(())
-    });
-    assert!(!child.kill().success());
-    let parks_at_death = parks(&name, "producer");
-    assert!(parks_at_death >= 1, "the producer was seen asleep");
-    let (_tx, sent) = blocked.join().unwrap();
     assert_eq!(sent, Err(SendTimeoutError::Disconnected(99)));
-    let parks = parks(&name, "producer") - parks_at_death;
-    assert!(
-        parks <= 1,
-        "the death was seen {parks} liveness slices late, not at the next probe"
-    );
 }
 
 /// A producer that polls a full ring sees its consumer's death after exactly

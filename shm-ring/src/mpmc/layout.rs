@@ -144,12 +144,22 @@ const _: () = {
 /// [`Error::UnsupportedAlignment`] if `T` is aligned to more than 128 bytes.
 pub fn data_len<T: Message>(capacity: u64, participants: u32) -> Result<u64, Error> {
     check_shape::<T>(capacity)?;
-    if participants == 0 || participants > MAX_PARTICIPANTS {
-        return Err(Error::InvalidParticipants(participants));
-    }
+    check_participants(participants)?;
     offsets::<Control, Line, Slot<T>>(participants, capacity)
         .map(|o| o.len)
         .ok_or(Error::InvalidCapacity(capacity))
+}
+
+/// `participants` if a ring may have that participant limit: 1 to [`MAX_PARTICIPANTS`].
+///
+/// # Errors
+///
+/// [`Error::InvalidParticipants`] otherwise.
+fn check_participants(participants: u32) -> Result<u32, Error> {
+    if participants == 0 || participants > MAX_PARTICIPANTS {
+        return Err(Error::InvalidParticipants(participants));
+    }
+    Ok(participants)
 }
 
 /// Which side a participant is on.
@@ -199,12 +209,11 @@ mod segment {
 
     use shm_alloc::Kind;
 
-    use super::{Control, Line, Slot};
+    use super::{Control, Line, Slot, check_participants};
     use crate::core::attach::{Identity, Layout};
     use crate::core::check_shape;
     use crate::error::{Corruption, Error};
     use crate::message::Message;
-    use crate::mpmc::MAX_PARTICIPANTS;
 
     /// The layout of an MPMC ring segment: a control block, a participant table of
     /// `participants` entries (the creator's choice, recorded in the control block), and
@@ -231,20 +240,18 @@ mod segment {
         }
 
         fn entries(&self) -> Result<u32, Error> {
-            if self.participants == 0 || self.participants > MAX_PARTICIPANTS {
-                return Err(Error::InvalidParticipants(self.participants));
-            }
-            Ok(self.participants)
+            check_participants(self.participants)
         }
 
         fn opened_entries(&self, limit: u32) -> Result<u32, Error> {
-            if limit == 0 || limit > MAX_PARTICIPANTS {
-                return Err(Error::Corrupted(Corruption::State {
+            // A limit that no creator could have written: the header is corrupt.
+            check_participants(limit).map_err(|_| {
+                Error::Corrupted(Corruption::State {
                     word: "the participant limit",
                     found: limit,
                     expected: "1 to 1024",
-                }));
-            }
+                })
+            })?;
             match self.expected {
                 Some(expected) if expected != limit => Err(Error::ParticipantsMismatch {
                     expected,

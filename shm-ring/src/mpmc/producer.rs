@@ -270,8 +270,9 @@ fn not_free<T>(
         })
     };
     let ahead = ring.laps_ahead(stamp, tail);
-    if ahead > 0 || (ahead == 0 && stamp & STAMP_STATE != EMPTY) {
-        // The slot is past `tail`: someone claimed it, so tail moved on.
+    if ahead >= 0 {
+        // The slot is past `tail` (of its lap it is not EMPTY: `claim` took that): someone
+        // claimed it, so tail moved on.
         // SYNC(positions): Acquire.
         let fresh = control.tail.load(Ordering::Acquire);
         return if fresh == tail {

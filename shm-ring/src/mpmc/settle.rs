@@ -173,11 +173,8 @@ impl<T> Ring<T> {
     /// (a syscall in a segment) per attached participant of that side.
     #[cold]
     pub(crate) fn reap(&self, side: Side, own: u32) -> Result<(), Corruption> {
-        let wanted = |session: u32| match session & SESSION_STATE {
-            state if state == side.session_state() => Ok(true),
-            PRODUCER | CONSUMER => Ok(false),
-            _ => self.side_of(session).map(|_| false),
-        };
+        // The other side's entries are not wanted; an entry of neither side is corrupt.
+        let wanted = |session: u32| self.side_of(session).map(|of| of == side);
         self.table().reap(Some(own), wanted, |index, session| {
             self.settle_dead(index, session)
         })?;

@@ -221,6 +221,32 @@ mod unit {
         assert_eq!(tx.stats().skipped, 1);
     }
 
+    /// A consumer that died after claiming a skipped slot (its producer aborted it) and
+    /// before releasing it: settling its claim releases the slot for the producers' next
+    /// lap, and counts nothing reclaimed, since no message was in it. Catches a settler
+    /// that leaves a skipped slot claimed (the producers would find it full forever).
+    #[test]
+    fn a_dead_consumers_claim_of_a_skipped_slot_is_released() {
+        use shm_alloc::participants::Settle;
+
+        let (mut tx, rx) = channel_with::<u64>(2, 3).unwrap();
+        drop(tx.reserve().unwrap());
+        assert_eq!(tx.ring.slot(0).stamp.load(Ordering::Relaxed), SKIPPED);
+        // The dying consumer's claim of position 0, as `claim` makes it: its entry
+        // names the position, and head has moved past it.
+        let dying = rx.try_clone().unwrap();
+        let dead = dying.me.index;
+        rx.ring.entry(dead).set_word(1);
+        rx.ring.control().head.store(1, Ordering::Relaxed);
+        dying.simulate_crash();
+        assert_eq!(rx.ring.settle_read(0, dead), Settle::Done);
+        assert_eq!(
+            rx.ring.slot(0).stamp.load(Ordering::Relaxed),
+            rx.ring.stamp(2, EMPTY)
+        );
+        assert_eq!(rx.stats().reclaimed, 0);
+    }
+
     #[test]
     fn corrupted_stamp_and_positions_are_reported() {
         let (mut tx, mut rx) = channel::<u64>(4).unwrap();
@@ -314,6 +340,23 @@ mod unit {
                 );
             });
         }
+    }
+
+    /// A reserved slot dropped without `commit` is published as skipped when it drops,
+    /// not at its producer's next call: a message another producer sends after it is
+    /// received at once, the slot passed over. Catches a drop that leaves the skip to
+    /// the next claim (the consumers would wait behind the slot until then). The slot's
+    /// `Debug` form shows its position.
+    #[test]
+    fn a_dropped_send_slot_is_skipped_when_it_drops() {
+        let (mut tx, mut rx) = channel::<u64>(4).unwrap();
+        let mut other = tx.try_clone().unwrap();
+        let slot = tx.reserve().unwrap();
+        assert_eq!(format!("{slot:?}"), "SendSlot { position: 0, .. }");
+        drop(slot);
+        other.try_send(7).unwrap();
+        assert_eq!(rx.try_recv(), Ok(7));
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
     }
 
     /// Polls with `poll` until it answers something other than `idle` (`Empty`, `Full`),
