@@ -40,9 +40,14 @@ fn flavour(i: u64) -> &'static str {
 }
 
 fn spawn(part: &str, name: &ShmName, id: u64, count: u64) -> Child {
+    spawn_at(part, name.as_str(), id, count)
+}
+
+/// [`spawn`] for the ring at `name`.
+fn spawn_at(part: &str, name: &str, id: u64, count: u64) -> Child {
     shm_testkit::child("child")
         .env("SHM_WS_CHILD", part)
-        .env("SHM_WS_NAME", name.as_str())
+        .env("SHM_WS_NAME", name)
         .env("SHM_WS_ID", id.to_string())
         .env("SHM_WS_COUNT", count.to_string())
         .stdout(Stdio::piped())
@@ -165,7 +170,9 @@ impl Rx {
 
 /// Eight rings (three SPSC, three MPMC, two broadcast) each fed by a producer process,
 /// one thread waiting on all of them with a parking `WaitSet`: every message arrives
-/// exactly once, in each producer's order, and every ring ends disconnected.
+/// exactly once, in each producer's order, and every ring ends disconnected. The
+/// producers are started only once the waiting thread is seen asleep on its futexes
+/// (through `/proc`), so the wait set sleeps at least once whatever the machine's load.
 #[test]
 fn eight_rings_from_eight_producer_processes_each_message_once() {
     const RINGS: u64 = 8;
@@ -176,9 +183,18 @@ fn eight_rings_from_eight_producer_processes_each_message_once() {
     let mut rxs: Vec<Rx> = (0..RINGS)
         .map(|i| Rx::create(i, &names[i as usize]))
         .collect();
-    let children: Vec<Reap> = (0..RINGS)
-        .map(|i| Reap(spawn(flavour(i), &names[i as usize], i, COUNT)))
-        .collect();
+    let waiter = thread_id();
+    let starter = std::thread::spawn({
+        let names: Vec<String> = names.iter().map(|n| n.as_str().to_string()).collect();
+        move || {
+            wait_for(Duration::from_secs(30), "the wait set asleep", || {
+                sleeps_on_futex(std::process::id(), waiter).then_some(())
+            });
+            (0..RINGS)
+                .map(|i| Reap(spawn_at(flavour(i), &names[i as usize], i, COUNT)))
+                .collect::<Vec<Reap>>()
+        }
+    });
     let mut next = [0u64; RINGS as usize];
     let mut open = [true; RINGS as usize];
     let mut set = WaitSet::with_wait_strategy(WaitStrategy::Park);
@@ -205,13 +221,10 @@ fn eight_rings_from_eight_producer_processes_each_message_once() {
         }
     }
     assert_eq!(next, [COUNT; RINGS as usize]);
-    for mut child in children {
+    for mut child in starter.join().unwrap() {
         assert!(child.0.wait().unwrap().success());
     }
-    assert!(
-        set.sleeps() > 0,
-        "never parked: the test did not test the sleep"
-    );
+    assert!(set.sleeps() > 0, "never parked, though started asleep");
 }
 
 /// Rings with live producers and nothing sent: `wait` times out, no earlier than its
@@ -390,4 +403,41 @@ fn a_pending_call_whose_worker_died_is_ready_and_says_server_gone() {
         pending.try_recv(),
         Err(shm_ring::request_response::CallError::ServerGone)
     );
+}
+
+/// An MPMC producer is ready while the slot at its tail is free, and not while that slot
+/// still holds the lap before; an MPMC consumer is not ready while the slot at its head
+/// holds the lap before (a message another consumer holds in place) and is once a
+/// message of this lap is there. Catches a readiness check that takes the lap before
+/// for this one (a full ring would wake its producers, a held slot its consumers, each
+/// to find nothing) or inverts the producer's answer.
+#[test]
+fn mpmc_readiness_follows_the_laps() {
+    let (mut tx, mut rx) = mpmc::channel::<u64>(2).unwrap();
+    let mut holder = rx.try_clone().unwrap();
+    let mut set = WaitSet::with_wait_strategy(WaitStrategy::Park);
+    let soon = || Some(Instant::now() + Duration::from_millis(20));
+    let mut ready = |handle: &mut dyn Waitable| {
+        let mut handles: [&mut dyn Waitable; 1] = [handle];
+        match set.wait(&mut handles, soon()) {
+            Ok(ready) => ready == [0],
+            Err(WaitSetError::Timeout) => false,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(ready(&mut tx), "an empty ring has room");
+    assert!(!ready(&mut rx), "an empty ring has nothing");
+    tx.send(0).unwrap();
+    let held = holder.try_recv_ref().unwrap();
+    tx.send(1).unwrap();
+    assert_eq!(rx.try_recv(), Ok(1));
+    // Head and tail at 2; slot 0 holds position 0, read in place.
+    assert!(!ready(&mut rx), "the slot at head holds the lap before");
+    assert!(!ready(&mut tx), "the slot at tail holds the lap before");
+    assert_eq!(*held, 0);
+    drop(held);
+    assert!(ready(&mut tx), "the slot at tail is free");
+    tx.send(2).unwrap();
+    assert!(ready(&mut rx), "the slot at head holds this lap's message");
+    assert_eq!(rx.try_recv(), Ok(2));
 }
