@@ -251,13 +251,10 @@ fn bound_child() {
     hold_until_killed();
 }
 
-/// A killed participant's chunks, and only its, come back to the reclaim that finds it
-/// dead: the two chunks in flight to it are freed and counted, and the survivor's own
-/// loan, taken first (so the sweep meets it first), stays loaned. Catches a reclaim that
-/// sweeps the wrong holder's chunks, or miscounts what it freed.
-#[test]
-fn reclaim_returns_a_killed_participants_chunks_and_counts_them() {
-    let names = Names::new("count");
+/// A pool of 8 chunks of 4 KiB at `names.pool`, and a child process that has joined it
+/// and bound its participant to `BOUND_CHANNEL`: the pool, the child, and the child's
+/// participant as the pool's lookup finds it.
+fn pool_with_a_bound_child(names: &Names) -> (Pool, Reap, u32) {
     let pool = Pool::builder(names.pool.as_str())
         .class(4096, 8)
         .participants(4)
@@ -274,6 +271,17 @@ fn reclaim_returns_a_killed_participants_chunks_and_counts_them() {
     let receiver = pool
         .channel_receiver(BOUND_CHANNEL)
         .expect("the child bound its participant");
+    (pool, child, receiver)
+}
+
+/// A killed participant's chunks, and only its, come back to the reclaim that finds it
+/// dead: the two chunks in flight to it are freed and counted, and the survivor's own
+/// loan, taken first (so the sweep meets it first), stays loaned. Catches a reclaim that
+/// sweeps the wrong holder's chunks, or miscounts what it freed.
+#[test]
+fn reclaim_returns_a_killed_participants_chunks_and_counts_them() {
+    let names = Names::new("count");
+    let (pool, mut child, receiver) = pool_with_a_bound_child(&names);
     let kept = pool.loan(100).unwrap();
     let sent: Vec<ShmOffset> = (0..2)
         .map(|_| pool.loan(100).unwrap().into_offset_for(receiver))
@@ -308,22 +316,7 @@ fn reclaim_returns_a_killed_participants_chunks_and_counts_them() {
 #[test]
 fn a_chunk_sent_to_a_receiver_reclaimed_before_is_reclaimed_by_the_next_reclaim() {
     let names = Names::new("late");
-    let pool = Pool::builder(names.pool.as_str())
-        .class(4096, 8)
-        .participants(4)
-        .create()
-        .unwrap();
-    let mut child = Reap(
-        shm_testkit::child("bound_child")
-            .env("SHM_LOAN_POOL", names.pool.as_str())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    assert_eq!(holding(child.0.stdout.as_mut().unwrap()), 0);
-    let receiver = pool
-        .channel_receiver(BOUND_CHANNEL)
-        .expect("the child bound its participant");
+    let (pool, mut child, receiver) = pool_with_a_bound_child(&names);
     child.kill();
     let first = pool.reclaim_dead().unwrap();
     assert_eq!((first.participants, first.chunks), (vec![receiver], 0));
