@@ -65,6 +65,11 @@
 //! `Disconnected`. A ring nobody of one side has attached to yet is not disconnected:
 //! producers may fill it before the first consumer comes.
 //!
+//! A handle that attaches checks the positions first (`head <= tail <= head + capacity`,
+//! true at every instant of every run), on a snapshot: `head` read between two reads of
+//! `tail` that agree, so a ring with messages passing is never taken for a corrupt one;
+//! positions apart are [`Corrupted`](crate::Error::Corrupted).
+//!
 //! # Memory ordering
 //!
 //! - **SYNC(slot-published)**: the producer writes a slot, then stores its `FULL` stamp

@@ -311,6 +311,39 @@ mod unit {
         });
     }
 
+    /// The check a newcomer makes of the positions as it attaches never reports a ring
+    /// corrupt while messages pass through it: a producer and a consumer thread move
+    /// `COUNT` messages through one slot (head and tail each move every message) while
+    /// this thread checks the positions again and again; each check is `Ok`. A check
+    /// made on two loads that are not a snapshot (tail, then head after a message went
+    /// through) would see head past tail. Then positions forged apart are reported.
+    #[test]
+    fn positions_are_checked_on_a_snapshot_while_messages_pass() {
+        let (mut tx, mut rx) = channel::<u64>(1).unwrap();
+        let ring = tx.try_clone().unwrap();
+        let producer = std::thread::spawn(move || (0..COUNT).for_each(|v| tx.send(v).unwrap()));
+        let consumer = std::thread::spawn(move || {
+            (0..COUNT).for_each(|v| assert_eq!(rx.recv(), Ok(v)));
+            rx
+        });
+        let mut checks = 0u64;
+        while !producer.is_finished() {
+            assert_eq!(ring.ring.check_positions(), Ok(()), "after {checks} checks");
+            checks += 1;
+        }
+        producer.join().unwrap();
+        let _rx = consumer.join().unwrap();
+        ring.ring.control().head.store(5, Ordering::Relaxed);
+        assert_eq!(
+            ring.ring.check_positions(),
+            Err(Corruption::Positions {
+                head: 5,
+                tail: COUNT,
+                capacity: 1
+            })
+        );
+    }
+
     /// A producer of a fresh ring whose `head` is past `tail`: every send says
     /// `Corrupted`, none loops.
     #[test]
