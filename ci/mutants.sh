@@ -18,10 +18,10 @@
 #
 # The ring groups run the tests that exercise their modules, not the whole crate: the
 # library's unit tests and loom-free models, the conformance suite, the process tests
-# and the counters (and for MPMC, the wait set, which asks the ring whether it is ready). The hostile-peer tests are left out (minutes per mutant, and what
-# they catch is a panic or a hang, which the others see first), and so are the ten
-# million message runs of the SPSC process tests (the million message runs take the same
-# paths). Mutants are built without debug information: half the link time.
+# and the counters (and for MPMC, the wait set's, which asks the ring whether it is
+# ready). The hostile-peer tests are left out (minutes per mutant, and what they catch
+# is a panic or a hang, which the others see first), and so are the ten million message
+# runs of the SPSC process tests (the million message runs take the same paths). Mutants are built without debug information: half the link time.
 # Run it on an otherwise idle machine: a test slowed by other load passes the timeout and
 # counts as hung, that is as caught.
 # Results go to target/mutants/GROUP/mutants.out (caught.txt, missed.txt, timeout.txt,

@@ -18,11 +18,14 @@
 //! a check fails), and a call on a damaged ring runs under a watchdog ([`within`]), so a
 //! hang is a failure, not a stuck run.
 
+mod common;
+
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::reattach;
 use shm_alloc::Segment;
 use shm_ring::inspect::{Detail, inspect};
 use shm_ring::{
@@ -460,15 +463,6 @@ fn segment<F: Flavour>(tag: &str, capacity: u64) -> (ShmName, F::Tx, F::Rx) {
     let tx = F::producer(name.as_str(), capacity).unwrap();
     let rx = F::consumer(name.as_str(), capacity).unwrap();
     (name, tx, rx)
-}
-
-/// Attaches with `attach`, retrying while a role is taken: a child that another test's
-/// thread forks holds this process's lock descriptions until it execs.
-fn reattach<H>(mut attach: impl FnMut() -> Result<H, Error>) -> Result<H, Error> {
-    wait_for(LONG, "the role, free again", || match attach() {
-        Err(Error::Segment(shm_alloc::Error::RoleTaken { .. })) => None,
-        other => Some(other),
-    })
 }
 
 /// The segment's file, opened for writing.

@@ -375,14 +375,7 @@ fn corrupted_positions_in_the_file_are_reported() {
     drop(rx);
     // The role is free once no process holds the lock's file description. A child that
     // another test's thread forks right now shares it until it execs: retry meanwhile.
-    let again = wait_for(
-        Duration::from_secs(5),
-        "the consumer role, free",
-        || match ring(&name, 8, WaitStrategy::BusySpin).consumer() {
-            Err(shm_ring::Error::Segment(shm_alloc::Error::RoleTaken { .. })) => None,
-            other => Some(other),
-        },
-    );
+    let again = common::reattach(|| ring(&name, 8, WaitStrategy::BusySpin).consumer());
     assert!(
         matches!(again, Err(shm_ring::Error::Corrupted(_))),
         "expected Corrupted, got {again:?}"
@@ -540,14 +533,7 @@ fn a_refused_attach_leaves_a_dead_peer_dead() {
     child.wait().unwrap();
     file.write_all_at(&(1u64 << 40).to_ne_bytes(), Segment::HEADER_LEN as u64)
         .unwrap();
-    let refused = wait_for(
-        Duration::from_secs(5),
-        "the producer role, free",
-        || match ring(&name, 8, WaitStrategy::BusySpin).producer() {
-            Err(shm_ring::Error::Segment(shm_alloc::Error::RoleTaken { .. })) => None,
-            other => Some(other),
-        },
-    );
+    let refused = common::reattach(|| ring(&name, 8, WaitStrategy::BusySpin).producer());
     assert!(
         matches!(refused, Err(shm_ring::Error::Corrupted(_))),
         "{refused:?}"

@@ -1,4 +1,5 @@
-//! Helpers shared by the process tests of this crate.
+//! Helpers shared by the process tests of this crate. Each test binary uses some.
+#![allow(dead_code)]
 
 /// Writes the segment header's checksum (offset 144) over its first 144 bytes as they
 /// are, the state word (offset 16) taken as 0: as if its creator had written them.
@@ -10,4 +11,19 @@ pub fn reseal(file: &std::fs::File) {
     header[16..20].fill(0);
     let sum = shm_alloc::hash::fnv1a(shm_alloc::hash::FNV_OFFSET, &header);
     file.write_all_at(&sum.to_ne_bytes(), 144).unwrap();
+}
+
+/// Attaches with `attach`, retrying while a role is taken: a child that another test's
+/// thread forks holds this process's lock descriptions until it execs. Panics after 5 s.
+pub fn reattach<H>(
+    mut attach: impl FnMut() -> Result<H, shm_ring::Error>,
+) -> Result<H, shm_ring::Error> {
+    shm_testkit::wait_for(
+        std::time::Duration::from_secs(5),
+        "the role, free again",
+        || match attach() {
+            Err(shm_ring::Error::Segment(shm_alloc::Error::RoleTaken { .. })) => None,
+            other => Some(other),
+        },
+    )
 }
