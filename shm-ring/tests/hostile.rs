@@ -1961,12 +1961,12 @@ fn hit_mpmc(rng: &mut Rng, map: &Mapped) -> Hit {
         }
         2 => {
             // The census (from 256 to the counters, 384 bytes before the table): its
-            // first word says which sides were seen; then bitmaps of members.
+            // first word says which sides lost a participant; then bitmaps of members.
             let census_end = geometry().mpmc_entries - 384;
             if rng.one_in(3) {
                 let current = map.u32(DATA + 256).load(Ordering::Relaxed);
                 let value = rng.pick(&[0, 1, 2, 3, 4, current ^ 1, current ^ 2, u32::MAX]);
-                Hit::narrow(0, DATA + 256, value, "census.seen")
+                Hit::narrow(0, DATA + 256, value, "census.departed")
             } else {
                 let at = 264 + 8 * rng.below(((census_end - 264) / 8) as u64) as usize;
                 let current = map.u64(DATA + at).load(Ordering::Relaxed);

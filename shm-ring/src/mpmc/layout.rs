@@ -34,9 +34,10 @@ pub(crate) const PRODUCER: u32 = 1;
 pub(crate) const CONSUMER: u32 = 2;
 pub(crate) const SESSION_STATE: u32 = shm_alloc::participants::STATE_MASK;
 
-/// `Census::seen` bits: a side has attached at least once.
-pub(crate) const SEEN_PRODUCER: u32 = 1;
-pub(crate) const SEEN_CONSUMER: u32 = 2;
+/// `Census::departed` bits: a participant of that side has left, or died and been
+/// settled, at least once.
+pub(crate) const DEPARTED_PRODUCER: u32 = 1;
+pub(crate) const DEPARTED_CONSUMER: u32 = 2;
 
 /// The control block at the start of the ring's data region.
 ///
@@ -46,7 +47,7 @@ pub(crate) const SEEN_CONSUMER: u32 = 2;
 /// |---|---|---|---|
 /// | 0 | 128 | `tail: u64` | producers, every claim |
 /// | 128 | 128 | `head: u64` | consumers, every claim |
-/// | 256 | 384 | `census`: `seen` (`u32`), reserved (`u32`), then the `producers` and `consumers` bitmaps (16 `u64` each: bit `k` set while entry `k` holds a participant of that side) | participants at attach and leave, and whoever settles a dead one |
+/// | 256 | 384 | `census`: `departed` (`u32`), reserved (`u32`), then the `producers` and `consumers` bitmaps (16 `u64` each: bit `k` set while entry `k` holds a participant of that side) | participants at attach and leave, and whoever settles a dead one |
 /// | 640 | 128 | `counters`: `skipped`, `aborted`, `reclaimed` (`u64` each) | whoever skips, aborts or reclaims a slot |
 /// | 768 | 128 | `not_empty: EventCount` | consumers when they park, producers when they find them parked |
 /// | 896 | 128 | `not_full: EventCount` | producers when they park, consumers when they find them parked |
@@ -69,8 +70,11 @@ pub(crate) struct Control {
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct Census {
-    /// `SEEN_PRODUCER | SEEN_CONSUMER`: which sides have ever attached.
-    pub(crate) seen: AtomicU32,
+    /// `DEPARTED_PRODUCER | DEPARTED_CONSUMER`: which sides have lost a participant
+    /// (it left, or died and was settled) at least once; set before that participant's
+    /// bit is cleared. A side is gone when its bit here is set and its bitmap is empty:
+    /// a side that never lost anyone is never gone, however it is raced.
+    pub(crate) departed: AtomicU32,
     _reserved: AtomicU32,
     /// Bit `k` of word `k / 64`: entry `k` holds a producer, alive or dead until someone
     /// settles it. Bits, not a count: setting or clearing one twice is harmless, so a
@@ -177,10 +181,10 @@ impl Side {
         }
     }
 
-    pub(crate) fn seen_bit(self) -> u32 {
+    pub(crate) fn departed_bit(self) -> u32 {
         match self {
-            Side::Producer => SEEN_PRODUCER,
-            Side::Consumer => SEEN_CONSUMER,
+            Side::Producer => DEPARTED_PRODUCER,
+            Side::Consumer => DEPARTED_CONSUMER,
         }
     }
 

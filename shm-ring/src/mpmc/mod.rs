@@ -89,7 +89,12 @@
 //!   the ring once more, so it sees every message sent before the last producer left.
 //!   Bits rather than a count: a participant killed between its entry's store and its
 //!   bit's (at attach or leave) is settled like any dead one, and clearing a bit twice,
-//!   or one never set, changes nothing, so no side is left "attached" for ever.
+//!   or one never set, changes nothing, so no side is left "attached" for ever. Before
+//!   clearing its bit, a departure sets its side's `departed` mark (`Release`); a poll
+//!   loads that mark (`Acquire`) before the bitmap, and calls a side gone only if the
+//!   mark is set and the bitmap empty. A side that has lost nobody is never gone, so a
+//!   poll racing the first participant's attach (entry stored, bit not yet set) does not
+//!   read "disconnected".
 //! - Waking goes through two `EventCount`s (`not_empty`, `not_full`), as in
 //!   [`spsc`](crate::spsc): one load per notify when nobody sleeps (behind an
 //!   asymmetric fence, no instruction in a registered process), and every sleeper of
@@ -299,11 +304,7 @@ pub fn channel_with<T: Message>(
     if participants < 2 {
         return Err(Error::InvalidParticipants(participants));
     }
-    data_len::<T>(capacity, participants)?;
-    let control = Control::default();
-    let entries = (0..participants).map(|_| layout::Line::default()).collect();
-    let slots = (0..capacity).map(|_| empty_slot::<T>()).collect();
-    let ring = Ring::new(Region::heap(control, entries, slots, participants));
+    let ring = heap_ring(capacity, participants)?;
     let wait = WaitStrategy::default();
     let producer = Producer {
         me: Member::attach(&ring, Side::Producer, wait)?,
@@ -314,4 +315,19 @@ pub fn channel_with<T: Message>(
         ring,
     };
     Ok((producer, consumer))
+}
+
+/// An empty ring on the heap, nobody attached: what [`channel_with`] attaches its first
+/// producer and consumer to.
+fn heap_ring<T: Message>(capacity: u64, participants: u32) -> Result<Ring<T>, Error> {
+    data_len::<T>(capacity, participants)?;
+    let control = Control::default();
+    let entries = (0..participants).map(|_| layout::Line::default()).collect();
+    let slots = (0..capacity).map(|_| empty_slot::<T>()).collect();
+    Ok(Ring::new(Region::heap(
+        control,
+        entries,
+        slots,
+        participants,
+    )))
 }

@@ -100,18 +100,21 @@ impl<T> Ring<T> {
     /// Marks entry `index` as holding a participant of `side` (at attach, once the entry
     /// says so).
     pub(crate) fn enlist(&self, side: Side, index: u32) {
-        let census = &self.control().census;
-        // Relaxed: set once per side, before that side's first bit.
-        census.seen.fetch_or(side.seen_bit(), Ordering::Relaxed);
         // Relaxed: a joiner has nothing to publish; whoever reads the bitmap next reads
         // its entry, published by its Release store.
         self.members(side).set(index, Ordering::Relaxed);
     }
 
     /// Takes entry `index` off `side`'s bitmap: a participant whose positions are all
-    /// finished (it leaves, or was settled after its death). Clearing a clear bit is
-    /// harmless.
+    /// finished (it leaves, or was settled after its death). First marks the side as
+    /// having lost a participant, which [`side_gone`](Self::side_gone) asks before the
+    /// bitmap. Clearing a clear bit is harmless.
     pub(crate) fn delist(&self, side: Side, index: u32) {
+        let census = &self.control().census;
+        // SYNC(census): Release; the mark is set before the bit is cleared.
+        census
+            .departed
+            .fetch_or(side.departed_bit(), Ordering::Release);
         // SYNC(census): Release; after this participant's last publish or release.
         self.members(side).clear(index, Ordering::Release);
     }
@@ -121,7 +124,10 @@ impl<T> Ring<T> {
         self.members(side).count(self.limit())
     }
 
-    /// Whether every participant of `side` is gone, after at least one attached.
+    /// Whether every participant of `side` is gone: one of them left (or died and was
+    /// settled), and none is on the bitmap now. A side whose first participant is still
+    /// attaching is not gone: only a departure marks it, so a poll racing the first
+    /// attach never reads "gone".
     #[inline]
     pub(crate) fn side_gone(&self, side: Side) -> bool {
         let first = &self.members(side).0[0];
@@ -131,13 +137,20 @@ impl<T> Ring<T> {
         first.load(Ordering::Acquire) == 0 && self.all_gone(side)
     }
 
-    /// [`side_gone`](Self::side_gone) past the first word of the bitmap.
+    /// [`side_gone`](Self::side_gone) past the first word of the bitmap: the departure
+    /// mark, then every word.
     #[cold]
     fn all_gone(&self, side: Side) -> bool {
+        // SYNC(census): Acquire; pairs with the Release mark of `delist`. Read before the
+        // words: a side that has lost nobody is not gone, whatever they say.
+        let departed = self.control().census.departed.load(Ordering::Acquire);
         // SYNC(census): Acquire, as in `side_gone`.
-        self.members(side).words(self.limit()).iter().all(|w| w.load(Ordering::Acquire) == 0)
-            // Relaxed: set once per side, before that side's first bit.
-            && self.control().census.seen.load(Ordering::Relaxed) & side.seen_bit() != 0
+        departed & side.departed_bit() != 0
+            && self
+                .members(side)
+                .words(self.limit())
+                .iter()
+                .all(|w| w.load(Ordering::Acquire) == 0)
     }
 
     /// The verdict of a claim that spent its [`Retries`](shm_sync::Retries):

@@ -634,6 +634,38 @@ mod loom_tests {
         });
     }
 
+    /// The first consumer attaches while the producer polls the ring, filling it: no
+    /// poll reads the consumers gone. (A ring that marked a side at attach, before its
+    /// bit, and read the bitmap before the mark, let a poll between the two read
+    /// `Disconnected`.)
+    #[test]
+    fn a_poll_racing_the_first_attach_is_not_disconnected() {
+        use super::super::heap_ring;
+        use super::super::layout::Side;
+        use super::super::member::Member;
+
+        loom::model(|| {
+            let ring = heap_ring::<u64>(2, 2).unwrap();
+            let wait = shm_sync::WaitStrategy::default();
+            let mut tx = Producer {
+                me: Member::attach(&ring, Side::Producer, wait).unwrap(),
+                ring: ring.clone(),
+            };
+            let consumer = loom::thread::spawn(move || Consumer {
+                me: Member::attach(&ring, Side::Consumer, wait).unwrap(),
+                ring,
+            });
+            for v in 0..3 {
+                match tx.try_send(v) {
+                    Ok(()) | Err(crate::TrySendError::Full(_)) => {}
+                    Err(e) => panic!("send {v}: {e}"),
+                }
+            }
+            let mut rx = consumer.join().unwrap();
+            assert_eq!(rx.try_recv(), Ok(0));
+        });
+    }
+
     /// One attempt to receive: a value, or nothing if the ring looked empty.
     fn try_one(rx: &mut Consumer<u64>) -> Option<u64> {
         match rx.try_recv() {
