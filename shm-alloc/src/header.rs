@@ -369,6 +369,9 @@ pub enum Kind {
     /// The call slots of a request/response service: its clients' requests and
     /// responses, read and written in place.
     Service = 6,
+    /// The counters of a bridge between a ring and the network (messages forwarded,
+    /// dropped, refused, lost), kept where `shm inspect` reads them.
+    Bridge = 7,
 }
 
 impl Kind {
@@ -379,7 +382,7 @@ impl Kind {
     }
 
     /// The lower-case name used in messages: `"spsc"`, `"mpmc"`, `"stream"`, `"pool"`,
-    /// `"broadcast"` or `"service"`.
+    /// `"broadcast"`, `"service"` or `"bridge"`.
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
@@ -389,6 +392,7 @@ impl Kind {
             Kind::Pool => "pool",
             Kind::Broadcast => "broadcast",
             Kind::Service => "service",
+            Kind::Bridge => "bridge",
         }
     }
 }
@@ -409,7 +413,7 @@ impl From<Kind> for u32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown segment kind {0}: expected 1 (spsc), 2 (mpmc), 3 (stream), 4 (pool), \
-     5 (broadcast) or 6 (service)"
+     5 (broadcast), 6 (service) or 7 (bridge)"
 )]
 pub struct UnknownKind(pub u32);
 
@@ -446,6 +450,7 @@ impl TryFrom<u32> for Kind {
             4 => Ok(Kind::Pool),
             5 => Ok(Kind::Broadcast),
             6 => Ok(Kind::Service),
+            7 => Ok(Kind::Bridge),
             other => Err(UnknownKind(other)),
         }
     }
@@ -703,6 +708,7 @@ mod tests {
             Kind::Pool,
             Kind::Broadcast,
             Kind::Service,
+            Kind::Bridge,
         ] {
             assert_eq!(Kind::try_from(kind.as_u32()), Ok(kind));
             assert_eq!(u32::from(kind), kind as u32);
@@ -712,8 +718,9 @@ mod tests {
         assert_eq!(Kind::try_from(0), Err(UnknownKind(0)));
         assert_eq!(Kind::Broadcast.to_string(), "broadcast");
         assert_eq!(Kind::Service.to_string(), "service");
-        assert_eq!(Kind::try_from(7), Err(UnknownKind(7)));
-        assert!(UnknownKind(7).to_string().contains("6 (service)"));
+        assert_eq!(Kind::Bridge.to_string(), "bridge");
+        assert_eq!(Kind::try_from(8), Err(UnknownKind(8)));
+        assert!(UnknownKind(8).to_string().contains("7 (bridge)"));
     }
 
     #[test]

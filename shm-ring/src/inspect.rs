@@ -96,6 +96,18 @@ pub enum Detail {
         /// Chunks by size class and state, smallest class first.
         classes: Vec<ClassStats>,
     },
+    /// The counters of a bridge between a ring and the network.
+    Bridge {
+        /// The bridge's session: `attached` (it runs), or `dead` (none holds the counters
+        /// now: killed, or ended).
+        bridge: &'static str,
+        /// `out` (ring to network), `in` (network to ring), or `none`.
+        direction: &'static str,
+        /// The key expression it publishes or subscribes to.
+        key: String,
+        /// Its counters, added up over every bridge that has held them.
+        counts: crate::bridge::Counts,
+    },
     /// A segment that is not ready: only its header's fields are known.
     Header,
 }
@@ -204,6 +216,7 @@ impl Detail {
             Detail::Service { participants } => {
                 seen.extend(participants.iter().map(|p| p.alive));
             }
+            Detail::Bridge { bridge, .. } => seen.push(*bridge == "attached"),
             Detail::Header => {}
         }
         tally(&mut seen)
@@ -399,6 +412,17 @@ pub fn inspect(loc: &Location) -> Result<Inspection, Error> {
                 })
                 .collect();
             Detail::Service { participants }
+        }
+        Kind::Bridge => {
+            table_at::<crate::bridge::Control, ()>(&segment, 0)?;
+            // SAFETY: as for the SPSC control block.
+            let control = unsafe { segment.data().cast::<crate::bridge::Control>().as_ref() };
+            Detail::Bridge {
+                bridge: if live(0) { "attached" } else { "dead" },
+                direction: crate::bridge::Direction::name(control.direction()),
+                key: control.key(),
+                counts: control.counts(),
+            }
         }
         Kind::Pool => {
             let (holders, stats) = shm_alloc::Pool::inspect(&segment)?;

@@ -24,6 +24,8 @@
 //! `shm_sync::EventCount`s, so a busy-polling peer costs no syscall.
 #![warn(clippy::undocumented_unsafe_blocks, clippy::unnecessary_safety_comment)]
 
+#[cfg(not(loom))]
+pub mod bridge;
 pub mod broadcast;
 mod core;
 mod error;

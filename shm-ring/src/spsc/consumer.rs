@@ -136,9 +136,13 @@ impl<T: Message> Consumer<T> {
         self.cur.head
     }
 
-    /// The ring's id, the same in every process (see `loan`).
+    /// A number naming this ring, the same in every process that maps it, for as long as
+    /// the segment lives (a ring removed and created again at the same path gets another),
+    /// and never 0: what a pool's receiver binds to (see `loan`), and what a bridge numbers
+    /// the ring's positions in.
     #[cfg(not(loom))]
-    pub(crate) fn ring_id(&self) -> u64 {
+    #[must_use]
+    pub fn ring_id(&self) -> u64 {
         self.ring.region.id()
     }
 

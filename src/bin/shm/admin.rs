@@ -442,6 +442,12 @@ fn positions(detail: &Detail) -> Vec<(String, u64)> {
                 ("late".into(), clients.map(|p| p.late).sum()),
             ]
         }
+        Detail::Bridge { counts, .. } => vec![
+            ("forwarded".into(), counts.forwarded),
+            ("dropped".into(), counts.dropped),
+            ("refused".into(), counts.refused),
+            ("lost".into(), counts.lost),
+        ],
         _ => Vec::new(),
     }
 }
