@@ -6,10 +6,13 @@
 //!   strategies and CPU pinning.
 //! - [`alloc`] (`shm-alloc`): shared-memory segments and the cross-process allocator.
 //! - [`ring`] (`shm-ring`): the lock-free rings.
+//! - `bridge` (feature `zenoh`): rings bridged to other hosts through Zenoh.
 //!
 //! The `shm` command line tool lives in this package too.
 
 pub use shm_alloc as alloc;
+#[cfg(feature = "zenoh")]
+pub mod bridge;
 /// `#[message]` for users of this crate alone: as `shm_ring::message`, its expansion
 /// naming `shm_transport::ring`.
 pub use shm_derive::facade_message as message;
