@@ -2,6 +2,8 @@
 
 mod admin;
 mod bench;
+#[cfg(feature = "zenoh")]
+mod bridge;
 mod pipe;
 
 use std::process::ExitCode;
@@ -47,6 +49,10 @@ enum Command {
     /// subscriber's) and backlog, refreshed in place on a terminal, one line per ring and
     /// interval when the output is not a terminal.
     Watch(admin::WatchArgs),
+    /// Bridge a ring to the network through Zenoh: `out` publishes its messages on a key
+    /// expression, `in` writes what arrives on one into it (feature `zenoh`).
+    #[cfg(feature = "zenoh")]
+    Bridge(bridge::BridgeArgs),
     /// A relay of `shm bench --pipes` (started by it; not for direct use).
     #[command(hide = true)]
     BenchRelay {
@@ -84,6 +90,8 @@ fn main() -> ExitCode {
         Command::Clean(args) => admin::clean(args),
         Command::Inspect(args) => admin::inspect(args),
         Command::Watch(args) => admin::watch(args),
+        #[cfg(feature = "zenoh")]
+        Command::Bridge(args) => bridge::run(args),
         Command::BenchPeer { core } => bench::peer::serve(core),
         Command::BenchRelay { accept, connect } => bench::pipes::relay(accept, connect),
     };
