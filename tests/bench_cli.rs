@@ -46,6 +46,10 @@ fn transports() -> Vec<&'static str> {
     if cfg!(feature = "grpc") {
         names.push("grpc");
     }
+    if cfg!(feature = "zenoh") {
+        names.push("zenoh");
+        names.push("shm-bridge");
+    }
     names
 }
 
@@ -115,9 +119,12 @@ fn throughput_json_counts_every_case() {
     let report = run_json(&["--throughput", "--rounds", "1", "--time-limit", "0.2"]);
     let rows = report["throughput"].as_array().unwrap();
     // rtrb and array-queue at 2 sizes, shm-broadcast fanning out to 1 and 4
-    // subscribers at 2 sizes, shm-spsc and uds at 2 sizes x 2 batches, and iceoryx2
-    // fanning out as shm-broadcast with the feature.
-    let cases = if cfg!(feature = "iceoryx2") { 20 } else { 16 };
+    // subscribers at 2 sizes, shm-spsc and uds at 2 sizes x 2 batches, iceoryx2
+    // fanning out as shm-broadcast with the feature, and zenoh and shm-bridge at 2 sizes
+    // with theirs.
+    let iceoryx2 = if cfg!(feature = "iceoryx2") { 4 } else { 0 };
+    let zenoh = if cfg!(feature = "zenoh") { 4 } else { 0 };
+    let cases = 16 + iceoryx2 + zenoh;
     assert_eq!(rows.len(), cases, "{rows:#?}");
     let fan_outs = rows.iter().filter(|r| r["subscribers"] == 4).count();
     assert_eq!(fan_outs, if cfg!(feature = "iceoryx2") { 4 } else { 2 });

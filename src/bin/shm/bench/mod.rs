@@ -31,6 +31,8 @@ mod report;
 mod throughput;
 pub mod transport;
 mod waiting;
+#[cfg(feature = "zenoh")]
+mod zenoh;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -511,9 +513,29 @@ fn open_pinger(
             peer.call(&open(&path.display()))?;
             grpc::pinger(&path, size)?
         }
+        #[cfg(feature = "zenoh")]
+        Transport::Zenoh => {
+            let port = zenoh::free_port()?;
+            let pinger = zenoh::raw_pinger(&base, size, port)?;
+            peer.call(&open(&format!("{base}@{port}")))?;
+            pinger
+        }
+        #[cfg(feature = "zenoh")]
+        Transport::ShmBridge => {
+            cleanup.names.extend(zenoh::bridged_names(&base));
+            let port = zenoh::free_port()?;
+            let pinger = by_spsc_size!(size, bridged_pinger(&base, port))?;
+            peer.call(&open(&format!("{base}@{port}")))?;
+            pinger
+        }
     };
     cleanup.remove_now();
     Ok(pinger)
+}
+
+#[cfg(feature = "zenoh")]
+fn bridged_pinger<const N: usize>(base: &str, port: u16) -> Result<Box<dyn Pinger>> {
+    zenoh::bridged_pinger::<N>(base, port)
 }
 
 fn spsc_pinger<const N: usize>(base: &str, park: bool) -> Result<Box<dyn Pinger>> {

@@ -230,7 +230,31 @@ fn open(transport: Transport, size: usize, at: &str) -> Result<Box<dyn Echoer>> 
         Transport::Iceoryx2Rpc => Box::new(transport::iox_rpc::server(at, size)?),
         #[cfg(feature = "grpc")]
         Transport::Grpc => super::grpc::echoer(Path::new(at))?,
+        #[cfg(feature = "zenoh")]
+        Transport::Zenoh => {
+            let (base, port) = base_and_port(at)?;
+            super::zenoh::raw_echoer(base, size, port)?
+        }
+        #[cfg(feature = "zenoh")]
+        Transport::ShmBridge => {
+            let (base, port) = base_and_port(at)?;
+            by_spsc_size!(size, bridged_echo(base, port))?
+        }
     })
+}
+
+/// `BASE@PORT`: the names and the port of a Zenoh row.
+#[cfg(feature = "zenoh")]
+fn base_and_port(at: &str) -> Result<(&str, u16)> {
+    let (base, port) = at
+        .rsplit_once('@')
+        .ok_or_else(|| anyhow!("expected BASE@PORT, found {at}"))?;
+    Ok((base, port.parse()?))
+}
+
+#[cfg(feature = "zenoh")]
+fn bridged_echo<const N: usize>(base: &str, port: u16) -> Result<Box<dyn Echoer>> {
+    super::zenoh::bridged_echoer::<N>(base, port)
 }
 
 fn broadcast_echo<const N: usize>(base: &str) -> Result<Box<dyn Echoer>> {

@@ -2,7 +2,8 @@
 //! one at a time and in batches, through `shm-spsc` and, for comparison, a Unix socket,
 //! the in-process anchors (rtrb and crossbeam's `ArrayQueue` between two threads on
 //! the same cores, one message per call) and, with the `iceoryx2` feature, iceoryx2
-//! publish-subscribe (one message per call).
+//! publish-subscribe (one message per call); with the `zenoh` feature, Zenoh
+//! publish-subscribe on loopback TCP and the same through `shm_transport::bridge`.
 //!
 //! Fan-out: `shm-broadcast` (`Overflow::Block`) and iceoryx2 publish-subscribe to 1 and
 //! to 4 subscribers, all threads of the receiving process (pinned to its core, so the
@@ -52,7 +53,16 @@ const FAN_OUT: [usize; 2] = [1, 4];
 /// The cases, in the order they run in each round.
 pub fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
-    for transport in [Transport::Rtrb, Transport::ArrayQueue] {
+    // One message per call: the anchors, and Zenoh with and without the bridge.
+    let one_by_one = [
+        Transport::Rtrb,
+        Transport::ArrayQueue,
+        #[cfg(feature = "zenoh")]
+        Transport::Zenoh,
+        #[cfg(feature = "zenoh")]
+        Transport::ShmBridge,
+    ];
+    for transport in one_by_one {
         for size in [8, 64] {
             cases.push(Case {
                 transport,
@@ -180,6 +190,14 @@ pub fn send(
         }
         (Transport::ArrayQueue, 64) => {
             return anchor::stream::<anchor::Crossbeam, [u64; 8]>(echo_core, budget, stop);
+        }
+        #[cfg(feature = "zenoh")]
+        (Transport::Zenoh | Transport::ShmBridge, 8) => {
+            return super::zenoh::stream_send::<u64>(peer, case, name, budget, stop);
+        }
+        #[cfg(feature = "zenoh")]
+        (Transport::Zenoh | Transport::ShmBridge, 64) => {
+            return super::zenoh::stream_send::<[u64; 8]>(peer, case, name, budget, stop);
         }
         (Transport::ShmSpsc, 8) => spsc_send::<u64>(peer, case, name, budget, stop)?,
         (Transport::ShmSpsc, 64) => spsc_send::<[u64; 8]>(peer, case, name, budget, stop)?,
@@ -364,6 +382,14 @@ pub fn receive(
     at: &str,
 ) -> Result<(u64, u64)> {
     match (transport, size) {
+        #[cfg(feature = "zenoh")]
+        (Transport::Zenoh | Transport::ShmBridge, 8) => {
+            super::zenoh::stream_receive::<u64>(transport == Transport::ShmBridge, at)
+        }
+        #[cfg(feature = "zenoh")]
+        (Transport::Zenoh | Transport::ShmBridge, 64) => {
+            super::zenoh::stream_receive::<[u64; 8]>(transport == Transport::ShmBridge, at)
+        }
         (Transport::ShmSpsc, 8) => spsc_receive::<u64>(batch, at),
         (Transport::ShmSpsc, 64) => spsc_receive::<[u64; 8]>(batch, at),
         (Transport::ShmBroadcast, 8) => fan_in(subscribers, |k| broadcast_receive::<u64>(k, at)),

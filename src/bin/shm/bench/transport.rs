@@ -141,6 +141,15 @@ pub enum Transport {
     /// busy-polling: a round trip is one request and its response.
     #[cfg(feature = "iceoryx2")]
     Iceoryx2Rpc,
+    /// Zenoh publish-subscribe (peer mode, TCP on 127.0.0.1, no scouting): the payload
+    /// published on one key and back on another; both sides wait in `recv`.
+    #[cfg(feature = "zenoh")]
+    Zenoh,
+    /// `shm_transport::bridge` over the same Zenoh link: each side sends into a ring that
+    /// an outbound bridge publishes, and reads a ring that an inbound bridge writes (four
+    /// bridge threads); both sides wait in `recv`. Against `zenoh`: what the bridge adds.
+    #[cfg(feature = "zenoh")]
+    ShmBridge,
 }
 
 impl Transport {
@@ -197,6 +206,10 @@ impl Transport {
             Transport::Grpc => "grpc",
             #[cfg(feature = "iceoryx2")]
             Transport::Iceoryx2Rpc => "iceoryx2-rpc",
+            #[cfg(feature = "zenoh")]
+            Transport::Zenoh => "zenoh",
+            #[cfg(feature = "zenoh")]
+            Transport::ShmBridge => "shm-bridge",
         }
     }
 
@@ -213,6 +226,7 @@ impl Transport {
                 | Transport::Rtrb
                 | Transport::ArrayQueue
         ) || self.name().starts_with("shm-async")
+            || self.name() == "shm-bridge"
     }
 
     /// Whether both sides are threads of the timing process (the in-process anchors).
