@@ -1,7 +1,8 @@
 //! The counters of a bridge between a local ring and the network (`shm_transport::bridge`,
 //! feature `zenoh`), in a small segment of their own (kind `bridge`) where `shm inspect`
 //! and `shm ls` read them without attaching: messages forwarded, dropped, refused and
-//! lost, samples, the direction and the key expression, and whether the bridge lives.
+//! lost, repeats skipped, samples, the direction and the key expression, and whether the
+//! bridge lives.
 //!
 //! The bridge holds role 0 of the segment for as long as it runs, so a second bridge on
 //! the same counters is refused, and a killed one shows as dead until it is restarted.
@@ -22,6 +23,7 @@
 //! | 40 | 8 | `samples` | network samples published or received |
 //! | 48 | 8 | `stream` | in: the stream last delivered from |
 //! | 56 | 8 | `next` | in: the sequence number expected next from it |
+//! | 64 | 8 | `repeated` | in: messages skipped because they were delivered before (an outbound bridge publishing again what was not acknowledged) |
 //! | 128 | 4 | `key_len` | bytes of the key expression, at most 248 |
 //! | 136 | 248 | `key` | the key expression, UTF-8 |
 //!
@@ -83,8 +85,10 @@ pub struct Counts {
     pub refused: u64,
     /// Messages missing from a stream's sequence numbers (best effort, a restart).
     pub lost: u64,
-    /// Network samples published or received.
+    /// Network samples published, or received and accepted.
     pub samples: u64,
+    /// Messages skipped because they were delivered before (in).
+    pub repeated: u64,
 }
 
 /// The counters block: two lines.
@@ -107,6 +111,7 @@ pub(crate) struct Tallies {
     pub(crate) samples: AtomicU64,
     pub(crate) stream: AtomicU64,
     pub(crate) next: AtomicU64,
+    pub(crate) repeated: AtomicU64,
 }
 
 #[repr(C)]
@@ -121,6 +126,7 @@ impl Control {
     /// The counters now (each a `Relaxed` load: statistics).
     pub(crate) fn counts(&self) -> Counts {
         let c = &self.counts;
+        // Relaxed: statistics, each read on its own.
         let load = |w: &AtomicU64| w.load(Ordering::Relaxed);
         Counts {
             forwarded: load(&c.forwarded),
@@ -128,11 +134,13 @@ impl Control {
             refused: load(&c.refused),
             lost: load(&c.lost),
             samples: load(&c.samples),
+            repeated: load(&c.repeated),
         }
     }
 
     /// The direction word (`Relaxed`: written once by the bridge).
     pub(crate) fn direction(&self) -> u32 {
+        // Relaxed: written once by the bridge at start, read as a statistic.
         self.counts.direction.load(Ordering::Relaxed)
     }
 
@@ -145,6 +153,7 @@ impl Control {
             .key
             .bytes
             .iter()
+            // Relaxed: as the length above.
             .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
             .take(len)
             .collect();
@@ -241,7 +250,9 @@ impl Counters {
             let chunk: [u8; 8] = chunk.try_into().expect("8 bytes");
             word.store(u64::from_le_bytes(chunk), Ordering::Relaxed);
         }
+        // Relaxed: as above.
         control.key.len.store(end as u32, Ordering::Relaxed);
+        // Relaxed: as above.
         control
             .counts
             .direction
@@ -257,7 +268,14 @@ impl Counters {
         let t = self.tallies();
         // Relaxed: statistics (one writer).
         t.forwarded.fetch_add(n, Ordering::Relaxed);
+        // Relaxed: as above.
         t.samples.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n` messages skipped as repeats.
+    pub fn repeated(&self, n: u64) {
+        // Relaxed: a statistic.
+        self.tallies().repeated.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Adds `n` messages dropped.
@@ -297,13 +315,20 @@ impl Counters {
         )
     }
 
-    /// Records an inbound bridge's place: `next` expected from `stream`.
+    /// Records an inbound bridge's place: `next` expected from `stream`. `next` is
+    /// stored first and `stream` only when it changes, so that a bridge killed between
+    /// the two leaves the old stream with the new number, which a sample of the new
+    /// stream does not match (it starts afresh), never a new stream with an old number.
     pub fn set_resume_point(&self, stream: u64, next: u64) {
         let t = self.tallies();
         // Relaxed: read back by this bridge, or a successor after this one's lock is
-        // released.
-        t.stream.store(stream, Ordering::Relaxed);
+        // released (which orders these stores before the successor's loads).
         t.next.store(next, Ordering::Relaxed);
+        // Relaxed: as above.
+        if t.stream.load(Ordering::Relaxed) != stream {
+            // Relaxed: as above.
+            t.stream.store(stream, Ordering::Relaxed);
+        }
     }
 }
 
@@ -355,7 +380,8 @@ mod tests {
                 dropped: 2,
                 refused: 1,
                 lost: 3,
-                samples: 1
+                samples: 1,
+                repeated: 0,
             }
         );
         assert_eq!(second.resume_point(), (7, 11));

@@ -102,6 +102,12 @@ macro_rules! atomic_int {
             pub fn fetch_and(&self, value: $int, order: Ordering) -> $int {
                 self.0.fetch_and(value, order)
             }
+
+            /// See `core::sync::atomic`.
+            #[inline(always)]
+            pub fn fetch_max(&self, value: $int, order: Ordering) -> $int {
+                self.0.fetch_max(value, order)
+            }
         }
     };
 }

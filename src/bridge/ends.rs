@@ -4,7 +4,6 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use shm_ring::zerocopy::IntoBytes;
 use shm_ring::{Message, broadcast, mpmc, spsc, stream};
 
 use super::Error;
@@ -23,20 +22,32 @@ pub trait Source {
         None
     }
 
-    /// Waits up to `timeout` for a message, then appends up to `max` waiting messages to
-    /// `out` (their bytes; a frame as its `u32` length and bytes). Returns how many, and
-    /// the ring position of the first when [`stream`](Self::stream) is `Some`. A source
-    /// that can read in place leaves them in the ring until [`release`](Self::release).
-    /// No message (the time passed, or the ring's producers are gone and it is empty):
-    /// `(0, _)`.
+    /// The ring position of the oldest message not released, for a source whose
+    /// messages stay in the ring until [`release`](Self::release) (then the bridge
+    /// releases them once acknowledged); `None` for a source that copies them out.
+    fn position(&self) -> Option<u64> {
+        None
+    }
+
+    /// Waits up to `timeout` for a message past the first `skip` unreleased ones (those
+    /// published and not yet acknowledged; 0 for a source without positions), then
+    /// appends up to `max` of those waiting to `out` (their bytes; a frame as its `u32`
+    /// length and bytes). Returns how many (0: the time passed, or the ring's producers
+    /// are gone and nothing more is in it).
     ///
     /// # Errors
     ///
     /// [`Error::Corrupted`] for a corrupt ring.
-    fn peek(&mut self, out: &mut Vec<u8>, max: usize, timeout: Duration) -> Result<Peeked, Error>;
+    fn peek(
+        &mut self,
+        out: &mut Vec<u8>,
+        skip: u32,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Peeked, Error>;
 
-    /// Releases the `n` messages the last [`peek`](Self::peek) returned, once they are
-    /// published. A source that copies messages out released them already.
+    /// Releases the `n` oldest unreleased messages. A source that copies messages out
+    /// released them already.
     ///
     /// # Errors
     ///
@@ -51,8 +62,6 @@ pub trait Source {
 pub struct Peeked {
     /// Messages appended.
     pub count: u32,
-    /// The ring position of the first, for a source with a [`stream`](Source::stream).
-    pub position: Option<u64>,
     /// Messages the ring lost before this reader read them (a broadcast subscriber that
     /// lagged).
     pub lost: u64,
@@ -65,9 +74,10 @@ pub enum Pushed {
     Written,
     /// Not written: the ring is full (past the wait, if one was given).
     Full,
-    /// Not written, and never will be: nobody consumes the ring, or the message does not
-    /// fit it.
+    /// Not written: nobody consumes the ring now (answered at once).
     Gone,
+    /// Not written, and never will be: the message does not fit the ring.
+    Unfit,
 }
 
 /// A local ring written by an inbound bridge ([`In`](super::In)).
@@ -90,6 +100,32 @@ fn idle(timeout: Duration) {
     thread::sleep(timeout.min(Duration::from_millis(10)));
 }
 
+/// A copying source's first receive, waited for: the message, or none (the time passed,
+/// or the ring's producers are gone: after a pause).
+fn waited<T>(
+    got: Result<T, shm_ring::RecvTimeoutError>,
+    timeout: Duration,
+) -> Result<Option<T>, Error> {
+    match got {
+        Ok(value) => Ok(Some(value)),
+        Err(shm_ring::RecvTimeoutError::Timeout) => Ok(None),
+        Err(shm_ring::RecvTimeoutError::Disconnected) => {
+            idle(timeout);
+            Ok(None)
+        }
+        Err(shm_ring::RecvTimeoutError::Corrupted(c)) => Err(Error::Corrupted(c)),
+    }
+}
+
+/// A copying source's next receive, not waited for: the message, or none.
+fn more<T>(got: Result<T, shm_ring::TryRecvError>) -> Result<Option<T>, Error> {
+    match got {
+        Ok(value) => Ok(Some(value)),
+        Err(shm_ring::TryRecvError::Corrupted(c)) => Err(Error::Corrupted(c)),
+        Err(_) => Ok(None),
+    }
+}
+
 fn typed<T: Message>(message: &[u8]) -> Result<T, Error> {
     T::read_from_bytes(message).map_err(|_| Error::Size {
         expected: size_of::<T>(),
@@ -106,29 +142,45 @@ impl<T: Message> Source for spsc::Consumer<T> {
         Some(self.ring_id())
     }
 
-    fn peek(&mut self, out: &mut Vec<u8>, max: usize, timeout: Duration) -> Result<Peeked, Error> {
-        let position = Some(self.position());
-        match self.read_chunk_deadline(max, Instant::now().checked_add(timeout)) {
-            Ok(chunk) => {
-                let (a, b) = chunk.as_slices();
-                out.extend_from_slice(a.as_bytes());
-                out.extend_from_slice(b.as_bytes());
-                let count = (a.len() + b.len()) as u32;
-                // Dropped without commit: released only once published.
-                drop(chunk);
-                Ok(Peeked {
-                    count,
-                    position,
-                    lost: 0,
-                })
-            }
-            Err(shm_ring::RecvTimeoutError::Timeout) => Ok(Peeked::default()),
-            Err(shm_ring::RecvTimeoutError::Disconnected) => {
-                idle(timeout);
-                Ok(Peeked::default())
-            }
-            Err(shm_ring::RecvTimeoutError::Corrupted(c)) => Err(Error::Corrupted(c)),
+    fn position(&self) -> Option<u64> {
+        Some(spsc::Consumer::position(self))
+    }
+
+    fn peek(
+        &mut self,
+        out: &mut Vec<u8>,
+        skip: u32,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Peeked, Error> {
+        let skip = skip as usize;
+        let wanted = skip.saturating_add(max);
+        let chunk = if skip == 0 {
+            self.read_chunk_deadline(wanted, Instant::now().checked_add(timeout))
+        } else {
+            // The first `skip` are there already: look, and wait a little if there is
+            // nothing past them.
+            self.read_chunk(wanted).map_err(|e| match e {
+                shm_ring::TryRecvError::Empty => shm_ring::RecvTimeoutError::Timeout,
+                shm_ring::TryRecvError::Disconnected => shm_ring::RecvTimeoutError::Disconnected,
+                shm_ring::TryRecvError::Corrupted(c) => shm_ring::RecvTimeoutError::Corrupted(c),
+            })
+        };
+        let Some(chunk) = waited(chunk, timeout)? else {
+            return Ok(Peeked::default());
+        };
+        let (a, b) = chunk.as_slices();
+        let before = out.len();
+        for message in a.iter().chain(b).skip(skip) {
+            out.extend_from_slice(message.as_bytes());
         }
+        let count = ((out.len() - before) / size_of::<T>().max(1)) as u32;
+        // Dropped without commit: released only once acknowledged.
+        drop(chunk);
+        if count == 0 {
+            thread::sleep(timeout);
+        }
+        Ok(Peeked { count, lost: 0 })
     }
 
     fn release(&mut self, n: u32) -> Result<(), Error> {
@@ -146,32 +198,27 @@ impl<T: Message> Source for mpmc::Consumer<T> {
         Identity::of::<T>()
     }
 
-    fn peek(&mut self, out: &mut Vec<u8>, max: usize, timeout: Duration) -> Result<Peeked, Error> {
-        let mut count = 0;
-        let first = match self.recv_timeout(timeout) {
-            Ok(value) => value,
-            Err(shm_ring::RecvTimeoutError::Timeout) => return Ok(Peeked::default()),
-            Err(shm_ring::RecvTimeoutError::Disconnected) => {
-                idle(timeout);
-                return Ok(Peeked::default());
-            }
-            Err(shm_ring::RecvTimeoutError::Corrupted(c)) => return Err(Error::Corrupted(c)),
+    fn peek(
+        &mut self,
+        out: &mut Vec<u8>,
+        _skip: u32,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Peeked, Error> {
+        let Some(first) = waited(self.recv_timeout(timeout), timeout)? else {
+            return Ok(Peeked::default());
         };
         out.extend_from_slice(first.as_bytes());
-        count += 1;
+        let mut count = 1;
         while count < max {
-            match self.try_recv() {
-                Ok(value) => {
-                    out.extend_from_slice(value.as_bytes());
-                    count += 1;
-                }
-                Err(shm_ring::TryRecvError::Corrupted(c)) => return Err(Error::Corrupted(c)),
-                Err(_) => break,
-            }
+            let Some(value) = more(self.try_recv())? else {
+                break;
+            };
+            out.extend_from_slice(value.as_bytes());
+            count += 1;
         }
         Ok(Peeked {
             count: count as u32,
-            position: None,
             lost: 0,
         })
     }
@@ -182,13 +229,19 @@ impl<T: Message> Source for broadcast::Subscriber<T> {
         Identity::of::<T>()
     }
 
-    fn peek(&mut self, out: &mut Vec<u8>, max: usize, timeout: Duration) -> Result<Peeked, Error> {
+    fn peek(
+        &mut self,
+        out: &mut Vec<u8>,
+        _skip: u32,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Peeked, Error> {
         use broadcast::{RecvTimeoutError as Wait, TryRecvError as Try};
         let mut peeked = Peeked::default();
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         // The first message, waited for; a lag is counted and the wait goes on.
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
             match self.recv_timeout(left) {
                 Ok(value) => {
                     out.extend_from_slice(value.as_bytes());
@@ -225,32 +278,32 @@ impl Source for stream::Consumer {
         Identity::frames()
     }
 
-    fn peek(&mut self, out: &mut Vec<u8>, max: usize, timeout: Duration) -> Result<Peeked, Error> {
+    fn peek(
+        &mut self,
+        out: &mut Vec<u8>,
+        _skip: u32,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Peeked, Error> {
         let frame = |out: &mut Vec<u8>, payload: &[u8]| {
             out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
             out.extend_from_slice(payload);
         };
-        match self.recv_timeout(timeout) {
-            Ok(payload) => frame(out, &payload),
-            Err(shm_ring::RecvTimeoutError::Timeout) => return Ok(Peeked::default()),
-            Err(shm_ring::RecvTimeoutError::Disconnected) => {
-                idle(timeout);
-                return Ok(Peeked::default());
-            }
-            Err(shm_ring::RecvTimeoutError::Corrupted(c)) => return Err(Error::Corrupted(c)),
-        }
+        let Some(first) = waited(self.recv_timeout(timeout), timeout)? else {
+            return Ok(Peeked::default());
+        };
+        frame(out, &first);
+        drop(first);
         let mut count = 1;
         while count < max {
-            match self.try_recv() {
-                Ok(payload) => frame(out, &payload),
-                Err(shm_ring::TryRecvError::Corrupted(c)) => return Err(Error::Corrupted(c)),
-                Err(_) => break,
-            }
+            let Some(payload) = more(self.try_recv())? else {
+                break;
+            };
+            frame(out, &payload);
             count += 1;
         }
         Ok(Peeked {
             count: count as u32,
-            position: None,
             lost: 0,
         })
     }
@@ -316,9 +369,8 @@ impl Sink for stream::Producer {
         match sent {
             Ok(()) => Ok(Pushed::Written),
             Err(stream::SendError::Full | stream::SendError::Timeout) => Ok(Pushed::Full),
-            Err(stream::SendError::Disconnected | stream::SendError::TooLarge { .. }) => {
-                Ok(Pushed::Gone)
-            }
+            Err(stream::SendError::Disconnected) => Ok(Pushed::Gone),
+            Err(stream::SendError::TooLarge { .. }) => Ok(Pushed::Unfit),
             Err(stream::SendError::Corrupted(c)) => Err(Error::Corrupted(c)),
         }
     }

@@ -12,23 +12,33 @@
 //! (see [`wire`]); an inbound bridge refuses a sample of another type, counts it, and
 //! says why ([`wire::Refusal`]). Delivery is reliable with congestion control `Block` by
 //! default (a slow receiver slows the sender: nothing is dropped on the way), best
-//! effort on request ([`Reliability`]). The counters (forwarded, dropped, refused, lost)
-//! live in a small segment that `shm inspect` reads ([`shm_ring::bridge`]).
+//! effort on request ([`Reliability`]). Zenoh closes a link whose receiver stalls for
+//! more than a few seconds (its `wait_before_close` and lease); an SPSC ring's messages
+//! then go out again when it opens again (below). The counters (forwarded, dropped,
+//! refused, lost, repeated) live in a small segment that `shm inspect` reads
+//! ([`shm_ring::bridge`]).
 //!
 //! # Across a restart
 //!
-//! An outbound bridge waits until a subscriber matches its key before it reads the ring,
-//! so while the far side is down the messages stay in the ring (and its producer is held
-//! back when it fills). From an SPSC ring it reads in place and releases a batch only
-//! once it is handed to Zenoh, numbering messages by their ring position: a bridge
-//! killed after publishing a batch and before releasing it publishes it again when
-//! restarted, and the inbound bridge, which keeps the last position it delivered in its
-//! counters segment, drops the repeats. What is not guaranteed: batches handed to Zenoh
-//! but not yet on the wire when a bridge is killed are gone (Zenoh pub/sub has no
-//! acknowledgement); the inbound bridge counts them as `lost`, the gap in the positions.
-//! From MPMC, broadcast and stream rings the bridge copies messages out (they are
-//! released when read) and numbers them in a stream of its own: a kill loses what it had
-//! read and not yet published, and the numbering starts again.
+//! An outbound bridge reads a ring only while a subscriber matches its key, so while the
+//! far side is down the messages wait in the ring (and its producer is held back when it
+//! fills).
+//!
+//! From an SPSC ring the bridge reads in place, numbers messages by ring position, and
+//! releases a message only once an inbound bridge acknowledges that it is in its ring
+//! (written, or dropped by `OnFull::Drop`). When a subscriber matches again (a restarted
+//! inbound bridge, a link closed and opened again) and when the outbound bridge is
+//! restarted, what is not acknowledged is published again; the inbound bridge, which
+//! keeps its place in its counters segment, skips what it already wrote. So across a
+//! SIGKILL of either bridge, or a broken link, no message of an SPSC ring is lost, and
+//! none is written twice but one: an inbound bridge killed between writing a message and
+//! recording it writes that one again after its restart. With several inbound bridges
+//! on one key, the first to acknowledge releases.
+//!
+//! From MPMC, broadcast and stream rings, which a reader empties as it reads, the bridge
+//! copies messages out and numbers them in a stream of its own, new at every start: a
+//! killed bridge loses what it had read and Zenoh had not delivered, and nobody counts
+//! it. Within a run, a gap (best effort) is counted as `lost` by the inbound bridge.
 //!
 //! # Example
 //!
@@ -52,7 +62,9 @@
 mod ends;
 pub mod wire;
 
-use shm_sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use shm_sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -107,10 +119,9 @@ impl From<zenoh::Error> for Error {
 
 /// Whether this Zenoh session is a peer (connects to other peers directly) or a client
 /// (of a router).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// A peer: listens on its endpoints and connects to others'.
-    #[default]
     Peer,
     /// A client of the routers it connects to.
     Client,
@@ -119,18 +130,19 @@ pub enum Mode {
 /// Where a bridge's Zenoh session listens and connects.
 #[derive(Debug, Clone, Default)]
 pub struct Network {
-    /// Peer or client.
-    pub mode: Mode,
+    /// Peer or client; `None`: peer, or what the configuration file says.
+    pub mode: Option<Mode>,
     /// Endpoints to listen on (`tcp/0.0.0.0:7447`).
     pub listen: Vec<String>,
     /// Endpoints to connect to (`tcp/10.0.0.2:7447`).
     pub connect: Vec<String>,
     /// Whether to find peers by multicast scouting. Off unless asked for: a bridge
-    /// connects to the endpoints it is given and nothing else.
+    /// connects to the endpoints it is given, and to the peers those tell it of (Zenoh's
+    /// gossip, on by default; a configuration file can turn it off).
     pub multicast_scouting: bool,
     /// A Zenoh configuration file (JSON5) to start from; the fields above that are set
-    /// override it. With a file, multicast scouting is as the file says unless
-    /// `multicast_scouting` asks for it.
+    /// (a mode, endpoints) override it. With a file, multicast scouting is as the file
+    /// says unless `multicast_scouting` asks for it.
     pub config_file: Option<PathBuf>,
 }
 
@@ -147,10 +159,12 @@ impl Network {
             None => zenoh::Config::default(),
         };
         let mode = match self.mode {
-            Mode::Peer => "\"peer\"",
-            Mode::Client => "\"client\"",
+            Some(Mode::Client) => Some("\"client\""),
+            Some(Mode::Peer) => Some("\"peer\""),
+            None if self.config_file.is_none() => Some("\"peer\""),
+            None => None,
         };
-        if self.config_file.is_none() || self.mode != Mode::Peer {
+        if let Some(mode) = mode {
             config.insert_json5("mode", mode)?;
         }
         let list = |endpoints: &[String]| {
@@ -244,7 +258,39 @@ fn fresh_stream() -> u64 {
     hash.max(1)
 }
 
+/// The key an inbound bridge acknowledges a sample of `key` on: a verbatim chunk, which
+/// no wildcard of a user's subscription matches.
+fn ack_key(key: &str) -> String {
+    format!("{key}/@shm-ack")
+}
+
+/// Stream numbers further apart than this are not the same stream's: a sample that far
+/// ahead of or behind the place reached starts afresh rather than count or skip billions.
+const WINDOW: u64 = 1 << 32;
+
+/// How long an outbound bridge waits before it looks again at a ring whose every
+/// message is published and not yet acknowledged.
+const ACK_POLL: Duration = Duration::from_micros(20);
+
+/// How long an outbound bridge waits for an acknowledgement before it publishes again
+/// what is not acknowledged.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The acknowledgements an outbound bridge of a position-numbered ring (SPSC) receives:
+/// the highest position, in its own stream, that an inbound bridge has written.
+#[derive(Debug)]
+struct Acks {
+    acked: Arc<AtomicU64>,
+    _subscriber: Subscriber<()>,
+}
+
 /// An outbound bridge: a local ring's messages published on a Zenoh key expression.
+///
+/// From a position-numbered ring (SPSC) it reads in place and releases a message only
+/// once an inbound bridge acknowledges it; when a subscriber appears again (a restarted
+/// inbound bridge, a link closed and opened again), or after [`ACK_TIMEOUT`] without an
+/// acknowledgement, it publishes again what is not acknowledged, and the inbound bridge
+/// skips what it already wrote.
 #[derive(Debug)]
 pub struct Out<S: Source> {
     source: S,
@@ -252,14 +298,20 @@ pub struct Out<S: Source> {
     counters: Counters,
     identity: Identity,
     stream: u64,
-    /// The sequence number of the next message, for a source without positions.
+    /// The sequence number of the next message to publish.
     next: u64,
     batch: usize,
+    acks: Option<Acks>,
+    /// Whether a subscriber matched at the last look.
+    matching: bool,
+    /// When an acknowledgement last released something, or nothing was outstanding.
+    progress: Instant,
     attachment: Vec<u8>,
 }
 
 impl<S: Source> Out<S> {
-    /// Declares a publisher on `key` in `session` for the messages of `source`.
+    /// Declares a publisher on `key` in `session` for the messages of `source` (and, for
+    /// a position-numbered source, a subscription to the acknowledgements).
     ///
     /// # Errors
     ///
@@ -282,38 +334,104 @@ impl<S: Source> Out<S> {
             .congestion_control(congestion)
             .reliability(reliability)
             .wait()?;
+        let stream = source.stream().unwrap_or_else(fresh_stream);
+        let acks = match source.position() {
+            Some(_) => {
+                let acked = Arc::new(AtomicU64::new(0));
+                let seen = acked.clone();
+                let subscriber = session
+                    .declare_subscriber(ack_key(key))
+                    .callback(move |sample| {
+                        if let Some((of, next)) = wire::decode_ack(&sample.payload().to_bytes())
+                            && of == stream
+                        {
+                            // Relaxed: a number; the ring's own Release/Acquire orders
+                            // the release that follows it.
+                            seen.fetch_max(next, Ordering::Relaxed);
+                        }
+                    })
+                    .wait()?;
+                Some(Acks {
+                    acked,
+                    _subscriber: subscriber,
+                })
+            }
+            None => None,
+        };
         Ok(Out {
             identity: source.identity(),
-            stream: source.stream().unwrap_or_else(fresh_stream),
+            next: source.position().unwrap_or(0),
+            stream,
             source,
             publisher,
             counters,
-            next: 0,
-            batch: options.batch.max(1),
+            batch: options.batch.clamp(1, u32::MAX as usize),
+            acks,
+            matching: false,
+            progress: Instant::now(),
             attachment: Vec::new(),
         })
     }
 
     /// Publishes one batch of the messages waiting (waiting up to `timeout` for the
-    /// first); returns how many. Reads nothing while no subscriber matches the key.
+    /// first); returns how many. Reads nothing while no subscriber matches the key; when
+    /// one matches again, starts again from the oldest message not acknowledged.
     ///
     /// # Errors
     ///
     /// [`Error::Zenoh`] if the publication fails; [`Error::Corrupted`] for a corrupt ring.
     pub fn step(&mut self, timeout: Duration) -> Result<u32, Error> {
         if !self.publisher.matching_status().wait()?.matching() {
+            self.matching = false;
             std::thread::sleep(timeout.min(Duration::from_millis(10)));
             return Ok(0);
         }
+        let skip = match (&self.acks, self.source.position()) {
+            (Some(acks), Some(mut head)) => {
+                // Relaxed: a number; nothing is read through it.
+                let acked = acks.acked.load(Ordering::Relaxed);
+                let published = self.next.wrapping_sub(head);
+                let done = acked.wrapping_sub(head);
+                // An acknowledgement of what this bridge has not published (a stale or
+                // forged one) releases nothing.
+                let now = Instant::now();
+                if done > 0 && done <= published {
+                    self.source.release(done as u32)?;
+                    head = head.wrapping_add(done);
+                    self.progress = now;
+                }
+                if self.next == head {
+                    self.progress = now;
+                }
+                // A subscriber again, or no acknowledgement for a while (a receiver that
+                // went away and came back between two looks, an acknowledgement lost):
+                // what is not acknowledged goes out again, and is skipped where it
+                // arrived before.
+                if !self.matching || now.duration_since(self.progress) > ACK_TIMEOUT {
+                    self.next = head;
+                    self.progress = now;
+                }
+                self.next.wrapping_sub(head) as u32
+            }
+            _ => 0,
+        };
+        self.matching = true;
         let mut payload = Vec::new();
-        let peeked = self.source.peek(&mut payload, self.batch, timeout)?;
+        let wait = if skip > 0 {
+            ACK_POLL.min(timeout)
+        } else {
+            timeout
+        };
+        let peeked = self.source.peek(&mut payload, skip, self.batch, wait)?;
         if peeked.lost > 0 {
             self.counters.lost(peeked.lost);
         }
         if peeked.count == 0 {
             return Ok(0);
         }
-        let first = peeked.position.unwrap_or(self.next);
+        let first = self.next;
+        let count = u64::from(peeked.count);
+        self.next = first.wrapping_add(count);
         wire::encode(
             &mut self.attachment,
             &self.identity,
@@ -321,17 +439,30 @@ impl<S: Source> Out<S> {
             first,
             peeked.count,
         );
-        self.publisher
+        let put = self
+            .publisher
             .put(payload)
             .attachment(self.attachment.clone())
-            .wait()?;
-        self.source.release(peeked.count)?;
-        self.next = first.wrapping_add(u64::from(peeked.count));
-        self.counters.forwarded(u64::from(peeked.count));
+            .wait();
+        if let Err(e) = put {
+            if self.acks.is_none() {
+                // Read out of the ring and not published: gone, and counted.
+                self.counters.lost(count);
+            } else {
+                // Still in the ring: published again from the oldest not acknowledged.
+                self.matching = false;
+            }
+            return Err(e.into());
+        }
+        self.counters.forwarded(count);
+        if self.acks.is_none() {
+            self.source.release(peeked.count)?;
+        }
         Ok(peeked.count)
     }
 
-    /// Forwards until `stop` is set (looked at every [`POLL`]).
+    /// Forwards until `stop` is set (looked at between batches, every [`POLL`] at most
+    /// while the ring is idle).
     ///
     /// # Errors
     ///
@@ -357,13 +488,14 @@ pub enum Step {
     /// No sample came within the time.
     Idle,
     /// A sample's messages: `written` into the ring, `dropped` (ring full with
-    /// [`OnFull::Drop`], or nobody consumes it), `repeated` (delivered before, skipped).
+    /// [`OnFull::Drop`], or a frame larger than the ring), `repeated` (at or before the
+    /// place this bridge had reached in the sample's stream: skipped).
     Delivered {
         /// Written into the ring.
         written: u32,
         /// Dropped and counted.
         dropped: u32,
-        /// Already delivered: skipped.
+        /// Skipped as repeats.
         repeated: u32,
     },
     /// A sample refused, and why (counted).
@@ -377,10 +509,13 @@ pub enum Step {
 #[derive(Debug)]
 pub struct In<K: Sink> {
     sink: K,
+    session: zenoh::Session,
     subscriber: Subscriber<FifoChannelHandler<Sample>>,
     counters: Counters,
     identity: Identity,
     on_full: OnFull,
+    /// The key of the last sample, and the acknowledgement key made of it.
+    acks_to: (String, String),
 }
 
 impl<K: Sink> In<K> {
@@ -403,14 +538,17 @@ impl<K: Sink> In<K> {
         Ok(In {
             identity: sink.identity(),
             sink,
+            session: session.clone(),
             subscriber,
             counters,
             on_full: options.on_full,
+            acks_to: (String::new(), String::new()),
         })
     }
 
     /// Takes one sample (waiting up to `timeout`) and writes its messages into the ring,
-    /// skipping those already delivered and counting those missing before it.
+    /// skipping those at or before the place reached in its stream and counting those
+    /// missing before it; then acknowledges the place reached to the sample's publisher.
     ///
     /// # Errors
     ///
@@ -430,48 +568,46 @@ impl<K: Sink> In<K> {
             Ok(messages) => messages,
             Err(refusal) => return Ok(self.refuse(refusal)),
         };
-        // Where this sample stands against what was delivered from its stream.
+        // Where this sample stands against the place reached in its stream.
         let (stream, next) = self.counters.resume_point();
+        let ahead = header.first.wrapping_sub(next) as i64;
         let mut repeated = 0;
-        if stream == header.stream {
-            let ahead = header.first.wrapping_sub(next) as i64;
+        if stream == header.stream && ahead.unsigned_abs() <= WINDOW {
             if ahead < 0 {
                 repeated = ahead.unsigned_abs().min(u64::from(header.count)) as u32;
             } else if ahead > 0 {
                 self.counters.lost(ahead as u64);
             }
         }
-        let (mut written, mut dropped) = (0u32, 0u32);
         let mut position = header.first.wrapping_add(u64::from(repeated));
+        // The gap is counted: a restart from here does not count it again.
+        if repeated < header.count {
+            self.counters.set_resume_point(header.stream, position);
+        }
+        let (mut written, mut dropped) = (0u32, 0u32);
         let mut stopped = false;
         for message in &messages[repeated as usize..] {
-            let pushed = match self.on_full {
-                OnFull::Drop => self.sink.push(message, None)?,
-                OnFull::Block => loop {
-                    match self.sink.push(message, Some(POLL))? {
-                        Pushed::Full if !stop.load(Ordering::Relaxed) => continue,
-                        other => break other,
-                    }
-                },
-            };
-            match pushed {
+            match self.push(message, stop)? {
                 Pushed::Written => written += 1,
-                Pushed::Gone => dropped += 1,
-                Pushed::Full if self.on_full == OnFull::Drop => dropped += 1,
-                Pushed::Full => {
+                Pushed::Full | Pushed::Gone if self.on_full == OnFull::Block => {
                     stopped = true;
                     break;
                 }
+                Pushed::Full | Pushed::Gone | Pushed::Unfit => dropped += 1,
             }
             position = position.wrapping_add(1);
-            // A kill between two messages leaves the place of the next: none delivered
-            // twice after a restart.
+            // A kill between a write and this store delivers that one message again
+            // after a restart; none is lost.
             self.counters.set_resume_point(header.stream, position);
         }
         self.counters.forwarded(u64::from(written));
         if dropped > 0 {
             self.counters.dropped(u64::from(dropped));
         }
+        if repeated > 0 {
+            self.counters.repeated(u64::from(repeated));
+        }
+        self.acknowledge(sample.key_expr().as_str(), header.stream, position)?;
         if stopped {
             return Ok(Step::Stopped);
         }
@@ -480,6 +616,41 @@ impl<K: Sink> In<K> {
             dropped,
             repeated,
         })
+    }
+
+    /// Writes one message: with [`OnFull::Block`], waits while the ring is full or its
+    /// consumers are away (a restarted consumer attaches again), until `stop`.
+    fn push(&mut self, message: &[u8], stop: &AtomicBool) -> Result<Pushed, Error> {
+        if self.on_full == OnFull::Drop {
+            return self.sink.push(message, None);
+        }
+        loop {
+            let pushed = self.sink.push(message, Some(POLL))?;
+            // Relaxed: a flag, looked at again within a poll.
+            if !matches!(pushed, Pushed::Full | Pushed::Gone) || stop.load(Ordering::Relaxed) {
+                return Ok(pushed);
+            }
+            if pushed == Pushed::Gone {
+                // Answered at once, not after a wait: pause before the next try.
+                std::thread::sleep(POLL / 10);
+            }
+        }
+    }
+
+    /// Tells the publisher of `key` that everything of `stream` before `next` is in the
+    /// ring (written, dropped, or written before), so that it releases it.
+    fn acknowledge(&mut self, key: &str, stream: u64, next: u64) -> Result<(), Error> {
+        if self.acks_to.0 != key {
+            self.acks_to = (key.to_owned(), ack_key(key));
+        }
+        self.session
+            .put(
+                self.acks_to.1.clone(),
+                wire::encode_ack(stream, next).to_vec(),
+            )
+            .congestion_control(CongestionControl::Block)
+            .wait()?;
+        Ok(())
     }
 
     fn refuse(&self, refusal: Refusal) -> Step {

@@ -9,7 +9,7 @@
 //! | 0 | 4 | `magic` | `0x424d_4853` (`"SHMB"`): a bridge's sample |
 //! | 4 | 2 | `version` | 1 |
 //! | 6 | 2 | `name_len` | bytes of the type name that follows the header |
-//! | 8 | 8 | `fingerprint` | the message type's [`Message::FINGERPRINT`](shm_ring::Message::FINGERPRINT), or [`FRAMES`] |
+//! | 8 | 8 | `fingerprint` | the message type's [`Message::FINGERPRINT`], or [`FRAMES`] |
 //! | 16 | 8 | `stream` | the stream the sequence numbers count in (never 0) |
 //! | 24 | 8 | `first` | the sequence number of the first message |
 //! | 32 | 4 | `count` | messages in the payload |
@@ -98,6 +98,27 @@ pub fn encode(out: &mut Vec<u8>, identity: &Identity, stream: u64, first: u64, c
     out.extend_from_slice(name);
 }
 
+/// The payload of an acknowledgement: `stream` and `next` (little endian), the place an
+/// inbound bridge has reached (everything of `stream` before `next` is in its ring).
+#[must_use]
+pub fn encode_ack(stream: u64, next: u64) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&stream.to_le_bytes());
+    out[8..].copy_from_slice(&next.to_le_bytes());
+    out
+}
+
+/// Reads an acknowledgement; `None` unless it is 16 bytes.
+#[must_use]
+pub fn decode_ack(bytes: &[u8]) -> Option<(u64, u64)> {
+    let bytes: &[u8; 16] = bytes.try_into().ok()?;
+    let (stream, next) = bytes.split_at(8);
+    Some((
+        u64::from_le_bytes(stream.try_into().ok()?),
+        u64::from_le_bytes(next.try_into().ok()?),
+    ))
+}
+
 /// Why a sample was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -122,6 +143,14 @@ pub enum Refusal {
         /// The sample's type fingerprint.
         found_fingerprint: u64,
     },
+    /// A bridge's attachment with a header no bridge writes: stream 0, or no message.
+    #[error("a sample whose header no bridge writes: stream {stream}, {count} messages")]
+    Header {
+        /// The stream it names.
+        stream: u64,
+        /// The messages it announces.
+        count: u32,
+    },
     /// A payload whose length does not hold `count` messages (or frames) exactly.
     #[error("a sample of {count} messages in a payload of {len} bytes, which does not hold them")]
     Malformed {
@@ -132,11 +161,13 @@ pub enum Refusal {
     },
 }
 
-/// Reads an attachment, and checks that it is a bridge's and carries `expected`.
+/// Reads an attachment, and checks that it is a bridge's, carries `expected`, and
+/// numbers at least one message in a stream other than 0.
 ///
 /// # Errors
 ///
-/// A [`Refusal`]: not a bridge's attachment, another version, or another type.
+/// A [`Refusal`]: not a bridge's attachment, another version, another type, or a
+/// header no bridge writes.
 pub fn decode(attachment: Option<&[u8]>, expected: &Identity) -> Result<Header, Refusal> {
     let bytes = attachment.ok_or(Refusal::Foreign)?;
     let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
@@ -166,6 +197,12 @@ pub fn decode(attachment: Option<&[u8]>, expected: &Identity) -> Result<Header, 
             expected_fingerprint: expected.fingerprint,
             found: header.name,
             found_fingerprint: header.fingerprint,
+        });
+    }
+    if header.stream == 0 || header.count == 0 {
+        return Err(Refusal::Header {
+            stream: header.stream,
+            count: header.count,
         });
     }
     Ok(header)
@@ -202,6 +239,9 @@ pub fn split<'a>(
                 let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
                 let (frame, tail) = tail.split_at_checked(len).ok_or(malformed.clone())?;
                 frames.push(frame);
+                if frames.len() > count as usize {
+                    return Err(malformed);
+                }
                 rest = tail;
             }
             if frames.len() != count as usize {
@@ -254,6 +294,13 @@ mod tests {
         let mut v2 = out.clone();
         v2[4] = 2;
         assert_eq!(decode(Some(&v2), &id), Err(Refusal::Version(2)));
+        for (stream, count) in [(0, 3), (9, 0)] {
+            encode(&mut out, &id, stream, 1000, count);
+            assert_eq!(
+                decode(Some(&out), &id),
+                Err(Refusal::Header { stream, count })
+            );
+        }
         let text = Refusal::Mismatch {
             expected: "a",
             expected_fingerprint: 1,
@@ -262,6 +309,15 @@ mod tests {
         }
         .to_string();
         assert!(text.contains("`b`") && text.contains("`a`"), "{text}");
+    }
+
+    /// An acknowledgement reads back as written; any other length is none.
+    #[test]
+    fn acknowledgements_round_trip() {
+        let ack = encode_ack(7, u64::MAX - 1);
+        assert_eq!(decode_ack(&ack), Some((7, u64::MAX - 1)));
+        assert_eq!(decode_ack(&ack[..15]), None);
+        assert_eq!(decode_ack(&[0; 17]), None);
     }
 
     /// Payloads split into exactly `count` messages or frames, and anything else is

@@ -447,6 +447,7 @@ fn positions(detail: &Detail) -> Vec<(String, u64)> {
             ("dropped".into(), counts.dropped),
             ("refused".into(), counts.refused),
             ("lost".into(), counts.lost),
+            ("repeated".into(), counts.repeated),
         ],
         _ => Vec::new(),
     }

@@ -35,9 +35,10 @@ pub struct BridgeArgs {
     /// The Zenoh key expression to publish on or subscribe to.
     #[arg(long)]
     key: String,
-    /// Peer (connects to other peers directly) or client (of a router).
-    #[arg(long, value_enum, default_value_t = ModeArg::Peer)]
-    mode: ModeArg,
+    /// Peer (connects to other peers directly) or client (of a router). Default: peer, or
+    /// what --config says.
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
     /// An endpoint to listen on, as `tcp/0.0.0.0:7447` (repeat for more).
     #[arg(long)]
     listen: Vec<String>,
@@ -98,10 +99,10 @@ pub fn run(args: BridgeArgs) -> Result<()> {
         return Ok(()); // stopped while waiting
     };
     let network = Network {
-        mode: match args.mode {
+        mode: args.mode.map(|mode| match mode {
             ModeArg::Peer => Mode::Peer,
             ModeArg::Client => Mode::Client,
-        },
+        }),
         listen: args.listen.clone(),
         connect: args.connect.clone(),
         multicast_scouting: args.multicast_scouting,
@@ -202,6 +203,9 @@ fn wait_for(ring: &Location, name: &str) -> Result<Option<(Kind, u64, String)>> 
                     return Ok(Some((info.kind, info.type_fingerprint, info.type_name)));
                 }
                 (SurveyState::Corrupt(why), _) => bail!("{name} is corrupt: {why}"),
+                (SurveyState::Stale, _) => bail!(
+                    "{name} is stale: its creator died before it was ready (`shm clean` removes it)"
+                ),
                 _ => {}
             },
             Err(shm_transport::alloc::Error::NotFound { .. }) => {}
@@ -274,10 +278,11 @@ impl End<'_> {
     /// Writes into `sink` until stopped, saying once why each kind of sample is refused.
     fn inbound(self, sink: impl Sink) -> Result<bridge::Counts> {
         let mut bridge = In::new(self.session, self.key, sink, &self.options, self.counters)?;
+        // Said once for each kind of refusal, whatever the network sends.
         let mut said = HashSet::new();
         bridge.run(&STOP, |why| {
-            if said.insert(why.to_string()) {
-                eprintln!("shm bridge: refused {why} (counted; said once)");
+            if said.insert(std::mem::discriminant(why)) {
+                eprintln!("shm bridge: refused {why} (counted; said once for this kind)");
             }
         })?;
         Ok(bridge.counters().counts())

@@ -32,7 +32,7 @@ use shm_transport::bridge::zenoh::sample::Sample;
 use shm_transport::bridge::zenoh::{Session, Wait};
 use shm_transport::bridge::{self, Counters, Direction, Network, Options};
 use shm_transport::ring::spsc::{Builder, Consumer, Producer};
-use shm_transport::ring::{Message, OpenMode};
+use shm_transport::ring::{Message, OpenMode, SendTimeoutError};
 
 use super::peer::Peer;
 use super::throughput::{Case, Numbered, Tally};
@@ -379,7 +379,16 @@ pub fn stream_send<T: Numbered + Message>(
         let mut tx = threads.outbound::<T>(&session, &ring, STREAM_CAPACITY, &key)?;
         let _ = Segment::remove(&Location::Name(ring));
         let deadline = Instant::now() + budget;
-        let mut send = |seq| tx.send(T::numbered(seq)).map_err(|e| anyhow!("{e}"));
+        // Waits while the ring is full, and gives up if asked to stop meanwhile (a
+        // receiver gone leaves the bridge waiting for a subscriber, the ring full).
+        let mut send = |seq| loop {
+            match tx.send_timeout(T::numbered(seq), PATIENCE / 100) {
+                Ok(()) => return Ok(()),
+                // Relaxed: a stop request needs no ordering, only to be seen.
+                Err(SendTimeoutError::Timeout(_)) if !stop.load(Ordering::Relaxed) => {}
+                Err(e) => return Err(anyhow!("shm-bridge: {e}")),
+            }
+        };
         while !over(deadline, stop) {
             for _ in 0..1024 {
                 sent += 1;
