@@ -170,11 +170,11 @@ impl<T: Message> Source for spsc::Consumer<T> {
             return Ok(Peeked::default());
         };
         let (a, b) = chunk.as_slices();
-        let before = out.len();
+        let mut count = 0;
         for message in a.iter().chain(b).skip(skip) {
             out.extend_from_slice(message.as_bytes());
+            count += 1;
         }
-        let count = ((out.len() - before) / size_of::<T>().max(1)) as u32;
         // Dropped without commit: released only once acknowledged.
         drop(chunk);
         if count == 0 {

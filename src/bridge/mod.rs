@@ -70,6 +70,7 @@ use std::time::{Duration, Instant};
 
 use zenoh::Wait;
 use zenoh::handlers::FifoChannelHandler;
+use zenoh::matching::MatchingListener;
 use zenoh::pubsub::{Publisher, Subscriber};
 use zenoh::qos::CongestionControl;
 use zenoh::sample::Sample;
@@ -302,11 +303,14 @@ pub struct Out<S: Source> {
     next: u64,
     batch: usize,
     acks: Option<Acks>,
-    /// Whether a subscriber matched at the last look.
+    /// Whether a subscriber matches, kept by Zenoh's matching listener (so that a batch
+    /// costs no query of the session's routes).
+    matched: Arc<AtomicBool>,
+    _listener: MatchingListener<()>,
+    /// Whether a subscriber matched at the last step.
     matching: bool,
     /// When an acknowledgement last released something, or nothing was outstanding.
     progress: Instant,
-    attachment: Vec<u8>,
 }
 
 impl<S: Source> Out<S> {
@@ -345,8 +349,7 @@ impl<S: Source> Out<S> {
                         if let Some((of, next)) = wire::decode_ack(&sample.payload().to_bytes())
                             && of == stream
                         {
-                            // Relaxed: a number; the ring's own Release/Acquire orders
-                            // the release that follows it.
+                            // Relaxed: a number; nothing is read through it.
                             seen.fetch_max(next, Ordering::Relaxed);
                         }
                     })
@@ -358,6 +361,15 @@ impl<S: Source> Out<S> {
             }
             None => None,
         };
+        let matched = Arc::new(AtomicBool::new(false));
+        let told = matched.clone();
+        let listener = publisher
+            .matching_listener()
+            .callback(move |status| {
+                // Relaxed: a flag; nothing is read through it.
+                told.store(status.matching(), Ordering::Relaxed);
+            })
+            .wait()?;
         Ok(Out {
             identity: source.identity(),
             next: source.position().unwrap_or(0),
@@ -367,9 +379,10 @@ impl<S: Source> Out<S> {
             counters,
             batch: options.batch.clamp(1, u32::MAX as usize),
             acks,
+            matched,
+            _listener: listener,
             matching: false,
             progress: Instant::now(),
-            attachment: Vec::new(),
         })
     }
 
@@ -381,7 +394,7 @@ impl<S: Source> Out<S> {
     ///
     /// [`Error::Zenoh`] if the publication fails; [`Error::Corrupted`] for a corrupt ring.
     pub fn step(&mut self, timeout: Duration) -> Result<u32, Error> {
-        if !self.publisher.matching_status().wait()?.matching() {
+        if !self.subscribed()? {
             self.matching = false;
             std::thread::sleep(timeout.min(Duration::from_millis(10)));
             return Ok(0);
@@ -432,18 +445,15 @@ impl<S: Source> Out<S> {
         let first = self.next;
         let count = u64::from(peeked.count);
         self.next = first.wrapping_add(count);
+        let mut attachment = Vec::new();
         wire::encode(
-            &mut self.attachment,
+            &mut attachment,
             &self.identity,
             self.stream,
             first,
             peeked.count,
         );
-        let put = self
-            .publisher
-            .put(payload)
-            .attachment(self.attachment.clone())
-            .wait();
+        let put = self.publisher.put(payload).attachment(attachment).wait();
         if let Err(e) = put {
             if self.acks.is_none() {
                 // Read out of the ring and not published: gone, and counted.
@@ -459,6 +469,19 @@ impl<S: Source> Out<S> {
             self.source.release(peeked.count)?;
         }
         Ok(peeked.count)
+    }
+
+    /// Whether a subscriber matches: the listener's word, and while it says no, the
+    /// session asked (the listener tells changes, not the state it starts from).
+    fn subscribed(&self) -> Result<bool, Error> {
+        // Relaxed: a flag; nothing is read through it.
+        if self.matched.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let now = self.publisher.matching_status().wait()?.matching();
+        // Relaxed: as above; a change the listener tells later overwrites it.
+        self.matched.store(now, Ordering::Relaxed);
+        Ok(now)
     }
 
     /// Forwards until `stop` is set (looked at between batches, every [`POLL`] at most

@@ -216,6 +216,12 @@ pub fn send(
             case.size
         ),
     };
+    received(peer, sent)
+}
+
+/// The receiver's reply to a round of `sent` messages: (messages, ns), checked against
+/// `sent`.
+pub(super) fn received(peer: &mut Peer, sent: u64) -> Result<(u64, u64)> {
     let reply = peer.reply()?;
     let mut words = reply.split(' ');
     let mut next = || -> Result<u64> {
@@ -233,7 +239,7 @@ pub fn send(
 }
 
 /// Whether to end the round: checked between batches.
-fn done(deadline: Instant, stop: &AtomicBool) -> bool {
+pub(super) fn done(deadline: Instant, stop: &AtomicBool) -> bool {
     // Relaxed: a stop request needs no ordering, only to be seen eventually.
     stop.load(Ordering::Relaxed) || Instant::now() >= deadline
 }

@@ -35,7 +35,7 @@ use shm_transport::ring::spsc::{Builder, Consumer, Producer};
 use shm_transport::ring::{Message, OpenMode, SendTimeoutError};
 
 use super::peer::Peer;
-use super::throughput::{Case, Numbered, Tally};
+use super::throughput::{Case, Numbered, Tally, done, received};
 use super::transport::{Echoer, Pinger, STOP, Transport, seq_of, set_seq};
 
 /// How long a side waits for the other to be seen, or for a reply.
@@ -198,18 +198,10 @@ impl Threads {
     ) -> Result<Producer<T>> {
         let ring = |mode| Builder::<T>::new(name).capacity(capacity).mode(mode);
         let tx = ring(OpenMode::Create).producer()?;
+        let source = ring(OpenMode::Open).consumer()?;
         let counters = Counters::heap(Direction::Out, key);
-        let options = Options::default();
-        let mut out = bridge::Out::new(
-            session,
-            key,
-            ring(OpenMode::Open).consumer()?,
-            &options,
-            counters,
-        )?;
-        let stop = self.stop.clone();
-        self.running
-            .push(std::thread::spawn(move || out.run(&stop)));
+        let mut out = bridge::Out::new(session, key, source, &Options::default(), counters)?;
+        self.spawn(move |stop| out.run(stop));
         Ok(tx)
     }
 
@@ -224,19 +216,20 @@ impl Threads {
     ) -> Result<Consumer<T>> {
         let ring = |mode| Builder::<T>::new(name).capacity(capacity).mode(mode);
         let rx = ring(OpenMode::Create).consumer()?;
+        let sink = ring(OpenMode::Open).producer()?;
         let counters = Counters::heap(Direction::In, key);
-        let options = Options::default();
-        let mut inbound = bridge::In::new(
-            session,
-            key,
-            ring(OpenMode::Open).producer()?,
-            &options,
-            counters,
-        )?;
-        let stop = self.stop.clone();
-        self.running
-            .push(std::thread::spawn(move || inbound.run(&stop, |_| {})));
+        let mut inbound = bridge::In::new(session, key, sink, &Options::default(), counters)?;
+        self.spawn(move |stop| inbound.run(stop, |_| {}));
         Ok(rx)
+    }
+
+    /// Runs `bridge` on a thread of its own until `finish`.
+    fn spawn(
+        &mut self,
+        bridge: impl FnOnce(&AtomicBool) -> Result<(), bridge::Error> + Send + 'static,
+    ) {
+        let stop = self.stop.clone();
+        self.running.push(std::thread::spawn(move || bridge(&stop)));
     }
 
     /// Stops the threads and waits for them.
@@ -389,14 +382,14 @@ pub fn stream_send<T: Numbered + Message>(
                 Err(e) => return Err(anyhow!("shm-bridge: {e}")),
             }
         };
-        while !over(deadline, stop) {
+        while !done(deadline, stop) {
             for _ in 0..1024 {
                 sent += 1;
                 send(sent)?;
             }
         }
         send(STOP)?;
-        let result = reply(peer, sent);
+        let result = received(peer, sent);
         threads.finish()?;
         return result;
     }
@@ -413,34 +406,14 @@ pub fn stream_send<T: Numbered + Message>(
             .wait()
             .map_err(|e| anyhow!("{e}"))
     };
-    while !over(deadline, stop) {
+    while !done(deadline, stop) {
         for _ in 0..1024 {
             sent += 1;
             put(sent)?;
         }
     }
     put(STOP)?;
-    reply(peer, sent)
-}
-
-/// Whether a round is over: its time spent, or a stop asked for.
-fn over(deadline: Instant, stop: &AtomicBool) -> bool {
-    // Relaxed: a stop request needs no ordering, only to be seen eventually.
-    stop.load(Ordering::Relaxed) || Instant::now() >= deadline
-}
-
-/// The receiver's (messages, ns), checked against the `sent` count.
-fn reply(peer: &mut Peer, sent: u64) -> Result<(u64, u64)> {
-    let reply = peer.reply()?;
-    let (received, ns) = reply
-        .split_once(' ')
-        .ok_or_else(|| anyhow!("short reply {reply:?}"))?;
-    let (received, ns): (u64, u64) = (received.parse()?, ns.parse()?);
-    anyhow::ensure!(
-        received == sent,
-        "sent {sent} messages, the receiver counted {received}"
-    );
-    Ok((received, ns))
+    received(peer, sent)
 }
 
 /// Slots of the bridged throughput rings.
